@@ -1,0 +1,29 @@
+# The two commands of the README: `make demo` (train + evaluate + draw on the synthetic dataset,
+# on the CPU) and `make test`. Both set up .venv first (idempotent).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEMO_CONFIG ?= configs/Synthetic/atss_R_18_FPN_tiny.yaml
+DEMO_OUTPUT ?= output/atss_R_18_FPN_tiny
+
+.PHONY: setup demo test cuda-check benchmark clean
+
+setup:
+	bash dev/setup_env.sh
+
+# --resume: a second `make demo` reuses (or finishes) the previous run instead of starting over;
+# delete $(DEMO_OUTPUT) to train again.
+demo: setup
+	$(PY) tools/train_net.py --config-file $(DEMO_CONFIG) --resume OUTPUT_DIR $(DEMO_OUTPUT)
+	$(PY) tools/visualize_predictions.py --config-file $(DEMO_CONFIG) \
+		--output $(DEMO_OUTPUT)/predictions.png MODEL.WEIGHTS $(DEMO_OUTPUT)/model_final.pth
+
+test: setup
+	$(PY) -m pytest tests
+
+# Compiles the CUDA kernels in a throwaway folder (needs nvcc, not a GPU).
+cuda-check:
+	D2EXT_SKIP_BUILD=1 bash dev/setup_env.sh
+	bash dev/check_cuda_build.sh
+
+clean:
+	rm -rf build d2ext/_C*.so

@@ -1,0 +1,8 @@
+"""d2ext: dense-detector training recipes for Detectron2.
+
+Importing d2ext registers its meta-architectures, heads and backbones with Detectron2's registries
+and its synthetic dataset with DatasetCatalog.
+"""
+__version__ = "0.1.0"
+
+from . import data, modeling  # noqa: F401,E402  (registration side effects)

@@ -1,0 +1,14 @@
+from detectron2.config import get_cfg as _get_detectron2_cfg
+
+from .atss import add_atss_config
+from .defaults import add_d2ext_config
+
+
+def get_cfg():
+    """Detectron2's default config plus every d2ext key."""
+    cfg = _get_detectron2_cfg()
+    add_d2ext_config(cfg)
+    return cfg
+
+
+__all__ = ["add_atss_config", "add_d2ext_config", "get_cfg"]

@@ -1,0 +1,6 @@
+from .atss import add_atss_config
+
+
+def add_d2ext_config(cfg):
+    """Adds every d2ext key (each method's under MODEL.<METHOD>) to a Detectron2 config."""
+    add_atss_config(cfg)

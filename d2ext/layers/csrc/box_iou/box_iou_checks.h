@@ -1,0 +1,23 @@
+// Argument checks of d2ext::pairwise_iou, shared by both launchers so errors read the same.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+
+namespace d2ext {
+
+inline void check_pairwise_iou_args(const at::Tensor& boxes1, const at::Tensor& boxes2, int64_t mode) {
+  TORCH_CHECK(boxes1.dim() == 2 && boxes1.size(1) == 4,
+              "pairwise_iou: boxes1 must have shape (N, 4), got ", boxes1.sizes());
+  TORCH_CHECK(boxes2.dim() == 2 && boxes2.size(1) == 4,
+              "pairwise_iou: boxes2 must have shape (M, 4), got ", boxes2.sizes());
+  TORCH_CHECK(boxes1.scalar_type() == boxes2.scalar_type(),
+              "pairwise_iou: boxes1 and boxes2 must have the same dtype, got ",
+              boxes1.scalar_type(), " and ", boxes2.scalar_type());
+  TORCH_CHECK(boxes1.device() == boxes2.device(),
+              "pairwise_iou: boxes1 and boxes2 must be on the same device, got ",
+              boxes1.device(), " and ", boxes2.device());
+  TORCH_CHECK(mode == 0 || mode == 1, "pairwise_iou: mode must be 0 (iou) or 1 (giou), got ", mode);
+}
+
+}  // namespace d2ext

@@ -1,0 +1,3 @@
+from .atss import atss_assign
+
+__all__ = ["atss_assign"]

@@ -1,0 +1,34 @@
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import BACKBONE_REGISTRY, FPN
+from detectron2.modeling.backbone.fpn import LastLevelP6P7
+
+from .resnet import build_resnet_any_width
+
+
+@BACKBONE_REGISTRY.register()
+def build_resnet_fpn_p6p7_backbone(cfg, input_shape: ShapeSpec):
+    """
+    ResNet (R18/R34 of any width, see build_resnet_any_width) + FPN, with P6/P7 computed from
+    the feature named by MODEL.FPN.TOP_LEVELS_IN_FEATURE: "p5" for the ATSS family
+    (METHODS.md §0), "res5" for Detectron2's RetinaNet.
+    """
+    bottom_up = build_resnet_any_width(cfg, input_shape)
+    out_channels = cfg.MODEL.FPN.OUT_CHANNELS
+    in_feature = cfg.MODEL.FPN.TOP_LEVELS_IN_FEATURE
+    if in_feature == "p5":
+        top_in_channels = out_channels
+    elif in_feature in bottom_up.output_shape():
+        top_in_channels = bottom_up.output_shape()[in_feature].channels
+    else:
+        raise ValueError(
+            f"MODEL.FPN.TOP_LEVELS_IN_FEATURE={in_feature!r} is neither 'p5' nor a backbone "
+            f"output ({sorted(bottom_up.output_shape())})"
+        )
+    return FPN(
+        bottom_up=bottom_up,
+        in_features=cfg.MODEL.FPN.IN_FEATURES,
+        out_channels=out_channels,
+        norm=cfg.MODEL.FPN.NORM,
+        top_block=LastLevelP6P7(top_in_channels, out_channels, in_feature=in_feature),
+        fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
+    )

@@ -1,0 +1,62 @@
+from typing import List
+
+from detectron2.layers import ShapeSpec
+from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, ResNet, build_resnet_backbone
+
+BASIC_BLOCKS_PER_STAGE = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3]}
+
+
+def build_basic_resnet(
+    *,
+    depth: int = 18,
+    width: int = 64,
+    stem_width: int = 64,
+    norm: str = "BN",
+    out_features: List[str] = ("res3", "res4", "res5"),
+    freeze_at: int = 0,
+    in_channels: int = 3,
+) -> ResNet:
+    """
+    A ResNet-18/34 (basic blocks) whose res2 has `width` channels (doubling at every stage) and
+    whose stem has `stem_width`. Detectron2 builds only width 64; a narrow R18 is what makes
+    CPU-sized models train in minutes.
+    """
+    if depth not in BASIC_BLOCKS_PER_STAGE:
+        raise ValueError(f"build_basic_resnet builds depths {sorted(BASIC_BLOCKS_PER_STAGE)}, got {depth}")
+    stem = BasicStem(in_channels=in_channels, out_channels=stem_width, norm=norm)
+    stages = []
+    stage_in = stem_width
+    for idx, num_blocks in enumerate(BASIC_BLOCKS_PER_STAGE[depth]):
+        stage_out = width * 2**idx
+        stages.append(
+            ResNet.make_stage(
+                block_class=BasicBlock,
+                num_blocks=num_blocks,
+                stride_per_block=[1 if idx == 0 else 2] + [1] * (num_blocks - 1),
+                in_channels=stage_in,
+                out_channels=stage_out,
+                norm=norm,
+            )
+        )
+        stage_in = stage_out
+    return ResNet(stem, stages, out_features=list(out_features), freeze_at=freeze_at)
+
+
+def build_resnet_any_width(cfg, input_shape: ShapeSpec) -> ResNet:
+    """
+    Detectron2's ResNet from MODEL.RESNETS, except that R18/R34 may also be narrower or wider
+    than 64 channels (RES2_OUT_CHANNELS, STEM_OUT_CHANNELS), which Detectron2's builder refuses.
+    Other depths are built by Detectron2 itself.
+    """
+    depth = cfg.MODEL.RESNETS.DEPTH
+    if depth not in BASIC_BLOCKS_PER_STAGE:
+        return build_resnet_backbone(cfg, input_shape)
+    return build_basic_resnet(
+        depth=depth,
+        width=cfg.MODEL.RESNETS.RES2_OUT_CHANNELS,
+        stem_width=cfg.MODEL.RESNETS.STEM_OUT_CHANNELS,
+        norm=cfg.MODEL.RESNETS.NORM,
+        out_features=cfg.MODEL.RESNETS.OUT_FEATURES,
+        freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT,
+        in_channels=input_shape.channels,
+    )

@@ -1,0 +1,81 @@
+#!/usr/bin/env python
+"""Builds d2ext and its compiled ops, d2ext._C, from d2ext/layers/csrc.
+
+C++ sources always; CUDA sources too when torch sees a GPU or FORCE_CUDA=1 (then CUDA_HOME must
+name the toolkit nvcc comes from). Dependencies are pinned in requirements.txt, not here, so that
+`pip install -e . --no-build-isolation` works inside an environment that already has torch and
+Detectron2.
+"""
+import glob
+import os
+import shutil
+
+from setuptools import find_packages, setup
+
+import torch
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CSRC = os.path.join("d2ext", "layers", "csrc")
+
+
+def want_cuda() -> bool:
+    if os.environ.get("FORCE_CUDA", "0") == "1":
+        if CUDA_HOME is None:
+            raise RuntimeError("FORCE_CUDA=1 but no CUDA toolkit was found: set CUDA_HOME.")
+        return True
+    return torch.cuda.is_available() and CUDA_HOME is not None
+
+
+def get_extensions():
+    sources = sorted(glob.glob(os.path.join(CSRC, "**", "*.cpp"), recursive=True))
+    extra_compile_args = {"cxx": ["-O3"]}
+    define_macros = []
+    extension = CppExtension
+    if want_cuda():
+        extension = CUDAExtension
+        sources += sorted(glob.glob(os.path.join(CSRC, "**", "*.cu"), recursive=True))
+        define_macros.append(("WITH_CUDA", None))
+        nvcc_flags = os.environ.get("NVCC_FLAGS", "").split()
+        extra_compile_args["nvcc"] = ["-O3", "--expt-relaxed-constexpr"] + nvcc_flags
+    return [
+        extension(
+            "d2ext._C",
+            sources,
+            include_dirs=[os.path.join(HERE, CSRC)],
+            define_macros=define_macros,
+            extra_compile_args=extra_compile_args,
+        )
+    ]
+
+
+def get_model_zoo_configs():
+    """Copies top-level configs/ into d2ext/model_zoo/configs so they ship with the package."""
+    source = os.path.join(HERE, "configs")
+    destination = os.path.join(HERE, "d2ext", "model_zoo", "configs")
+    if os.path.islink(destination):
+        os.unlink(destination)
+    elif os.path.isdir(destination):
+        shutil.rmtree(destination)
+    try:
+        # An editable install sees the live folder through a link.
+        os.symlink(source, destination)
+    except OSError:
+        shutil.copytree(source, destination)
+    files = glob.glob(os.path.join("configs", "**", "*.yaml"), recursive=True)
+    files += glob.glob(os.path.join("configs", "**", "*.py"), recursive=True)
+    return files
+
+
+setup(
+    name="d2ext",
+    version="0.1.0",
+    description="Dense-detector training recipes (ATSS, DynamicATSS, GFL, VFNet, MuSu, AP-loss, "
+    "Libra R-CNN) for Detectron2",
+    license="Apache-2.0",
+    python_requires=">=3.9",
+    packages=find_packages(exclude=("configs", "tests*", "tools*")),
+    package_data={"d2ext.model_zoo": get_model_zoo_configs()},
+    ext_modules=get_extensions(),
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+)

@@ -1,0 +1,121 @@
+"""d2ext.layers.pairwise_iou: compiled kernel vs reference and hand-computed values."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import DEVICES, REPO_ROOT
+from d2ext.layers import has_ops, pairwise_iou, reference
+
+requires_ops = pytest.mark.skipif(not has_ops(), reason="d2ext._C is not built")
+
+
+def random_boxes(n, dtype=torch.float32, device="cpu", seed=0):
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(n, 2, generator=g, dtype=torch.float64) * 100
+    wh = torch.rand(n, 2, generator=g, dtype=torch.float64) * 50
+    return torch.cat([xy, xy + wh], dim=1).to(dtype=dtype, device=device)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("mode", ["iou", "giou"])
+def test_matches_reference(device, dtype, mode):
+    a, b = random_boxes(57, dtype, device, 1), random_boxes(33, dtype, device, 2)
+    out = pairwise_iou(a, b, mode)
+    assert out.shape == (57, 33) and out.dtype == dtype
+    torch.testing.assert_close(out, reference.pairwise_iou(a, b, mode))
+
+
+def test_hand_computed_values():
+    a = torch.tensor([[0.0, 0.0, 2.0, 2.0]])
+    b = torch.tensor([[1.0, 1.0, 3.0, 3.0], [0.0, 0.0, 2.0, 2.0], [5.0, 0.0, 6.0, 1.0]])
+    # Overlap 1, union 4 + 4 - 1 = 7; the enclosing box of the first pair is 3x3 = 9, of the
+    # disjoint pair 6x2 = 12 with union 5.
+    torch.testing.assert_close(pairwise_iou(a, b), torch.tensor([[1 / 7, 1.0, 0.0]]))
+    torch.testing.assert_close(
+        pairwise_iou(a, b, "giou"), torch.tensor([[1 / 7 - 2 / 9, 1.0, -7 / 12]])
+    )
+
+
+def test_degenerate_and_inverted_boxes():
+    a = torch.tensor([[0.0, 0.0, 0.0, 0.0], [3.0, 3.0, 1.0, 1.0], [0.0, 0.0, 2.0, 2.0]])
+    out = pairwise_iou(a, a)
+    # A zero-area or inverted box has an empty union with itself: IoU 0, never NaN.
+    torch.testing.assert_close(out.diagonal(), torch.tensor([0.0, 0.0, 1.0]))
+    assert torch.isfinite(pairwise_iou(a, a, "giou")).all()
+    torch.testing.assert_close(pairwise_iou(a, a, "giou"), reference.pairwise_iou(a, a, "giou"))
+
+
+@pytest.mark.parametrize("n, m", [(0, 5), (4, 0), (0, 0)])
+def test_empty_inputs(n, m):
+    out = pairwise_iou(random_boxes(n), random_boxes(m))
+    assert out.shape == (n, m)
+
+
+def test_half_is_computed_in_float32():
+    a = random_boxes(5).half()
+    out = pairwise_iou(a, a)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, reference.pairwise_iou(a.float(), a.float()))
+
+
+def test_many_boxes():
+    a, b = random_boxes(3000, seed=3), random_boxes(1000, seed=4)
+    torch.testing.assert_close(pairwise_iou(a, b), reference.pairwise_iou(a, b))
+
+
+@requires_ops
+def test_bad_input_names_the_argument():
+    with pytest.raises(RuntimeError, match="boxes2 must have shape"):
+        pairwise_iou(random_boxes(3), torch.zeros(3, 5))
+    with pytest.raises(RuntimeError, match="same dtype"):
+        pairwise_iou(random_boxes(3), random_boxes(3, torch.float64))
+    with pytest.raises(ValueError, match="mode must be one of"):
+        pairwise_iou(random_boxes(3), random_boxes(3), "diou")
+
+
+@requires_ops
+def test_opcheck():
+    for mode in (0, 1):
+        torch.library.opcheck(
+            torch.ops.d2ext.pairwise_iou.default,
+            (random_boxes(6), random_boxes(4), mode),
+            test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"),
+        )
+
+
+@requires_ops
+def test_torch_compile_fullgraph():
+    def best_match(a, b):
+        return pairwise_iou(a, b).max(dim=1)
+
+    compiled = torch.compile(best_match, fullgraph=True, backend="aot_eager")
+    a, b = random_boxes(20), random_boxes(7)
+    expected = best_match(a, b)
+    actual = compiled(a, b)
+    torch.testing.assert_close(actual.values, expected.values)
+    torch.testing.assert_close(actual.indices, expected.indices)
+
+
+def test_fallback_without_compiled_ops_warns_once():
+    code = (
+        "import warnings, torch\n"
+        "warnings.simplefilter('always')\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    from d2ext.layers import has_ops, pairwise_iou, reference\n"
+        "    a = torch.tensor([[0., 0., 2., 2.], [1., 1., 3., 3.]])\n"
+        "    out = [pairwise_iou(a, a, m) for m in ('iou', 'giou', 'iou')]\n"
+        "assert not has_ops()\n"
+        "assert torch.equal(out[0], reference.pairwise_iou(a, a))\n"
+        "msgs = [str(w.message) for w in caught if 'compiled ops' in str(w.message)]\n"
+        "assert len(msgs) == 1, msgs\n"
+        "assert 'build_ext --inplace' in msgs[0], msgs[0]\n"
+    )
+    env = dict(os.environ, D2EXT_DISABLE_OPS="1")
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr

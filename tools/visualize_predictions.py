@@ -1,0 +1,71 @@
+#!/usr/bin/env python
+"""
+Draws a trained model's predictions on the first images of its test dataset (Detectron2's
+Visualizer), ground truth on the left, predictions on the right, into one PNG.
+
+    python tools/visualize_predictions.py --config-file configs/Synthetic/atss_R_18_FPN_tiny.yaml \
+        --output output/atss_R_18_FPN_tiny/predictions.png \
+        MODEL.WEIGHTS output/atss_R_18_FPN_tiny/model_final.pth
+"""
+import argparse
+import logging
+
+import cv2
+import numpy as np
+import torch
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.detection_utils import read_image
+from detectron2.engine import DefaultPredictor
+from detectron2.utils.logger import setup_logger
+from detectron2.utils.visualizer import Visualizer
+
+import d2ext  # noqa: F401  (registers d2ext's models and datasets)
+from d2ext.config import get_cfg
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-file", required=True)
+    parser.add_argument("--output", required=True, help="PNG file to write")
+    parser.add_argument("--num-images", type=int, default=6)
+    parser.add_argument("--score-thresh", type=float, default=0.3, help="draw predictions above this")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides (KEY VALUE ...)")
+    return parser.parse_args()
+
+
+def side_by_side(image_rgb, record, outputs, metadata, score_thresh):
+    gt = Visualizer(image_rgb, metadata).draw_dataset_dict(record).get_image()
+    instances = outputs["instances"].to("cpu")
+    instances = instances[instances.scores > score_thresh]
+    pred = Visualizer(image_rgb, metadata).draw_instance_predictions(instances).get_image()
+    return np.hstack([gt, pred])
+
+
+def main():
+    args = parse_args()
+    setup_logger(name="d2ext")
+    cfg = get_cfg()
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    if not torch.cuda.is_available():
+        cfg.MODEL.DEVICE = "cpu"
+    cfg.freeze()
+    if not cfg.MODEL.WEIGHTS:
+        raise SystemExit("Set MODEL.WEIGHTS to the checkpoint to visualise (e.g. .../model_final.pth)")
+
+    dataset_name = cfg.DATASETS.TEST[0]
+    metadata = MetadataCatalog.get(dataset_name)
+    predictor = DefaultPredictor(cfg)  # loads MODEL.WEIGHTS
+    rows = []
+    for record in DatasetCatalog.get(dataset_name)[: args.num_images]:
+        image_bgr = read_image(record["file_name"], format="BGR")
+        rows.append(side_by_side(image_bgr[:, :, ::-1], record, predictor(image_bgr), metadata, args.score_thresh))
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+    cv2.imwrite(args.output, np.vstack(rows)[:, :, ::-1])
+    logging.getLogger("d2ext").info(f"Ground truth (left) and predictions (right) written to {args.output}")
+
+
+if __name__ == "__main__":
+    main()
