@@ -1,6 +1,18 @@
 """d2ext's ops. Each runs a compiled kernel (d2ext._C) or, if that is not built, its reference
 in :mod:`d2ext.layers.reference` after one warning."""
 from ._extension import has_ops
-from .iou import pairwise_iou
+from .assign import atss_assign
+from .fused_losses import distribution_focal_loss, quality_focal_loss, sigmoid_focal_loss, varifocal_loss
+from .iou import aligned_iou, giou_loss, pairwise_iou
 
-__all__ = ["has_ops", "pairwise_iou"]
+__all__ = [
+    "aligned_iou",
+    "atss_assign",
+    "distribution_focal_loss",
+    "giou_loss",
+    "has_ops",
+    "pairwise_iou",
+    "quality_focal_loss",
+    "sigmoid_focal_loss",
+    "varifocal_loss",
+]

@@ -9,3 +9,78 @@ def _pairwise_iou_fake(boxes1, boxes2, mode=0):
     torch._check(boxes2.dim() == 2 and boxes2.shape[1] == 4, lambda: "boxes2 must be (M, 4)")
     torch._check(boxes1.dtype == boxes2.dtype, lambda: "boxes1 and boxes2 must share a dtype")
     return boxes1.new_empty((boxes1.shape[0], boxes2.shape[0]))
+
+
+@torch.library.register_fake("d2ext::aligned_iou")
+def _aligned_iou_fake(boxes1, boxes2, mode=0):
+    torch._check(boxes1.dim() == 2 and boxes1.shape[1] == 4, lambda: "boxes1 must be (N, 4)")
+    torch._check(boxes1.shape == boxes2.shape, lambda: "boxes2 must have the shape of boxes1")
+    return boxes1.new_empty((boxes1.shape[0],))
+
+
+@torch.library.register_fake("d2ext::giou_loss")
+def _giou_loss_fake(pred, target, weight, reduction):
+    return _loss_output(pred, reduction, pred.shape[:1])
+
+
+@torch.library.register_fake("d2ext::atss_assign")
+def _atss_assign_fake(anchors, num_anchors_per_level, gt_boxes, topk, pred_boxes=None, anchor_weight=1.0, pred_weight=1.0):
+    torch._check(anchors.dim() == 2 and anchors.shape[1] == 4, lambda: "anchors must be (R, 4)")
+    torch._check(gt_boxes.dim() == 2 and gt_boxes.shape[1] == 4, lambda: "gt_boxes must be (M, 4)")
+    num_anchors = anchors.shape[0]
+    return anchors.new_empty((num_anchors,), dtype=torch.int64), anchors.new_empty((num_anchors,))
+
+
+def _loss_output(logits, reduction, none_shape):
+    torch._check(logits.dim() == 2, lambda: "logits must be 2-D")
+    torch._check(0 <= reduction <= 2, lambda: "reduction must be 0, 1 or 2")
+    return logits.new_empty(none_shape if reduction == 0 else ())
+
+
+@torch.library.register_fake("d2ext::sigmoid_focal_loss")
+def _sigmoid_focal_loss_fake(logits, labels, weight, alpha, gamma, reduction):
+    return _loss_output(logits, reduction, logits.shape)
+
+
+@torch.library.register_fake("d2ext::quality_focal_loss")
+def _quality_focal_loss_fake(logits, labels, scores, weight, beta, reduction):
+    return _loss_output(logits, reduction, logits.shape)
+
+
+@torch.library.register_fake("d2ext::varifocal_loss")
+def _varifocal_loss_fake(logits, labels, scores, weight, alpha, gamma, iou_weighted, reduction):
+    return _loss_output(logits, reduction, logits.shape)
+
+
+@torch.library.register_fake("d2ext::distribution_focal_loss")
+def _distribution_focal_loss_fake(logits, target, weight, reduction):
+    return _loss_output(logits, reduction, logits.shape[:1])
+
+
+def _grad_like_first_input(grad, first, *args):
+    return torch.empty_like(first)
+
+
+LOSSES = ("sigmoid_focal_loss", "quality_focal_loss", "varifocal_loss", "distribution_focal_loss", "giou_loss")
+
+for _name in LOSSES:
+    torch.library.register_fake(f"d2ext::_{_name}_backward")(_grad_like_first_input)
+
+
+# Autograd: each loss's backward op returns the gradient of its first input (logits, predicted
+# boxes); every other input (labels, scores, weights, target boxes: targets) gets none.
+def _save_all_inputs(ctx, inputs, output):
+    ctx.inputs = inputs
+
+
+def _register_first_input_autograd(name):
+    backward_op = getattr(torch.ops.d2ext, f"_{name}_backward")
+
+    def backward(ctx, grad):
+        return (backward_op(grad, *ctx.inputs),) + (None,) * (len(ctx.inputs) - 1)
+
+    torch.library.register_autograd(f"d2ext::{name}", backward, setup_context=_save_all_inputs)
+
+
+for _name in LOSSES:
+    _register_first_input_autograd(_name)

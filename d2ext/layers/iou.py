@@ -1,9 +1,13 @@
 """Box overlap ops: compiled kernels with the references in reference.py as fallback."""
+from typing import Optional
+
 import torch
 from torch import Tensor
 
 from . import reference
 from ._extension import has_ops, warn_fallback_once
+from .fused_losses import _float as _float32_if_half
+from .fused_losses import _reduction_index
 
 # Index = the mode's integer in the C++ enum IouMode (csrc/box_iou/box_iou.h).
 IOU_MODES = ("iou", "giou")
@@ -31,9 +35,39 @@ def pairwise_iou(boxes1: Tensor, boxes2: Tensor, mode: str = "iou") -> Tensor:
         differentiable: it is meant for label assignment.
     """
     mode_index = _mode_index(mode)
-    if boxes1.dtype in (torch.float16, torch.bfloat16):
-        boxes1, boxes2 = boxes1.float(), boxes2.float()
+    boxes1, boxes2 = _float32_if_half(boxes1), _float32_if_half(boxes2)
     if not has_ops():
         warn_fallback_once("pairwise_iou")
         return reference.pairwise_iou(boxes1, boxes2, mode)
     return torch.ops.d2ext.pairwise_iou(boxes1, boxes2, mode_index)
+
+
+def aligned_iou(boxes1: Tensor, boxes2: Tensor, mode: str = "iou") -> Tensor:
+    """
+    Overlap of each pair (boxes1[i], boxes2[i]) of two (N, 4) box sets: (N,). Same conventions
+    as :func:`pairwise_iou`; not differentiable (quality targets, matching).
+    """
+    mode_index = _mode_index(mode)
+    boxes1, boxes2 = _float32_if_half(boxes1), _float32_if_half(boxes2)
+    if not has_ops():
+        warn_fallback_once("aligned_iou")
+        return reference.aligned_iou(boxes1, boxes2, mode)
+    return torch.ops.d2ext.aligned_iou(boxes1, boxes2, mode_index)
+
+
+def giou_loss(pred: Tensor, target: Tensor, weight: Optional[Tensor] = None, reduction: str = "sum") -> Tensor:
+    """
+    Generalized IoU loss, weight_i * (1 - GIoU(pred_i, target_i)), with a fused forward and
+    backward kernel. Differentiable in ``pred`` only (targets are constants).
+
+    Args:
+        pred, target (Tensor): (N, 4) boxes (x1, y1, x2, y2).
+        weight (Tensor, optional): (N,) per-box weights.
+        reduction (str): "none" (N,), "sum" or "mean".
+    """
+    pred, target, weight = _float32_if_half(pred), _float32_if_half(target), _float32_if_half(weight)
+    r = _reduction_index(reduction)
+    if not has_ops():
+        warn_fallback_once("giou_loss")
+        return reference.giou_loss(pred, target, weight, reduction)
+    return torch.ops.d2ext.giou_loss(pred, target, weight, r)

@@ -119,3 +119,63 @@ def test_fallback_without_compiled_ops_warns_once():
         [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
+
+
+# ---- aligned IoU and the GIoU loss -----------------------------------------------------------
+
+from d2ext.layers import aligned_iou, giou_loss  # noqa: E402
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("mode", ["iou", "giou"])
+def test_aligned_iou_is_the_diagonal_of_pairwise(mode, device):
+    a, b = random_boxes(50, torch.float64, device, 5), random_boxes(50, torch.float64, device, 6)
+    torch.testing.assert_close(aligned_iou(a, b, mode), pairwise_iou(a, b, mode).diagonal())
+    torch.testing.assert_close(aligned_iou(a, b, mode), reference.aligned_iou(a, b, mode))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+def test_giou_loss_matches_reference_and_gradcheck(reduction, device):
+    pred = random_boxes(40, torch.float64, device, 7).requires_grad_(True)
+    target = random_boxes(40, torch.float64, device, 8)
+    weight = torch.rand(40, dtype=torch.float64, device=device)
+    out = giou_loss(pred, target, weight, reduction)
+    expected = reference.giou_loss(pred, target, weight, reduction)
+    torch.testing.assert_close(out, expected)
+    (grad,) = torch.autograd.grad(out.sum(), pred)
+    (expected_grad,) = torch.autograd.grad(expected.sum(), pred)
+    torch.testing.assert_close(grad, expected_grad)
+    assert torch.autograd.gradcheck(lambda p: giou_loss(p, target, weight, reduction), (pred,))
+
+
+def test_giou_loss_hand_values():
+    # IoU 1/7, enclosure 9, union 7: GIoU = 1/7 - 2/9. Disjoint: IoU 0, enclosure 12, union 5.
+    pred = torch.tensor([[0.0, 0.0, 2.0, 2.0], [0.0, 0.0, 2.0, 2.0], [0.0, 0.0, 2.0, 2.0]])
+    target = torch.tensor([[1.0, 1.0, 3.0, 3.0], [0.0, 0.0, 2.0, 2.0], [5.0, 0.0, 6.0, 1.0]])
+    expected = torch.tensor([1 - (1 / 7 - 2 / 9), 0.0, 1 + 7 / 12])
+    torch.testing.assert_close(giou_loss(pred, target, reduction="none"), expected)
+    torch.testing.assert_close(giou_loss(pred, target, torch.tensor([2.0, 1.0, 0.0])), 2 * expected[0])
+
+
+def test_giou_loss_degenerate_boxes_stay_finite():
+    pred = torch.tensor([[0.0, 0.0, 0.0, 0.0], [3.0, 3.0, 1.0, 1.0], [1.0, 1.0, 4.0, 4.0]], requires_grad=True)
+    target = torch.tensor([[0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 2.0, 2.0], [1.0, 1.0, 4.0, 4.0]])
+    out = giou_loss(pred, target, reduction="none")
+    (grad,) = torch.autograd.grad(out.sum(), pred)
+    assert torch.isfinite(out).all() and torch.isfinite(grad).all()
+    torch.testing.assert_close(out, reference.giou_loss(pred, target, reduction="none"))
+    assert out[2].item() == 0  # identical boxes
+
+
+@requires_ops
+@pytest.mark.parametrize("reduction", [0, 1, 2])
+def test_giou_loss_opcheck(reduction):
+    pred = random_boxes(8, torch.float64, seed=9).requires_grad_(True)
+    target = random_boxes(8, torch.float64, seed=10)
+    torch.library.opcheck(torch.ops.d2ext.giou_loss.default, (pred, target, None, reduction))
+    torch.library.opcheck(torch.ops.d2ext.giou_loss.default, (pred, target, torch.rand(8, dtype=torch.float64), reduction))
+    torch.library.opcheck(
+        torch.ops.d2ext.aligned_iou.default, (pred.detach(), target, 1),
+        test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"),
+    )

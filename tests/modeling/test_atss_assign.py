@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from d2ext.modeling.assigners import atss_assign
-from d2ext.modeling.assigners.atss import CENTER_INSIDE_EPS
+from d2ext.layers.reference import CENTER_INSIDE_EPS
 
 
 def grid_anchors(size, stride, cols, rows, offset_x=0.0):

@@ -15,4 +15,36 @@ TORCH_LIBRARY(d2ext, m) {
   m.set_python_module("d2ext.layers._fake");
   // (N, 4) x (M, 4) -> (N, M); mode 0 = IoU, 1 = GIoU. Not differentiable (used for matching).
   m.def("pairwise_iou(Tensor boxes1, Tensor boxes2, int mode=0) -> Tensor");
+  // (N, 4) x (N, 4) -> (N,): the overlap of each pair. Not differentiable.
+  m.def("aligned_iou(Tensor boxes1, Tensor boxes2, int mode=0) -> Tensor");
+  // Weighted GIoU loss 1 - GIoU(pred_i, target_i); reduction as the losses below. Differentiable in
+  // pred only.
+  m.def("giou_loss(Tensor pred, Tensor target, Tensor? weight, int reduction) -> Tensor");
+  m.def("_giou_loss_backward(Tensor grad, Tensor pred, Tensor target, Tensor? weight, int reduction) -> Tensor");
+
+  // ATSS assignment of one image without an anchors x GT matrix (METHODS.md §1.1): returns each
+  // anchor's matched GT (-1 = background) and its score, IoU(anchor, gt) or, with pred_boxes,
+  // anchor_weight * IoU(anchor, gt) + pred_weight * IoU(pred_box, gt) (DynamicATSS, §2.1). topk is
+  // candidates per level and GT (k * anchors per location).
+  m.def("atss_assign(Tensor anchors, int[] num_anchors_per_level, Tensor gt_boxes, int topk, "
+        "Tensor? pred_boxes=None, float anchor_weight=1.0, float pred_weight=1.0) -> (Tensor, Tensor)");
+
+  // Focal-family losses over (N, K) logits with integer labels (K = background, -1 = ignored) and
+  // per-row soft scores / weights. reduction: 0 none -> (N, K) (DFL: (N,)), 1 sum, 2 mean -> ().
+  // Backward ops return the gradient of the logits only (labels, scores, weights are targets).
+  m.def("sigmoid_focal_loss(Tensor logits, Tensor labels, Tensor? weight, float alpha, float gamma, "
+        "int reduction) -> Tensor");
+  m.def("_sigmoid_focal_loss_backward(Tensor grad, Tensor logits, Tensor labels, Tensor? weight, float alpha, "
+        "float gamma, int reduction) -> Tensor");
+  m.def("quality_focal_loss(Tensor logits, Tensor labels, Tensor scores, Tensor? weight, float beta, "
+        "int reduction) -> Tensor");
+  m.def("_quality_focal_loss_backward(Tensor grad, Tensor logits, Tensor labels, Tensor scores, Tensor? weight, "
+        "float beta, int reduction) -> Tensor");
+  m.def("varifocal_loss(Tensor logits, Tensor labels, Tensor scores, Tensor? weight, float alpha, float gamma, "
+        "bool iou_weighted, int reduction) -> Tensor");
+  m.def("_varifocal_loss_backward(Tensor grad, Tensor logits, Tensor labels, Tensor scores, Tensor? weight, "
+        "float alpha, float gamma, bool iou_weighted, int reduction) -> Tensor");
+  m.def("distribution_focal_loss(Tensor logits, Tensor target, Tensor? weight, int reduction) -> Tensor");
+  m.def("_distribution_focal_loss_backward(Tensor grad, Tensor logits, Tensor target, Tensor? weight, "
+        "int reduction) -> Tensor");
 }

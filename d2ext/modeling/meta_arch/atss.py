@@ -7,7 +7,6 @@ import logging
 from typing import List, Tuple
 
 import torch
-from fvcore.nn import giou_loss, sigmoid_focal_loss_jit
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -20,6 +19,7 @@ from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import get_event_storage
 
+from d2ext.layers import giou_loss, sigmoid_focal_loss
 from d2ext.modeling.assigners import atss_assign
 from d2ext.utils.comm import reduce_mean
 
@@ -178,11 +178,10 @@ class ATSS(DenseDetector):
         get_event_storage().put_scalar("num_pos_anchors", num_pos.item() / len(gt_labels))
         normalizer = self._normalizer(num_pos)
 
-        valid_mask = gt_labels >= 0
-        gt_onehot = F.one_hot(gt_labels[valid_mask], self.num_classes + 1)[:, :-1]
-        loss_cls = sigmoid_focal_loss_jit(
-            cat(pred_logits, dim=1)[valid_mask],
-            gt_onehot.to(pred_logits[0].dtype),
+        # Fused focal loss on integer labels: no (N*R, K) one-hot target is built.
+        loss_cls = sigmoid_focal_loss(
+            cat(pred_logits, dim=1).flatten(0, 1),
+            gt_labels.flatten(),
             alpha=self.focal_loss_alpha,
             gamma=self.focal_loss_gamma,
             reduction="sum",
@@ -195,7 +194,7 @@ class ATSS(DenseDetector):
         # The GIoU loss of each positive is weighted by its centerness target and normalised by
         # the targets' sum over all workers (never 0: a positive's centre is inside its GT).
         ctr_sum = reduce_mean(ctr_targets.sum().detach()).clamp(min=1e-6)
-        loss_box_reg = (giou_loss(pred_boxes, gt_boxes, reduction="none") * ctr_targets).sum()
+        loss_box_reg = giou_loss(pred_boxes, gt_boxes, weight=ctr_targets, reduction="sum")
         loss_ctr = F.binary_cross_entropy_with_logits(
             cat(pred_ctr, dim=1)[pos_mask][:, 0], ctr_targets, reduction="sum"
         )

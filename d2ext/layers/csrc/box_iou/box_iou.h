@@ -38,4 +38,55 @@ HOST_DEVICE_INLINE T box_iou_single(const T* a, const T* b, IouMode mode) {
   return enclose > T(0) ? iou - (enclose - uni) / enclose : iou;
 }
 
+// d max(a, b) / d a, splitting ties evenly as torch.maximum's gradient does.
+template <typename T>
+HOST_DEVICE_INLINE T d_max_d_first(T a, T b) {
+  return a > b ? T(1) : (a == b ? T(0.5) : T(0));
+}
+
+// d clamp(v, min=0) / d v: 1 where v >= 0, as torch.clamp's gradient.
+template <typename T>
+HOST_DEVICE_INLINE T d_relu(T v) {
+  return v >= T(0) ? T(1) : T(0);
+}
+
+// GIoU loss 1 - GIoU(p, g) of one predicted box p against its target g. If grad is not null,
+// writes scale * d loss / d p (4 values); the target gets no gradient.
+template <typename T>
+HOST_DEVICE_INLINE T giou_loss_single(const T* p, const T* g, T* grad, T scale) {
+  const T pw_raw = p[2] - p[0], ph_raw = p[3] - p[1];
+  const T pw = clamp_min_zero(pw_raw), ph = clamp_min_zero(ph_raw);
+  const T iw_raw = (p[2] < g[2] ? p[2] : g[2]) - (p[0] > g[0] ? p[0] : g[0]);
+  const T ih_raw = (p[3] < g[3] ? p[3] : g[3]) - (p[1] > g[1] ? p[1] : g[1]);
+  const T iw = clamp_min_zero(iw_raw), ih = clamp_min_zero(ih_raw);
+  const T ew_raw = (p[2] > g[2] ? p[2] : g[2]) - (p[0] < g[0] ? p[0] : g[0]);
+  const T eh_raw = (p[3] > g[3] ? p[3] : g[3]) - (p[1] < g[1] ? p[1] : g[1]);
+  const T ew = clamp_min_zero(ew_raw), eh = clamp_min_zero(eh_raw);
+  const T inter = iw * ih;
+  const T uni = pw * ph + box_area(g) - inter;
+  const T enclose = ew * eh;
+  const T iou = uni > T(0) ? inter / uni : T(0);
+  const T giou = enclose > T(0) ? iou - (enclose - uni) / enclose : iou;
+  if (grad != nullptr) {
+    // Partial derivatives of the predicted area, the intersection and the enclosing box with
+    // respect to x1, y1, x2, y2 of p; then of IoU = I / U and GIoU = IoU - 1 + U / C.
+    const T d_area[4] = {-ph * d_relu(pw_raw), -pw * d_relu(ph_raw), ph * d_relu(pw_raw), pw * d_relu(ph_raw)};
+    const T d_iw[4] = {-d_max_d_first(p[0], g[0]), T(0), d_max_d_first(-p[2], -g[2]), T(0)};
+    const T d_ih[4] = {T(0), -d_max_d_first(p[1], g[1]), T(0), d_max_d_first(-p[3], -g[3])};
+    const T d_ew[4] = {-d_max_d_first(-p[0], -g[0]), T(0), d_max_d_first(p[2], g[2]), T(0)};
+    const T d_eh[4] = {T(0), -d_max_d_first(-p[1], -g[1]), T(0), d_max_d_first(p[3], g[3])};
+    for (int c = 0; c < 4; ++c) {
+      const T d_inter = d_iw[c] * d_relu(iw_raw) * ih + iw * d_ih[c] * d_relu(ih_raw);
+      const T d_uni = d_area[c] - d_inter;
+      const T d_enclose = d_ew[c] * d_relu(ew_raw) * eh + ew * d_eh[c] * d_relu(eh_raw);
+      T d_giou = uni > T(0) ? (d_inter * uni - inter * d_uni) / (uni * uni) : T(0);
+      if (enclose > T(0)) {
+        d_giou += (d_uni * enclose - uni * d_enclose) / (enclose * enclose);
+      }
+      grad[c] = -scale * d_giou;
+    }
+  }
+  return T(1) - giou;
+}
+
 }  // namespace d2ext
