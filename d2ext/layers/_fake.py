@@ -84,3 +84,22 @@ def _register_first_input_autograd(name):
 
 for _name in LOSSES:
     _register_first_input_autograd(_name)
+
+
+@torch.library.register_fake("d2ext::ap_loss")
+def _ap_loss_fake(logits, labels, delta=1.0, interpolated=True):
+    torch._check(logits.dim() == 2, lambda: "logits must be (N, K)")
+    return logits.new_empty(()), torch.empty_like(logits)
+
+
+def _ap_loss_setup(ctx, inputs, output):
+    ctx.save_for_backward(output[1])
+
+
+def _ap_loss_backward(ctx, grad_loss, grad_update):
+    # The error-driven update computed in the forward is the logits' gradient (METHODS.md §6.3).
+    (update,) = ctx.saved_tensors
+    return grad_loss * update, None, None, None
+
+
+torch.library.register_autograd("d2ext::ap_loss", _ap_loss_backward, setup_context=_ap_loss_setup)

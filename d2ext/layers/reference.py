@@ -195,3 +195,58 @@ def _mean(x: Tensor) -> Tensor:
 def _unbiased_std(x: Tensor) -> Tensor:
     """Two-pass unbiased std over dim 0 (NaN for one row, which then selects nothing)."""
     return ((x - _mean(x)) ** 2).sum(0).div(x.shape[0] - 1).sqrt()
+
+
+# ---- AP-loss (METHODS.md §6.3) ----------------------------------------------------------------
+
+
+def ap_loss(logits, labels, delta=1.0, interpolated=True, chunk=256):
+    """
+    AP-loss of the released code, O(P x N): every positive (anchor, class) entry against every
+    positive and negative entry, in chunks of positives.
+
+    Returns:
+        loss (0-dim): 1 - mean (interpolated) precision; 0 without positives.
+        grad (N, K): the error-driven update, d/ds_i = -(1 - p~_i) / P for positives and
+        d/ds_j = sum_i L_ij / P for negatives, 0 elsewhere.
+    """
+    num_classes = logits.shape[1]
+    flat = logits.reshape(-1).double()
+    valid = labels >= 0
+    pos_rows = torch.nonzero(valid & (labels < num_classes)).squeeze(1)
+    pos_entries = pos_rows * num_classes + labels[pos_rows]
+    neg_mask = valid[:, None].expand(-1, num_classes).reshape(-1).clone()
+    neg_mask[pos_entries] = False
+    neg_entries = torch.nonzero(neg_mask).squeeze(1)
+    grad = torch.zeros_like(flat)
+    if len(pos_entries) == 0:
+        return logits.new_zeros(()), grad.view_as(logits).to(logits.dtype)
+    s_pos, s_neg = flat[pos_entries], flat[neg_entries]
+
+    def step(x):
+        return ((x / (2 * delta)) + 0.5).clamp(0, 1)
+
+    # Ascending score order of the positives (the interpolation visits them in it).
+    order = torch.sort(s_pos, stable=True).indices
+    s_pos, pos_entries = s_pos[order], pos_entries[order]
+    chunks = range(0, len(s_pos), chunk)
+    prec, rank = [], []
+    for start in chunks:
+        s = s_pos[start : start + chunk, None]
+        r_plus = 1 + step(s_pos[None, :] - s).sum(1) - 0.5  # own H(0) = 1/2 removed
+        r = r_plus + step(s_neg[None, :] - s).sum(1)
+        prec.append(r_plus / r)
+        rank.append(r)
+    prec, rank = torch.cat(prec), torch.cat(rank)
+    prec_tilde = torch.cummax(prec, 0).values if interpolated else prec
+    rescale = torch.where(prec < prec_tilde, (1 - prec_tilde) / (1 - prec), torch.ones_like(prec))
+    # Second pass over the (chunk, N) primary terms L_ij = H(s_j - s_i) * rescale_i / R_i, so that
+    # memory stays O(chunk * N) as in the released loop.
+    neg_grad = torch.zeros_like(s_neg)
+    for start in chunks:
+        weights = (rescale / rank)[start : start + chunk]
+        neg_grad += (step(s_neg[None, :] - s_pos[start : start + chunk, None]) * weights[:, None]).sum(0)
+    num_pos = len(s_pos)
+    grad[pos_entries] = -(1 - prec_tilde) / num_pos
+    grad[neg_entries] = neg_grad / num_pos
+    return (1 - prec_tilde.mean()).to(logits.dtype), grad.view_as(logits).to(logits.dtype)

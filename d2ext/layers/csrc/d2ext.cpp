@@ -47,4 +47,10 @@ TORCH_LIBRARY(d2ext, m) {
   m.def("distribution_focal_loss(Tensor logits, Tensor target, Tensor? weight, int reduction) -> Tensor");
   m.def("_distribution_focal_loss_backward(Tensor grad, Tensor logits, Tensor target, Tensor? weight, "
         "int reduction) -> Tensor");
+
+  // AP-loss over every (anchor, class) entry of (N, K) logits with integer labels, ranked jointly
+  // (METHODS.md §6.3), in O((P + N) log(P + N)): returns the loss (1 - AP, interpolated or not)
+  // and the error-driven update, which autograd returns (times the incoming gradient) as the
+  // gradient of the logits.
+  m.def("ap_loss(Tensor logits, Tensor labels, float delta=1.0, bool interpolated=True) -> (Tensor, Tensor)");
 }

@@ -8,35 +8,141 @@
 #pragma once
 
 #include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
 
 #include "../host_device.h"
+
+// Vectorisation hints for the CPU row loops (OpenMP SIMD pragmas, compiled with -fopenmp-simd;
+// no OpenMP runtime). Nothing on CUDA.
+#if defined(__CUDACC__) || !defined(D2EXT_OMP_SIMD)
+#define D2EXT_SIMD
+#define D2EXT_SIMD_SUM(var)
+#else
+#define D2EXT_PRAGMA(x) _Pragma(#x)
+#define D2EXT_SIMD D2EXT_PRAGMA(omp simd)
+#define D2EXT_SIMD_SUM(var) D2EXT_PRAGMA(omp simd reduction(+ : var))
+#endif
 
 namespace d2ext {
 
 // Must match SIGMOID_LOSS_KINDS in d2ext/layers/fused_losses.py.
 enum class SigmoidLoss : int { Focal = 0, QualityFocal = 1, Varifocal = 2 };
 
+// Runtime parameters, resolved once per call so that the element loop has no branch on them.
 template <typename T>
 struct SigmoidLossParams {
-  SigmoidLoss kind;
-  T alpha;    // focal: weight of positives (< 0: none); varifocal: weight of negatives
-  T gamma;    // focal / varifocal exponent; quality focal: beta
-  bool iou_weighted;  // varifocal: positives weighted by their target score
+  T alpha_pos;   // focal: weight of the label's class (1 when alpha < 0: no weighting)
+  T alpha_neg;   // focal: weight of the other classes; varifocal: weight of the negatives
+  T gamma;       // focal / varifocal exponent; quality focal: beta
+  T iou_weight;  // varifocal: 1 if positives are weighted by their target score, else 0
 };
 
 template <typename T>
-HOST_DEVICE_INLINE T stable_sigmoid(T x) {
-  if (x >= T(0)) {
-    return T(1) / (T(1) + exp(-x));
+SigmoidLossParams<T> make_sigmoid_loss_params(SigmoidLoss kind, double alpha, double gamma, bool iou_weighted) {
+  if (kind == SigmoidLoss::Focal) {
+    return {T(alpha < 0 ? 1.0 : alpha), T(alpha < 0 ? 1.0 : 1.0 - alpha), T(gamma), T(0)};
   }
-  const T e = exp(x);
-  return e / (T(1) + e);
+  return {T(1), T(alpha), T(gamma), T(iou_weighted ? 1 : 0)};
 }
 
-// softplus(x) - y * x, evaluated without cancellation for large |x|.
+// exp and log1p in the argument's precision. On the CPU, float uses the call-free polynomials
+// below so that the row loops vectorize; CUDA and double use the math library.
+HOST_DEVICE_INLINE float int_bits_as_float(int32_t i) {
+#if defined(__CUDA_ARCH__)
+  return __int_as_float(i);
+#else
+  float f;
+  std::memcpy(&f, &i, sizeof(f));
+  return f;
+#endif
+}
+
+// exp(x) for x <= 0 in float: Cody-Waite reduction x = n ln2 + r, |r| <= ln2 / 2, a degree-7
+// Taylor polynomial (error < 1e-8 relative), times 2^n built from bits. x < -87 returns
+// exp(-87) ~ 1.6e-38 instead of a denormal or 0 (the losses then underflow the same way).
+HOST_DEVICE_INLINE float exp_nonpositive(float x) {
+#if defined(__CUDA_ARCH__)
+  return expf(x);
+#else
+  x = x < -87.0f ? -87.0f : x;
+  const float shifter = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  const float n = (x * 1.44269504088896341f + shifter) - shifter;
+  const float r = (x - n * 0.693145751953125f) - n * 1.428606765330187e-06f;
+  float p = 1.0f / 5040.0f;
+  p = p * r + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  return p * int_bits_as_float((static_cast<int32_t>(n) + 127) << 23);
+#endif
+}
+HOST_DEVICE_INLINE double exp_nonpositive(double x) { return exp(x); }
+
+// log(1 + t) for t in [0, 1] in float: 2 atanh(s), s = t / (2 + t) <= 1/3, by its odd series to
+// s^13 (error < 2e-8 relative, exact near 0 where log(1 + t) would lose t).
+HOST_DEVICE_INLINE float log1p_unit(float t) {
+#if defined(__CUDA_ARCH__)
+  return log1pf(t);
+#else
+  const float s = t / (2.0f + t);
+  const float s2 = s * s;
+  float p = 1.0f / 13.0f;
+  p = p * s2 + 1.0f / 11.0f;
+  p = p * s2 + 1.0f / 9.0f;
+  p = p * s2 + 1.0f / 7.0f;
+  p = p * s2 + 1.0f / 5.0f;
+  p = p * s2 + 1.0f / 3.0f;
+  p = p * s2 + 1.0f;
+  return 2.0f * s * p;
+#endif
+}
+HOST_DEVICE_INLINE double log1p_unit(double t) { return log1p(t); }
+
+HOST_DEVICE_INLINE float exp_(float x) { return expf(x); }
+HOST_DEVICE_INLINE double exp_(double x) { return exp(x); }
+HOST_DEVICE_INLINE float log_(float x) { return logf(x); }
+HOST_DEVICE_INLINE double log_(double x) { return log(x); }
+HOST_DEVICE_INLINE float pow_(float x, float y) { return powf(x, y); }
+HOST_DEVICE_INLINE double pow_(double x, double y) { return pow(x, y); }
+
+// x^gamma, as a multiplication when gamma == 2 is known at compile time (Gamma2) so that the
+// row loops need no call; x^(gamma - 1) likewise.
+template <bool Gamma2, typename T>
+HOST_DEVICE_INLINE T power(T x, T gamma) {
+  if constexpr (Gamma2) {
+    return x * x;
+  } else {
+    return pow_(x, gamma);
+  }
+}
+
+template <bool Gamma2, typename T>
+HOST_DEVICE_INLINE T power_minus_one(T x, T gamma) {
+  if constexpr (Gamma2) {
+    return x;
+  } else {
+    return pow_(x, gamma - T(1));
+  }
+}
+
+// sigmoid(x), 1 - sigmoid(x) and softplus(-|x|) = log(1 + exp(-|x|)) from a single exp, without
+// cancellation for large |x|.
 template <typename T>
-HOST_DEVICE_INLINE T bce_with_logits(T x, T y) {
-  return (x > T(0) ? x : T(0)) - x * y + log1p(exp(-fabs(x)));
+struct SigmoidParts {
+  T p, one_minus_p, log1p_exp_neg_abs;
+};
+
+template <typename T>
+HOST_DEVICE_INLINE SigmoidParts<T> sigmoid_parts(T x) {
+  const T e = exp_nonpositive(x >= T(0) ? -x : x);
+  const T inv = T(1) / (T(1) + e);
+  const T small = e * inv;  // sigmoid(-|x|)
+  return {x >= T(0) ? inv : small, x >= T(0) ? small : inv, log1p_unit(e)};
 }
 
 template <typename T>
@@ -47,52 +153,55 @@ struct LossAndGrad {
 
 // One logit x of a row whose class matches the row's label (is_label) or not; score is the
 // row's soft target (quality focal, varifocal), unused by the focal loss.
-template <typename T>
+// Kind and Gamma2 (gamma == 2) are template arguments so that each launcher loop is specialised
+// and free of per-element dispatch.
+template <SigmoidLoss Kind, bool Gamma2, typename T>
 HOST_DEVICE_INLINE LossAndGrad<T> sigmoid_loss_single(T x, bool is_label, T score,
                                                       const SigmoidLossParams<T>& prm) {
-  const T p = stable_sigmoid(x);
-  const T one_minus_p = stable_sigmoid(-x);
+  const SigmoidParts<T> sp = sigmoid_parts(x);
+  const T p = sp.p, one_minus_p = sp.one_minus_p;
   T y, m, dm;  // target, modulating factor and its derivative in x
-  if (prm.kind == SigmoidLoss::Focal) {
+  // Selections between the label's class and the others are blends with t in {0, 1}, so that
+  // the element loop has no branch and vectorises.
+  const T t = is_label ? T(1) : T(0);
+  if constexpr (Kind == SigmoidLoss::Focal) {
     // m = a * q^gamma with q = 1 - p_t, the probability of the wrong answer; dq/dx = -+ p(1-p),
     // so dm/dx = -+ a * gamma * q^gamma * (1 - q).
-    y = is_label ? T(1) : T(0);
-    const T a = prm.alpha < T(0) ? T(1) : (is_label ? prm.alpha : T(1) - prm.alpha);
-    const T q = is_label ? one_minus_p : p;
-    const T q_gamma = pow(q, prm.gamma);
+    y = t;
+    const T a = t * prm.alpha_pos + (T(1) - t) * prm.alpha_neg;
+    const T q = t * one_minus_p + (T(1) - t) * p;
+    const T q_gamma = power<Gamma2>(q, prm.gamma);
     m = a * q_gamma;
-    dm = (is_label ? T(-1) : T(1)) * a * prm.gamma * q_gamma * (T(1) - q);
-  } else if (prm.kind == SigmoidLoss::QualityFocal) {
+    dm = (T(1) - T(2) * t) * a * prm.gamma * q_gamma * (T(1) - q);
+  } else if constexpr (Kind == SigmoidLoss::QualityFocal) {
     // m = |p - y|^beta; dm/dx = beta * |p - y|^(beta - 1) * sign(p - y) * p(1-p).
-    y = is_label ? score : T(0);
+    y = t * score;
     const T d = p - y;
     const T ad = fabs(d);
-    m = pow(ad, prm.gamma);
-    dm = ad > T(0) ? prm.gamma * pow(ad, prm.gamma - T(1)) * (d > T(0) ? T(1) : T(-1)) * p * one_minus_p
+    m = power<Gamma2>(ad, prm.gamma);
+    dm = ad > T(0) ? prm.gamma * power_minus_one<Gamma2>(ad, prm.gamma) * (d > T(0) ? T(1) : T(-1)) * p * one_minus_p
                    : T(0);
   } else {
     // Varifocal: positives (target > 0) weighted by their target (or 1); negatives by
     // alpha * p^gamma, as the focal loss's negatives.
-    y = (is_label && score > T(0)) ? score : T(0);
-    if (y > T(0)) {
-      m = prm.iou_weighted ? y : T(1);
-      dm = T(0);
-    } else {
-      const T p_gamma = pow(p, prm.gamma);
-      m = prm.alpha * p_gamma;
-      dm = prm.alpha * prm.gamma * p_gamma * one_minus_p;
-    }
+    const T pos = score > T(0) ? t : T(0);
+    y = pos * score;
+    const T p_gamma = power<Gamma2>(p, prm.gamma);
+    m = pos * (prm.iou_weight * y + (T(1) - prm.iou_weight)) + (T(1) - pos) * prm.alpha_neg * p_gamma;
+    dm = (T(1) - pos) * prm.alpha_neg * prm.gamma * p_gamma * one_minus_p;
   }
-  const T ce = bce_with_logits(x, y);
+  // Binary cross-entropy with logits: softplus(x) - y x = max(x, 0) - y x + log(1 + exp(-|x|)).
+  const T ce = (x > T(0) ? x : T(0)) - x * y + sp.log1p_exp_neg_abs;
   return {m * ce, dm * ce + m * (p - y)};
 }
 
 // Distribution focal loss of one row of n + 1 bin logits against target t in [0, n]:
-// cross-entropy to the two bins around t, weighted by linear interpolation. Writes the gradient
-// (softmax minus the two-hot target) to grad if it is not null. Returns the loss.
+// cross-entropy to the two bins around t, weighted by linear interpolation. buf (n + 1 values)
+// receives the row's softmax terms; with write_grad it ends as grad_scale times the gradient
+// (softmax minus the two-hot target). Returns the loss.
 template <typename T>
-HOST_DEVICE_INLINE T distribution_focal_single(const T* x, int64_t num_bins, T target, T* grad, T grad_scale) {
-  // grad_scale: the row's incoming gradient times its weight.
+HOST_DEVICE_INLINE T distribution_focal_single(const T* x, int64_t num_bins, T target, T* buf, bool write_grad,
+                                               T grad_scale) {
   const int64_t last = num_bins - 1;
   T t = target < T(0) ? T(0) : (target > T(last) ? T(last) : target);
   int64_t left = static_cast<int64_t>(floor(t));
@@ -105,19 +214,23 @@ HOST_DEVICE_INLINE T distribution_focal_single(const T* x, int64_t num_bins, T t
   for (int64_t i = 1; i < num_bins; ++i) {
     max_x = x[i] > max_x ? x[i] : max_x;
   }
+  D2EXT_SIMD
+  for (int64_t i = 0; i < num_bins; ++i) {
+    buf[i] = exp_nonpositive(x[i] - max_x);
+  }
   T sum_exp = T(0);
   for (int64_t i = 0; i < num_bins; ++i) {
-    sum_exp += exp(x[i] - max_x);
+    sum_exp += buf[i];
   }
-  const T log_sum_exp = max_x + log(sum_exp);
-  if (grad != nullptr) {
+  if (write_grad) {
+    const T inv = T(1) / sum_exp;
+    D2EXT_SIMD
     for (int64_t i = 0; i < num_bins; ++i) {
-      T g = exp(x[i] - log_sum_exp);
-      g -= (i == left ? w_left : T(0)) + (i == left + 1 ? w_right : T(0));
-      grad[i] = grad_scale * g;
+      const T two_hot = (i == left ? w_left : T(0)) + (i == left + 1 ? w_right : T(0));
+      buf[i] = grad_scale * (buf[i] * inv - two_hot);
     }
   }
-  return log_sum_exp - w_left * x[left] - w_right * x[left + 1];
+  return max_x + log_(sum_exp) - w_left * x[left] - w_right * x[left + 1];
 }
 
 }  // namespace d2ext
@@ -125,31 +238,69 @@ HOST_DEVICE_INLINE T distribution_focal_single(const T* x, int64_t num_bins, T t
 namespace d2ext {
 
 // One row of the sigmoid family: K logits x of an anchor with integer label (K = background,
-// < 0 = ignored), soft target score and weight. Writes the K losses to out (if not null) and
-// returns their sum.
-template <typename T>
+// < 0 = ignored), soft target score and weight. Writes the K losses to out (K values: the
+// output row, or scratch space when only the sum is wanted) and returns their sum.
+template <SigmoidLoss Kind, bool Gamma2, typename T>
 HOST_DEVICE_INLINE T sigmoid_loss_forward_row(const T* x, int64_t num_classes, int64_t label, T score, T weight,
                                               const SigmoidLossParams<T>& prm, T* out) {
   T row_sum = T(0);
-  for (int64_t j = 0; j < num_classes; ++j) {
-    const T loss = label < 0 ? T(0) : weight * sigmoid_loss_single(x[j], j == label, score, prm).loss;
-    if (out != nullptr) {
-      out[j] = loss;
+  if (label < 0) {  // ignored row
+    for (int64_t j = 0; j < num_classes; ++j) {
+      out[j] = T(0);
     }
-    row_sum += loss;
+    return row_sum;
+  }
+  D2EXT_SIMD
+  for (int64_t j = 0; j < num_classes; ++j) {
+    out[j] = weight * sigmoid_loss_single<Kind, Gamma2>(x[j], j == label, score, prm).loss;
+  }
+  for (int64_t j = 0; j < num_classes; ++j) {
+    row_sum += out[j];
   }
   return row_sum;
 }
 
 // Gradient of one row. The incoming gradient of element j is upstream[j * upstream_step] *
 // upstream_scale: step 1 for reduction "none", step 0 (one scalar) for "sum" and "mean".
-template <typename T>
+template <SigmoidLoss Kind, bool Gamma2, typename T>
 HOST_DEVICE_INLINE void sigmoid_loss_backward_row(const T* x, int64_t num_classes, int64_t label, T score, T weight,
                                                   const SigmoidLossParams<T>& prm, const T* upstream,
                                                   int64_t upstream_step, T upstream_scale, T* grad) {
+  if (label < 0) {  // ignored row
+    for (int64_t j = 0; j < num_classes; ++j) {
+      grad[j] = T(0);
+    }
+    return;
+  }
+  D2EXT_SIMD
   for (int64_t j = 0; j < num_classes; ++j) {
     const T g = upstream[j * upstream_step] * upstream_scale;
-    grad[j] = label < 0 ? T(0) : g * weight * sigmoid_loss_single(x[j], j == label, score, prm).grad;
+    grad[j] = g * weight * sigmoid_loss_single<Kind, Gamma2>(x[j], j == label, score, prm).grad;
+  }
+}
+
+}  // namespace d2ext
+
+namespace d2ext {
+
+// Calls f(kind as a std::integral_constant, std::bool_constant<gamma == 2>): the launchers'
+// bridge from runtime arguments to the specialised loops.
+template <typename F>
+void dispatch_sigmoid_loss(SigmoidLoss kind, double gamma, F&& f) {
+  auto with_gamma = [&](auto kind_constant) {
+    if (gamma == 2.0) {
+      f(kind_constant, std::true_type{});
+    } else {
+      f(kind_constant, std::false_type{});
+    }
+  };
+  switch (kind) {
+    case SigmoidLoss::Focal:
+      return with_gamma(std::integral_constant<SigmoidLoss, SigmoidLoss::Focal>{});
+    case SigmoidLoss::QualityFocal:
+      return with_gamma(std::integral_constant<SigmoidLoss, SigmoidLoss::QualityFocal>{});
+    case SigmoidLoss::Varifocal:
+      return with_gamma(std::integral_constant<SigmoidLoss, SigmoidLoss::Varifocal>{});
   }
 }
 

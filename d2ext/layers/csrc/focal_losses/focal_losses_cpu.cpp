@@ -1,6 +1,8 @@
 // CPU launchers of the focal-family losses: parallel loops over rows calling the shared bodies
 // of focal_losses.h. Registered for d2ext::{sigmoid_focal,quality_focal,varifocal,
 // distribution_focal}_loss and their _backward ops.
+#include <vector>
+
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
@@ -9,6 +11,7 @@
 
 #include "focal_losses.h"
 #include "focal_losses_checks.h"
+#include "focal_losses_registration.h"
 
 namespace d2ext {
 namespace {
@@ -33,7 +36,7 @@ at::Tensor sigmoid_loss_cpu(const char* op, const at::Tensor* grad_in, const at:
   auto out = (backward || none) ? at::empty_like(logits) : at::empty({0}, logits.options());
   auto row_sums = at::empty({n}, logits.options());
   AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), "focal_losses_cpu", [&] {
-    const SigmoidLossParams<scalar_t> prm{kind, scalar_t(alpha), scalar_t(gamma), iou_weighted};
+    const auto prm = make_sigmoid_loss_params<scalar_t>(kind, alpha, gamma, iou_weighted);
     const scalar_t* x = logits.const_data_ptr<scalar_t>();
     const int64_t* lab = labels.const_data_ptr<int64_t>();
     const scalar_t* s = scores.const_data_ptr<scalar_t>();
@@ -43,14 +46,20 @@ at::Tensor sigmoid_loss_cpu(const char* op, const at::Tensor* grad_in, const at:
     const scalar_t scale = scalar_t(upstream_scale(reduction, n * k));
     scalar_t* o = (backward || none) ? out.mutable_data_ptr<scalar_t>() : nullptr;
     scalar_t* rs = row_sums.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, n, kGrainRows, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        if (backward) {
-          sigmoid_loss_backward_row(x + i * k, k, lab[i], s[i], w[i], prm, g + i * k * step, step, scale, o + i * k);
-        } else {
-          rs[i] = sigmoid_loss_forward_row(x + i * k, k, lab[i], s[i], w[i], prm, o ? o + i * k : nullptr);
+    dispatch_sigmoid_loss(kind, gamma, [&](auto kind_c, auto gamma2_c) {
+      constexpr SigmoidLoss K = decltype(kind_c)::value;
+      constexpr bool G2 = decltype(gamma2_c)::value;
+      at::parallel_for(0, n, kGrainRows, [&](int64_t begin, int64_t end) {
+        std::vector<scalar_t> scratch(o ? 0 : k);  // a row's losses when only sums are returned
+        for (int64_t i = begin; i < end; ++i) {
+          if (backward) {
+            sigmoid_loss_backward_row<K, G2>(x + i * k, k, lab[i], s[i], w[i], prm, g + i * k * step, step, scale,
+                                             o + i * k);
+          } else {
+            rs[i] = sigmoid_loss_forward_row<K, G2>(x + i * k, k, lab[i], s[i], w[i], prm, o ? o + i * k : scratch.data());
+          }
         }
-      }
+      });
     });
   });
   if (backward || none) {
@@ -80,12 +89,12 @@ at::Tensor dfl_cpu(const at::Tensor* grad_in, const at::Tensor& logits_in, const
     const scalar_t* g = backward ? grad.const_data_ptr<scalar_t>() : nullptr;
     scalar_t* o = out.mutable_data_ptr<scalar_t>();
     at::parallel_for(0, n, kGrainRows, [&](int64_t begin, int64_t end) {
+      std::vector<scalar_t> scratch(bins);  // the softmax terms of a row, forward only
       for (int64_t i = begin; i < end; ++i) {
         if (backward) {
-          distribution_focal_single(x + i * bins, bins, t[i], o + i * bins, g[i * step] * scale * w[i]);
+          distribution_focal_single(x + i * bins, bins, t[i], o + i * bins, true, g[i * step] * scale * w[i]);
         } else {
-          o[i] = w[i] * distribution_focal_single(x + i * bins, bins, t[i], static_cast<scalar_t*>(nullptr),
-                                                  scalar_t(0));
+          o[i] = w[i] * distribution_focal_single(x + i * bins, bins, t[i], scratch.data(), false, scalar_t(0));
         }
       }
     });
@@ -99,50 +108,7 @@ at::Tensor dfl_cpu(const at::Tensor* grad_in, const at::Tensor& logits_in, const
 }  // namespace
 
 TORCH_LIBRARY_IMPL(d2ext, CPU, m) {
-  m.impl("sigmoid_focal_loss", [](const at::Tensor& logits, const at::Tensor& labels,
-                                  const std::optional<at::Tensor>& weight, double alpha, double gamma,
-                                  int64_t reduction) {
-    return sigmoid_loss_cpu("sigmoid_focal_loss", nullptr, logits, labels, std::nullopt, weight, SigmoidLoss::Focal,
-                                    alpha, gamma, false, reduction);
-  });
-  m.impl("_sigmoid_focal_loss_backward", [](const at::Tensor& grad, const at::Tensor& logits, const at::Tensor& labels,
-                                            const std::optional<at::Tensor>& weight, double alpha, double gamma,
-                                            int64_t reduction) {
-    return sigmoid_loss_cpu("sigmoid_focal_loss", &grad, logits, labels, std::nullopt, weight,
-                                     SigmoidLoss::Focal, alpha, gamma, false, reduction);
-  });
-  m.impl("quality_focal_loss", [](const at::Tensor& logits, const at::Tensor& labels, const at::Tensor& scores,
-                                  const std::optional<at::Tensor>& weight, double beta, int64_t reduction) {
-    return sigmoid_loss_cpu("quality_focal_loss", nullptr, logits, labels, scores, weight, SigmoidLoss::QualityFocal,
-                                    0.0, beta, false, reduction);
-  });
-  m.impl("_quality_focal_loss_backward", [](const at::Tensor& grad, const at::Tensor& logits, const at::Tensor& labels,
-                                            const at::Tensor& scores, const std::optional<at::Tensor>& weight,
-                                            double beta, int64_t reduction) {
-    return sigmoid_loss_cpu("quality_focal_loss", &grad, logits, labels, scores, weight,
-                                     SigmoidLoss::QualityFocal, 0.0, beta, false, reduction);
-  });
-  m.impl("varifocal_loss", [](const at::Tensor& logits, const at::Tensor& labels, const at::Tensor& scores,
-                              const std::optional<at::Tensor>& weight, double alpha, double gamma, bool iou_weighted,
-                              int64_t reduction) {
-    return sigmoid_loss_cpu("varifocal_loss", nullptr, logits, labels, scores, weight, SigmoidLoss::Varifocal, alpha,
-                                    gamma, iou_weighted, reduction);
-  });
-  m.impl("_varifocal_loss_backward", [](const at::Tensor& grad, const at::Tensor& logits, const at::Tensor& labels,
-                                        const at::Tensor& scores, const std::optional<at::Tensor>& weight, double alpha,
-                                        double gamma, bool iou_weighted, int64_t reduction) {
-    return sigmoid_loss_cpu("varifocal_loss", &grad, logits, labels, scores, weight, SigmoidLoss::Varifocal,
-                                     alpha, gamma, iou_weighted, reduction);
-  });
-  m.impl("distribution_focal_loss", [](const at::Tensor& logits, const at::Tensor& target,
-                                       const std::optional<at::Tensor>& weight, int64_t reduction) {
-    return dfl_cpu(nullptr, logits, target, weight, reduction);
-  });
-  m.impl("_distribution_focal_loss_backward", [](const at::Tensor& grad, const at::Tensor& logits,
-                                                 const at::Tensor& target, const std::optional<at::Tensor>& weight,
-                                                 int64_t reduction) {
-    return dfl_cpu(&grad, logits, target, weight, reduction);
-  });
+  register_focal_losses<&sigmoid_loss_cpu, &dfl_cpu>(m);
 }
 
 }  // namespace d2ext

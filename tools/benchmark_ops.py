@@ -1,0 +1,220 @@
+#!/usr/bin/env python
+"""
+Benchmarks d2ext's compiled ops against their pure-PyTorch references (d2ext.layers.reference),
+eager and under torch.compile, all measured in the same run on this machine. Prints forward +
+backward time and peak extra memory per op and the ratios reference / kernel.
+
+    python tools/benchmark_ops.py               # realistic sizes (takes a few minutes)
+    python tools/benchmark_ops.py --quick       # small sizes, a smoke run
+    python tools/benchmark_ops.py --no-compile  # skip torch.compile(reference)
+
+Peak memory is the growth of the process's resident set (VmHWM, reset before each run through
+/proc/self/clear_refs), so it counts every allocation, not only torch's.
+"""
+import argparse
+import gc
+import statistics
+import time
+from typing import Callable, Dict, List, Optional
+
+import torch
+
+from d2ext import layers
+from d2ext.layers import reference
+
+
+def _read_status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def peak_extra_mb(fn: Callable[[], object]) -> Optional[float]:
+    """Peak resident-set growth while fn runs, in MB (None where the peak cannot be reset)."""
+    gc.collect()
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets VmHWM to the current RSS
+    except OSError:
+        return None
+    before = _read_status_kb("VmRSS")
+    result = fn()
+    peak = _read_status_kb("VmHWM")
+    del result
+    return (peak - before) / 1024
+
+
+def seconds(fn: Callable[[], object], repeats: int) -> float:
+    fn()  # warm-up (and compilation for torch.compile)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def forward_backward(loss_fn: Callable, leaf: torch.Tensor, *args, **kwargs) -> Callable[[], object]:
+    """A closure running loss_fn forward and backward with respect to `leaf`."""
+
+    def run():
+        x = leaf.detach().requires_grad_(True)
+        out = loss_fn(x, *args, **kwargs)
+        out.sum().backward()
+        return x.grad
+
+    return run
+
+
+def measure(name: str, impls: Dict[str, Callable[[], object]], repeats: int) -> List[dict]:
+    rows = []
+    for impl, fn in impls.items():
+        try:
+            t = seconds(fn, repeats)
+            mem = peak_extra_mb(fn)
+        except Exception as e:  # e.g. torch.compile unavailable: report, keep going
+            rows.append({"op": name, "impl": impl, "error": f"{type(e).__name__}: {str(e)[:80]}"})
+            continue
+        rows.append({"op": name, "impl": impl, "seconds": t, "peak_mb": mem})
+        print(f"  {name:<28} {impl:<18} {t * 1e3:10.1f} ms   peak +{mem if mem is not None else float('nan'):8.1f} MB")
+    return rows
+
+
+def boxes(n: int, scale: float, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(n, 2, generator=g) * scale
+    wh = torch.rand(n, 2, generator=g) * scale / 4 + 1
+    return torch.cat([xy, xy + wh], dim=1)
+
+
+def fpn_anchors(image_hw, strides=(8, 16, 32, 64, 128)):
+    levels = []
+    for s in strides:
+        h, w = -(-image_hw[0] // s), -(-image_hw[1] // s)
+        ys, xs = torch.meshgrid(torch.arange(h) * s, torch.arange(w) * s, indexing="ij")
+        c = torch.stack([xs.flatten(), ys.flatten()], 1).float()
+        levels.append(torch.cat([c - 4 * s, c + 4 * s], 1))
+    return torch.cat(levels), [len(x) for x in levels]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    parser.add_argument("--no-compile", action="store_true", help="skip torch.compile(reference)")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    if not layers.has_ops():
+        raise SystemExit("d2ext._C is not built: run `make setup` (or python setup.py build_ext --inplace)")
+    q = args.quick
+    n_anchors, n_gt, n_classes = (5000, 50, 80) if q else (100_000, 200, 80)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    rows: List[dict] = []
+
+    # Pairwise IoU (matching): forward only.
+    a, b = boxes(n_anchors, 800, 0), boxes(n_gt, 800, 1)
+    print(f"pairwise_iou: {n_anchors} x {n_gt}")
+    impls = {"kernel": lambda: layers.pairwise_iou(a, b), "reference": lambda: reference.pairwise_iou(a, b)}
+    if not args.no_compile:
+        compiled_iou = torch.compile(reference.pairwise_iou)
+        impls["compiled reference"] = lambda: compiled_iou(a, b)
+    rows.extend(measure("pairwise_iou", impls, args.repeats))
+
+    # Focal-family losses over anchors x classes, forward + backward.
+    g = torch.Generator().manual_seed(2)
+    logits = torch.randn(n_anchors, n_classes, generator=g) * 3
+    labels = torch.randint(0, n_classes + 1, (n_anchors,), generator=g)
+    labels[torch.rand(n_anchors, generator=g) < 0.9] = n_classes  # mostly background
+    scores = torch.rand(n_anchors, generator=g)
+    print(f"focal-family losses: {n_anchors} x {n_classes} logits, forward + backward")
+    for name, op, ref, extra in (
+        ("sigmoid_focal_loss", layers.sigmoid_focal_loss, reference.sigmoid_focal_loss, (labels,)),
+        ("quality_focal_loss", layers.quality_focal_loss, reference.quality_focal_loss, (labels, scores)),
+        ("varifocal_loss", layers.varifocal_loss, reference.varifocal_loss, (labels, scores)),
+    ):
+        impls = {"kernel": forward_backward(op, logits, *extra), "reference": forward_backward(ref, logits, *extra)}
+        if not args.no_compile:
+            impls["compiled reference"] = forward_backward(torch.compile(ref), logits, *extra)
+        rows.extend(measure(name, impls, args.repeats))
+    bins = torch.randn(n_anchors * 4 // 10, 17, generator=g)
+    target = torch.rand(bins.shape[0], generator=g) * 15.9
+    print(f"distribution_focal_loss: {bins.shape[0]} x 17 bins, forward + backward")
+    impls = {
+        "kernel": forward_backward(layers.distribution_focal_loss, bins, target),
+        "reference": forward_backward(reference.distribution_focal_loss, bins, target),
+    }
+    if not args.no_compile:
+        impls["compiled reference"] = forward_backward(torch.compile(reference.distribution_focal_loss), bins, target)
+    rows.extend(measure("distribution_focal_loss", impls, args.repeats))
+
+    # GIoU loss over positives, forward + backward.
+    n_pos = n_anchors // 10
+    pred, tgt = boxes(n_pos, 800, 3), boxes(n_pos, 800, 4)
+    print(f"giou_loss: {n_pos} pairs, forward + backward")
+    impls = {"kernel": forward_backward(layers.giou_loss, pred, tgt), "reference": forward_backward(reference.giou_loss, pred, tgt)}
+    if not args.no_compile:
+        impls["compiled reference"] = forward_backward(torch.compile(reference.giou_loss), pred, tgt)
+    rows.extend(measure("giou_loss", impls, args.repeats))
+
+    # ATSS assignment of one image.
+    image = (640, 800) if q else (1792, 2240)  # 250k anchors over P3-P7 at full size
+    anchors, levels = fpn_anchors(image)
+    m = 100 if q else 1000
+    gt = boxes(m, min(image), 5)
+    print(f"atss_assign: {len(anchors)} anchors x {m} GT")
+    impls = {
+        "kernel": lambda: layers.atss_assign(anchors, levels, gt, 9),
+        "reference": lambda: reference.atss_assign(anchors, levels, gt, 9),
+    }
+    if not args.no_compile:
+        compiled_assign = torch.compile(reference.atss_assign)
+        impls["compiled reference"] = lambda: compiled_assign(anchors, levels, gt, 9)
+    rows.extend(measure("atss_assign", impls, max(1, args.repeats - 1)))
+    assert torch.equal(layers.atss_assign(anchors, levels, gt, 9)[0], reference.atss_assign(anchors, levels, gt, 9)[0])
+
+    # AP-loss: 1k positives against as many negatives as the O(P x N) reference handles in about
+    # a minute, then the kernel alone at 100k anchors x 80 classes.
+    n_rows = 1250 if q else 12_500
+    logits, labels = ap_loss_inputs(n_rows, n_classes, n_pos=100 if q else 1000, seed=6)
+    print(f"ap_loss: {n_rows * n_classes} entries ({(labels < n_classes).sum().item()} positive), forward + backward")
+    impls = {
+        "kernel": forward_backward(layers.ap_loss, logits, labels),
+        "reference": lambda: reference.ap_loss(logits, labels),  # returns the update itself
+    }
+    rows.extend(measure("ap_loss", impls, 1))
+    logits, labels = ap_loss_inputs(n_anchors, n_classes, n_pos=n_anchors // 50, seed=7)
+    print(f"ap_loss (kernel only): {n_anchors * n_classes} entries, forward + backward")
+    rows.extend(measure("ap_loss, 100k x 80", {"kernel": forward_backward(layers.ap_loss, logits, labels)}, args.repeats))
+
+    print_table(rows)
+
+
+def ap_loss_inputs(n_rows, n_classes, n_pos, seed):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n_rows, n_classes, generator=g) * 2 - 2
+    labels = torch.full((n_rows,), n_classes, dtype=torch.int64)
+    labels[torch.randperm(n_rows, generator=g)[:n_pos]] = torch.randint(0, n_classes, (n_pos,), generator=g)
+    return logits, labels
+
+
+def print_table(rows: List[dict]) -> None:
+    print()
+    print(f"| op | impl | fwd+bwd ms | peak extra MB | time vs kernel | memory vs kernel |")
+    print(f"|---|---|---:|---:|---:|---:|")
+    kernels = {r["op"]: r for r in rows if r["impl"] == "kernel" and "seconds" in r}
+    for r in rows:
+        if "error" in r:
+            print(f"| {r['op']} | {r['impl']} | failed: {r['error']} | | | |")
+            continue
+        k = kernels.get(r["op"])
+        speed = f"{r['seconds'] / k['seconds']:.1f}x" if k else ""
+        mem = ""
+        if k and r["peak_mb"] is not None and k["peak_mb"]:
+            mem = f"{r['peak_mb'] / max(k['peak_mb'], 0.1):.1f}x"
+        peak = f"{r['peak_mb']:.1f}" if r["peak_mb"] is not None else "n/a"
+        print(f"| {r['op']} | {r['impl']} | {r['seconds'] * 1e3:.1f} | {peak} | {speed} | {mem} |")
+
+
+if __name__ == "__main__":
+    main()
