@@ -3,12 +3,13 @@ in :mod:`d2ext.layers.reference` after one warning."""
 from ._extension import has_ops
 from .assign import atss_assign
 from .fused_losses import ap_loss, distribution_focal_loss, quality_focal_loss, sigmoid_focal_loss, varifocal_loss
-from .iou import aligned_iou, giou_loss, pairwise_iou
+from .iou import aligned_iou, combined_iou, giou_loss, pairwise_iou
 
 __all__ = [
     "aligned_iou",
     "ap_loss",
     "atss_assign",
+    "combined_iou",
     "distribution_focal_loss",
     "giou_loss",
     "has_ops",

@@ -11,6 +11,12 @@ def _pairwise_iou_fake(boxes1, boxes2, mode=0):
     return boxes1.new_empty((boxes1.shape[0], boxes2.shape[0]))
 
 
+@torch.library.register_fake("d2ext::combined_iou")
+def _combined_iou_fake(anchors, pred_boxes, gt_boxes, anchor_weight=1.0, pred_weight=1.0):
+    torch._check(anchors.shape == pred_boxes.shape, lambda: "pred_boxes must have the shape of anchors")
+    return anchors.new_empty((anchors.shape[0], gt_boxes.shape[0]))
+
+
 @torch.library.register_fake("d2ext::aligned_iou")
 def _aligned_iou_fake(boxes1, boxes2, mode=0):
     torch._check(boxes1.dim() == 2 and boxes1.shape[1] == 4, lambda: "boxes1 must be (N, 4)")

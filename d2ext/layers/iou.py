@@ -42,6 +42,25 @@ def pairwise_iou(boxes1: Tensor, boxes2: Tensor, mode: str = "iou") -> Tensor:
     return torch.ops.d2ext.pairwise_iou(boxes1, boxes2, mode_index)
 
 
+def combined_iou(
+    anchors: Tensor, pred_boxes: Tensor, gt_boxes: Tensor, anchor_weight: float = 1.0, pred_weight: float = 1.0
+) -> Tensor:
+    """
+    DynamicATSS's combined IoU (METHODS.md §2.1) of every anchor with every GT, in one pass:
+    anchor_weight * IoU(anchor_r, gt_m) + pred_weight * IoU(pred_box_r, gt_m), (R, M). The
+    released code uses 1 + 1; other (or time-varying) weights are the paper's ablations.
+
+    Args:
+        anchors, pred_boxes (Tensor): (R, 4) anchors and the boxes predicted from them.
+        gt_boxes (Tensor): (M, 4).
+    """
+    anchors, pred_boxes, gt_boxes = (_float32_if_half(t) for t in (anchors, pred_boxes, gt_boxes))
+    if not has_ops():
+        warn_fallback_once("combined_iou")
+        return reference.combined_iou(anchors, pred_boxes, gt_boxes, anchor_weight, pred_weight)
+    return torch.ops.d2ext.combined_iou(anchors, pred_boxes, gt_boxes, anchor_weight, pred_weight)
+
+
 def aligned_iou(boxes1: Tensor, boxes2: Tensor, mode: str = "iou") -> Tensor:
     """
     Overlap of each pair (boxes1[i], boxes2[i]) of two (N, 4) box sets: (N,). Same conventions

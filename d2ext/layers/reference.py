@@ -107,6 +107,11 @@ def distribution_focal_loss(logits, target, weight=None, reduction="sum"):
     return _reduce(loss, reduction)
 
 
+def combined_iou(anchors: Tensor, pred_boxes: Tensor, gt_boxes: Tensor, anchor_weight=1.0, pred_weight=1.0):
+    """DynamicATSS's combined IoU (R, M): anchor_weight IoU(anchor, gt) + pred_weight IoU(pred, gt)."""
+    return anchor_weight * pairwise_iou(anchors, gt_boxes) + pred_weight * pairwise_iou(pred_boxes, gt_boxes)
+
+
 # ---- aligned box overlaps and the GIoU loss --------------------------------------------------
 
 

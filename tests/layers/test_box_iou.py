@@ -179,3 +179,32 @@ def test_giou_loss_opcheck(reduction):
         torch.ops.d2ext.aligned_iou.default, (pred.detach(), target, 1),
         test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"),
     )
+
+
+# ---- combined IoU (DynamicATSS) ---------------------------------------------------------------
+
+from d2ext.layers import combined_iou  # noqa: E402
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("weights", [(1.0, 1.0), (0.3, 1.7)])
+def test_combined_iou_matches_reference(weights, device):
+    anchors, preds = random_boxes(80, torch.float64, device, 11), random_boxes(80, torch.float64, device, 12)
+    gt = random_boxes(9, torch.float64, device, 13)
+    out = combined_iou(anchors, preds, gt, *weights)
+    assert out.shape == (80, 9)
+    torch.testing.assert_close(out, reference.combined_iou(anchors, preds, gt, *weights))
+    # Hand check: predictions equal to the anchors give (w_a + w_p) IoU.
+    torch.testing.assert_close(combined_iou(anchors, anchors, gt, *weights), sum(weights) * pairwise_iou(anchors, gt))
+
+
+@requires_ops
+def test_combined_iou_opcheck_and_errors():
+    anchors, preds, gt = random_boxes(7, seed=14), random_boxes(7, seed=15), random_boxes(3, seed=16)
+    torch.library.opcheck(
+        torch.ops.d2ext.combined_iou.default, (anchors, preds, gt, 1.0, 1.0),
+        test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"),
+    )
+    with pytest.raises(RuntimeError, match="pred_boxes must have the shape of anchors"):
+        combined_iou(anchors, preds[:3], gt)
+    assert combined_iou(anchors[:0], preds[:0], gt).shape == (0, 3)

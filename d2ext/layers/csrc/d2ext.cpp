@@ -15,6 +15,10 @@ TORCH_LIBRARY(d2ext, m) {
   m.set_python_module("d2ext.layers._fake");
   // (N, 4) x (M, 4) -> (N, M); mode 0 = IoU, 1 = GIoU. Not differentiable (used for matching).
   m.def("pairwise_iou(Tensor boxes1, Tensor boxes2, int mode=0) -> Tensor");
+  // DynamicATSS's combined IoU, (R, 4) anchors and their (R, 4) predicted boxes x (M, 4) GTs ->
+  // (R, M): anchor_weight * IoU(anchor, gt) + pred_weight * IoU(pred_box, gt), in one pass.
+  m.def("combined_iou(Tensor anchors, Tensor pred_boxes, Tensor gt_boxes, float anchor_weight=1.0, "
+        "float pred_weight=1.0) -> Tensor");
   // (N, 4) x (N, 4) -> (N,): the overlap of each pair. Not differentiable.
   m.def("aligned_iou(Tensor boxes1, Tensor boxes2, int mode=0) -> Tensor");
   // Weighted GIoU loss 1 - GIoU(pred_i, target_i); reduction as the losses below. Differentiable in

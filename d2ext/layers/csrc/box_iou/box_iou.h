@@ -38,6 +38,15 @@ HOST_DEVICE_INLINE T box_iou_single(const T* a, const T* b, IouMode mode) {
   return enclose > T(0) ? iou - (enclose - uni) / enclose : iou;
 }
 
+// DynamicATSS's combined IoU of anchor a (and its predicted box p) with GT g (METHODS.md §2.1):
+// anchor_weight * IoU(a, g) + pred_weight * IoU(p, g).
+template <typename T>
+HOST_DEVICE_INLINE T combined_iou_single(const T* a, const T* p, const T* g, T anchor_weight, T pred_weight) {
+  const T ua = box_iou_single(a, g, IouMode::IoU);
+  const T up = box_iou_single(p, g, IouMode::IoU);
+  return anchor_weight * ua + pred_weight * up;
+}
+
 // d max(a, b) / d a, splitting ties evenly as torch.maximum's gradient does.
 template <typename T>
 HOST_DEVICE_INLINE T d_max_d_first(T a, T b) {

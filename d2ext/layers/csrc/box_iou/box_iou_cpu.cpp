@@ -42,6 +42,34 @@ at::Tensor pairwise_iou_cpu(const at::Tensor& boxes1, const at::Tensor& boxes2, 
   return out;
 }
 
+at::Tensor combined_iou_cpu(const at::Tensor& anchors_in, const at::Tensor& preds_in, const at::Tensor& gt_in,
+                            double anchor_weight, double pred_weight) {
+  check_combined_iou_args(anchors_in, preds_in, gt_in);
+  const auto anchors = anchors_in.contiguous();
+  const auto preds = preds_in.contiguous();
+  const auto gt = gt_in.contiguous();
+  const int64_t n = anchors.size(0), m = gt.size(0);
+  auto out = at::empty({n, m}, anchors.options());
+  if (n == 0 || m == 0) {
+    return out;
+  }
+  AT_DISPATCH_FLOATING_TYPES(anchors.scalar_type(), "combined_iou_cpu", [&] {
+    const scalar_t* a = anchors.const_data_ptr<scalar_t>();
+    const scalar_t* p = preds.const_data_ptr<scalar_t>();
+    const scalar_t* g = gt.const_data_ptr<scalar_t>();
+    scalar_t* o = out.mutable_data_ptr<scalar_t>();
+    const scalar_t wa = scalar_t(anchor_weight), wp = scalar_t(pred_weight);
+    at::parallel_for(0, n, kGrainPairs / m + 1, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        for (int64_t j = 0; j < m; ++j) {
+          o[i * m + j] = combined_iou_single(a + 4 * i, p + 4 * i, g + 4 * j, wa, wp);
+        }
+      }
+    });
+  });
+  return out;
+}
+
 at::Tensor aligned_iou_cpu(const at::Tensor& boxes1, const at::Tensor& boxes2, int64_t mode) {
   check_aligned_boxes("aligned_iou", boxes1, boxes2);
   TORCH_CHECK(mode == 0 || mode == 1, "aligned_iou: mode must be 0 (iou) or 1 (giou), got ", mode);
@@ -66,7 +94,7 @@ at::Tensor aligned_iou_cpu(const at::Tensor& boxes1, const at::Tensor& boxes2, i
 at::Tensor giou_loss_cpu(const at::Tensor* grad_in, const at::Tensor& pred_in, const at::Tensor& target_in,
                          const std::optional<at::Tensor>& weight_in, int64_t reduction) {
   const char* op = "giou_loss";
-  check_aligned_boxes(op, pred_in, target_in);
+  check_aligned_boxes(op, pred_in, target_in, "pred", "target");
   check_reduction(op, reduction);
   const auto pred = pred_in.contiguous();
   const auto target = target_in.contiguous();
@@ -102,6 +130,7 @@ at::Tensor giou_loss_cpu(const at::Tensor* grad_in, const at::Tensor& pred_in, c
 TORCH_LIBRARY_IMPL(d2ext, CPU, m) {
   m.impl("pairwise_iou", &pairwise_iou_cpu);
   m.impl("aligned_iou", &aligned_iou_cpu);
+  m.impl("combined_iou", &combined_iou_cpu);
   m.impl("giou_loss", [](const at::Tensor& pred, const at::Tensor& target, const std::optional<at::Tensor>& weight,
                          int64_t reduction) { return giou_loss_cpu(nullptr, pred, target, weight, reduction); });
   m.impl("_giou_loss_backward", [](const at::Tensor& grad, const at::Tensor& pred, const at::Tensor& target,

@@ -48,6 +48,14 @@ at::Tensor pairwise_iou_cuda(const at::Tensor& boxes1, const at::Tensor& boxes2,
 }
 
 template <typename T>
+__global__ void combined_iou_kernel(const T* a, const T* p, const T* g, T* out, int64_t n, int64_t m, T wa, T wp) {
+  for (int64_t k = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; k < n * m;
+       k += static_cast<int64_t>(blockDim.x) * gridDim.x) {
+    out[k] = combined_iou_single(a + 4 * (k / m), p + 4 * (k / m), g + 4 * (k % m), wa, wp);
+  }
+}
+
+template <typename T>
 __global__ void aligned_iou_kernel(const T* a, const T* b, T* out, int64_t n, IouMode mode) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(blockDim.x) * gridDim.x) {
@@ -70,6 +78,27 @@ __global__ void giou_loss_kernel(const T* p, const T* t, const T* w, int64_t n, 
 
 int64_t blocks_for(int64_t n) {
   return std::max<int64_t>(1, std::min<int64_t>((n + 255) / 256, 65535));
+}
+
+at::Tensor combined_iou_cuda(const at::Tensor& anchors_in, const at::Tensor& preds_in, const at::Tensor& gt_in,
+                             double anchor_weight, double pred_weight) {
+  check_combined_iou_args(anchors_in, preds_in, gt_in);
+  const c10::cuda::CUDAGuard guard(anchors_in.device());
+  const auto anchors = anchors_in.contiguous();
+  const auto preds = preds_in.contiguous();
+  const auto gt = gt_in.contiguous();
+  const int64_t n = anchors.size(0), m = gt.size(0);
+  auto out = at::empty({n, m}, anchors.options());
+  if (n == 0 || m == 0) {
+    return out;
+  }
+  AT_DISPATCH_FLOATING_TYPES(anchors.scalar_type(), "combined_iou_cuda", [&] {
+    combined_iou_kernel<scalar_t><<<blocks_for(n * m), 256, 0, c10::cuda::getCurrentCUDAStream()>>>(
+        anchors.const_data_ptr<scalar_t>(), preds.const_data_ptr<scalar_t>(), gt.const_data_ptr<scalar_t>(),
+        out.mutable_data_ptr<scalar_t>(), n, m, scalar_t(anchor_weight), scalar_t(pred_weight));
+  });
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return out;
 }
 
 at::Tensor aligned_iou_cuda(const at::Tensor& boxes1, const at::Tensor& boxes2, int64_t mode) {
@@ -95,7 +124,7 @@ at::Tensor aligned_iou_cuda(const at::Tensor& boxes1, const at::Tensor& boxes2, 
 at::Tensor giou_loss_cuda(const at::Tensor* grad_in, const at::Tensor& pred_in, const at::Tensor& target_in,
                           const std::optional<at::Tensor>& weight_in, int64_t reduction) {
   const char* op = "giou_loss";
-  check_aligned_boxes(op, pred_in, target_in);
+  check_aligned_boxes(op, pred_in, target_in, "pred", "target");
   check_reduction(op, reduction);
   const c10::cuda::CUDAGuard guard(pred_in.device());
   const auto pred = pred_in.contiguous();
@@ -123,6 +152,7 @@ at::Tensor giou_loss_cuda(const at::Tensor* grad_in, const at::Tensor& pred_in, 
 TORCH_LIBRARY_IMPL(d2ext, CUDA, m) {
   m.impl("pairwise_iou", &pairwise_iou_cuda);
   m.impl("aligned_iou", &aligned_iou_cuda);
+  m.impl("combined_iou", &combined_iou_cuda);
   m.impl("giou_loss", [](const at::Tensor& pred, const at::Tensor& target, const std::optional<at::Tensor>& weight,
                          int64_t reduction) { return giou_loss_cuda(nullptr, pred, target, weight, reduction); });
   m.impl("_giou_loss_backward", [](const at::Tensor& grad, const at::Tensor& pred, const at::Tensor& target,
