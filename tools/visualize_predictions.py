@@ -29,7 +29,7 @@ def parse_args():
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--output", required=True, help="PNG file to write")
     parser.add_argument("--num-images", type=int, default=6)
-    parser.add_argument("--score-thresh", type=float, default=0.3, help="draw predictions above this")
+    parser.add_argument("--score-thresh", type=float, default=0.5, help="draw predictions above this")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides (KEY VALUE ...)")
     return parser.parse_args()
 

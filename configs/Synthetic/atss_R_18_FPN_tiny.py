@@ -32,3 +32,4 @@ train.device = "cpu"
 train.checkpointer.period = 500
 train.eval_period = 0
 train.output_dir = "./output/atss_R_18_FPN_tiny_lazy"
+train.seed = 42
