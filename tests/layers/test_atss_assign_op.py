@@ -115,7 +115,7 @@ def test_torch_compile_fullgraph():
         idxs, scores = atss_assign(anchors, levels, gt, 9)
         return (idxs >= 0).sum(), scores.sum()
 
-    compiled = torch.compile(positives, fullgraph=True, backend="aot_eager")
+    compiled = torch.compile(positives, fullgraph=True)
     expected = positives(anchors, gt)
     actual = compiled(anchors, gt)
     assert torch.equal(actual[0], expected[0]) and torch.equal(actual[1], expected[1])

@@ -226,7 +226,7 @@ def test_torch_compile_fullgraph():
 
     logits, labels, scores, _ = sample(n=16, k=5)
     bins, target = torch.randn(16, 9, dtype=torch.float64), torch.rand(16, dtype=torch.float64) * 8
-    compiled = torch.compile(total_loss, fullgraph=True, backend="aot_eager")
+    compiled = torch.compile(total_loss, fullgraph=True)
     x1 = logits.clone().requires_grad_(True)
     x2 = logits.clone().requires_grad_(True)
     eager = total_loss(x1, labels, scores, bins, target)
