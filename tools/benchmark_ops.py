@@ -235,8 +235,8 @@ def ap_loss_inputs(n_rows, n_classes, n_pos, seed):
 
 def print_table(rows: List[dict]) -> None:
     print()
-    print(f"| op | impl | fwd+bwd ms | peak extra MB | time vs kernel | memory vs kernel |")
-    print(f"|---|---|---:|---:|---:|---:|")
+    print("| op | impl | fwd+bwd ms | peak extra MB | time vs kernel | memory vs kernel |")
+    print("|---|---|---:|---:|---:|---:|")
     kernels = {r["op"]: r for r in rows if r["impl"] == "kernel" and "seconds" in r}
     for r in rows:
         if "error" in r:

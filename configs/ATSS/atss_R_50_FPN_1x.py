@@ -2,8 +2,8 @@
 from detectron2.model_zoo import get_config
 
 from ..common.models.atss import model
-from ..common.optim import SGD as optimizer
-from ..common.schedules import lr_multiplier_1x as lr_multiplier
+from ..common.optim import SGD as optimizer  # noqa: F401  (exported)
+from ..common.schedules import lr_multiplier_1x as lr_multiplier  # noqa: F401  (exported)
 
 dataloader = get_config("common/data/coco.py").dataloader
 train = get_config("common/train.py").train

@@ -5,9 +5,9 @@ from detectron2.model_zoo import get_config
 
 from d2ext.modeling.backbone import build_basic_resnet
 
-from ..common.data.synthetic import dataloader
+from ..common.data.synthetic import dataloader  # noqa: F401  (exported)
 from ..common.models.atss import model
-from ..common.optim import SGD as optimizer
+from ..common.optim import SGD as optimizer  # noqa: F401  (exported)
 from ..common.schedules import step_schedule
 
 model.backbone.bottom_up = L(build_basic_resnet)(
