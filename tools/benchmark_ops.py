@@ -8,9 +8,10 @@ backward time and peak extra memory per op and the ratios reference / kernel.
     python tools/benchmark_ops.py --quick       # small sizes, a smoke run
     python tools/benchmark_ops.py --no-compile  # skip torch.compile(reference)
 
-Peak memory is the growth of the process's resident set (VmHWM, reset before each run through
-/proc/self/clear_refs, with glibc returning freed blocks to the system), so it counts every
-allocation, not only torch's. Times are medians, measured with glibc's usual heap reuse.
+Times are medians, with large blocks reused from glibc's heap (as its dynamic mmap threshold
+settles after large frees). Peak memory: the growth of the process's resident set (VmHWM, reset
+before each run through /proc/self/clear_refs) while glibc returns every freed block to the
+system, so it counts every allocation, not only torch's.
 """
 import argparse
 import gc
@@ -37,7 +38,7 @@ def _libc(name: str, *args) -> None:
 
 
 def _timing_allocator() -> None:
-    """glibc's steady state after large frees: big blocks come from the heap, no page faults."""
+    """Large blocks from the heap (as glibc's dynamic threshold ends up after large frees)."""
     _libc("mallopt", M_MMAP_THRESHOLD, 32 * 1024 * 1024)
     _libc("mallopt", M_TRIM_THRESHOLD, 64 * 1024 * 1024)
 
@@ -245,8 +246,8 @@ def print_table(rows: List[dict]) -> None:
         k = kernels.get(r["op"])
         speed = f"{r['seconds'] / k['seconds']:.1f}x" if k else ""
         mem = ""
-        if k and r["peak_mb"] is not None and k["peak_mb"]:
-            mem = f"{r['peak_mb'] / max(k['peak_mb'], 0.1):.1f}x"
+        if k and r["peak_mb"] is not None and k["peak_mb"] is not None and k["peak_mb"] >= 0.1:
+            mem = f"{r['peak_mb'] / k['peak_mb']:.1f}x"
         peak = f"{r['peak_mb']:.1f}" if r["peak_mb"] is not None else "n/a"
         print(f"| {r['op']} | {r['impl']} | {r['seconds'] * 1e3:.1f} | {peak} | {speed} | {mem} |")
 
