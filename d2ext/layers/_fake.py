@@ -34,7 +34,11 @@ def _atss_assign_fake(anchors, num_anchors_per_level, gt_boxes, topk, pred_boxes
     torch._check(anchors.dim() == 2 and anchors.shape[1] == 4, lambda: "anchors must be (R, 4)")
     torch._check(gt_boxes.dim() == 2 and gt_boxes.shape[1] == 4, lambda: "gt_boxes must be (M, 4)")
     num_anchors = anchors.shape[0]
-    return anchors.new_empty((num_anchors,), dtype=torch.int64), anchors.new_empty((num_anchors,))
+    return (
+        anchors.new_empty((num_anchors,), dtype=torch.int64),
+        anchors.new_empty((num_anchors,)),
+        anchors.new_empty((gt_boxes.shape[0],)),
+    )
 
 
 def _loss_output(logits, reduction, none_shape):

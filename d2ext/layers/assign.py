@@ -16,7 +16,7 @@ def atss_assign(
     pred_boxes: Optional[Tensor] = None,
     anchor_weight: float = 1.0,
     pred_weight: float = 1.0,
-) -> Tuple[Tensor, Tensor]:
+) -> Tuple[Tensor, Tensor, Tensor]:
     """
     ATSS assignment of one image (METHODS.md §1.1), or DynamicATSS's combined-IoU variant (§2.1)
     when ``pred_boxes`` is given, without materialising any anchors x GT matrix: extra memory is
@@ -41,6 +41,7 @@ def atss_assign(
     Returns:
         matched_idxs: (R,) int64, the matched GT or -1 (background).
         matched_scores: (R,) the matched score (IoU for plain ATSS), 0 for background.
+        thresholds: (M,) each GT's threshold (step 3); NaN for a GT with fewer than 2 candidates.
     """
     num_anchors_per_level = [int(n) for n in num_anchors_per_level]
     if sum(num_anchors_per_level) != anchors.shape[0]:

@@ -152,7 +152,8 @@ def atss_assign(anchors, num_anchors_per_level, gt_boxes, topk, pred_boxes=None,
     candidates per level and GT. See d2ext.layers.atss_assign for the rule.
 
     Returns:
-        matched_idxs (R,) int64 (-1 = background), matched_scores (R,) in the anchors' dtype.
+        matched_idxs (R,) int64 (-1 = background), matched_scores (R,) and thresholds (M,) in the
+        anchors' dtype.
     """
     num_anchors = anchors.shape[0]
     if sum(num_anchors_per_level) != num_anchors:
@@ -160,7 +161,7 @@ def atss_assign(anchors, num_anchors_per_level, gt_boxes, topk, pred_boxes=None,
     matched_idxs = anchors.new_full((num_anchors,), -1, dtype=torch.int64)
     matched_scores = anchors.new_zeros((num_anchors,))
     if gt_boxes.shape[0] == 0:
-        return matched_idxs, matched_scores
+        return matched_idxs, matched_scores, anchors.new_zeros((0,))
 
     anchor_centers = (anchors[:, :2] + anchors[:, 2:]) / 2  # (R, 2)
     gt_centers = (gt_boxes[:, :2] + gt_boxes[:, 2:]) / 2  # (M, 2)
@@ -190,7 +191,7 @@ def atss_assign(anchors, num_anchors_per_level, gt_boxes, topk, pred_boxes=None,
     is_matched = best_scores >= 0
     matched_idxs[is_matched] = best_gt[is_matched]
     matched_scores[is_matched] = best_scores[is_matched].to(anchors.dtype)
-    return matched_idxs, matched_scores
+    return matched_idxs, matched_scores, threshold.to(anchors.dtype)
 
 
 def _mean(x: Tensor) -> Tensor:

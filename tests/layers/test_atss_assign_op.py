@@ -37,19 +37,23 @@ def scene(seed, num_gt, image=(160, 224), dtype=torch.float32, device="cpu", tin
 @pytest.mark.parametrize("seed", range(3))
 def test_atss_equals_dense_reference(seed, num_gt, dtype, device):
     anchors, levels, gt, _ = scene(seed, num_gt, dtype=dtype, device=device)
-    idxs, scores = atss_assign(anchors, levels, gt, 9)
-    ref_idxs, ref_scores = reference.atss_assign(anchors, levels, gt, 9)
+    idxs, scores, thresholds = atss_assign(anchors, levels, gt, 9)
+    ref_idxs, ref_scores, ref_thresholds = reference.atss_assign(anchors, levels, gt, 9)
     assert torch.equal(idxs, ref_idxs)
     assert torch.equal(scores, ref_scores)
+    assert thresholds.shape == (num_gt,) and thresholds.dtype == dtype
+    # Summation order differs (sequential vs torch's): thresholds agree to an ulp or two.
+    torch.testing.assert_close(thresholds, ref_thresholds, rtol=1e-12, atol=0, equal_nan=True)
 
 
 @pytest.mark.parametrize("weights", [(1.0, 1.0), (0.5, 1.5)])
 @pytest.mark.parametrize("seed", range(3))
 def test_dynamic_atss_equals_dense_reference(seed, weights):
     anchors, levels, gt, preds = scene(seed, 30)
-    idxs, scores = atss_assign(anchors, levels, gt, 9, preds, *weights)
-    ref_idxs, ref_scores = reference.atss_assign(anchors, levels, gt, 9, preds, *weights)
+    idxs, scores, thresholds = atss_assign(anchors, levels, gt, 9, preds, *weights)
+    ref_idxs, ref_scores, ref_thresholds = reference.atss_assign(anchors, levels, gt, 9, preds, *weights)
     assert torch.equal(idxs, ref_idxs) and torch.equal(scores, ref_scores)
+    torch.testing.assert_close(thresholds, ref_thresholds, rtol=1e-6, atol=0)
     assert (idxs >= 0).any()
     # Scores are combined IoUs: weighted sums of two IoUs.
     assert scores.max() <= sum(weights) + 1e-6
@@ -59,10 +63,11 @@ def test_dynamic_atss_with_anchors_as_predictions_is_atss_on_doubled_ious():
     # Predicted boxes equal to the anchors: combined IoU = 2 IoU, threshold = 2 (mean + std),
     # so the assignment is ATSS's and the scores double.
     anchors, levels, gt, _ = scene(4, 20)
-    idxs, scores = atss_assign(anchors, levels, gt, 9, anchors.clone())
-    ref_idxs, ref_scores = atss_assign(anchors, levels, gt, 9)
+    idxs, scores, thresholds = atss_assign(anchors, levels, gt, 9, anchors.clone())
+    ref_idxs, ref_scores, ref_thresholds = atss_assign(anchors, levels, gt, 9)
     assert torch.equal(idxs, ref_idxs)
     torch.testing.assert_close(scores, 2 * ref_scores)
+    torch.testing.assert_close(thresholds, 2 * ref_thresholds)
 
 
 def test_thousand_gts_and_tiny_gts():
@@ -112,7 +117,7 @@ def test_torch_compile_fullgraph():
     anchors, levels, gt, _ = scene(10, 6, image=(64, 64))
 
     def positives(anchors, gt):
-        idxs, scores = atss_assign(anchors, levels, gt, 9)
+        idxs, scores, _ = atss_assign(anchors, levels, gt, 9)
         return (idxs >= 0).sum(), scores.sum()
 
     compiled = torch.compile(positives, fullgraph=True)

@@ -30,7 +30,7 @@ with warnings.catch_warnings(record=True) as caught:
         "pairwise_iou": layers.pairwise_iou(a, b, "giou"),
         "aligned_iou": layers.aligned_iou(a, p),
         "combined_iou": layers.combined_iou(a, p, b, 0.5, 1.5),
-        "atss_assign": torch.stack([t.double() for t in layers.atss_assign(a, [30, 10], b, 9, p)]),
+        "atss_assign": torch.cat([t.double() for t in layers.atss_assign(a, [30, 10], b, 9, p)]),
     }
     for name, fn in {
         "giou_loss": lambda x: layers.giou_loss(x, b.repeat(6, 1)[:40], scores),

@@ -26,7 +26,8 @@ ANCHORS = grid_anchors(8, 8, 4, 4)
 
 def assign(gt, k, anchors=ANCHORS, levels=None):
     gt = torch.tensor(gt, dtype=torch.float64).reshape(-1, 4)
-    return atss_assign(anchors, levels or [len(anchors)], gt, topk=k)
+    matched, ious, _ = atss_assign(anchors, levels or [len(anchors)], gt, topk=k)
+    return matched, ious
 
 
 def positives(matched):
@@ -100,7 +101,7 @@ def test_levels_smaller_than_k_are_clamped():
     anchors = torch.cat([ANCHORS, coarse])
     matched, _ = assign([0, 0, 30, 14], k=9, anchors=anchors, levels=[16, 2])
     assert matched.shape == (18,)
-    assert matched.tolist() == naive_atss(anchors, [16, 2], torch.tensor([[0.0, 0, 30, 14]]), 9)
+    assert matched.tolist() == naive_atss(anchors, [16, 2], torch.tensor([[0.0, 0, 30, 14]]), 9)[0]
 
 
 def test_num_anchors_per_level_must_add_up():
@@ -109,7 +110,8 @@ def test_num_anchors_per_level_must_add_up():
 
 
 def naive_atss(anchors, levels, gt_boxes, k):
-    """METHODS.md §1.1 as plain loops over GTs, levels and anchors (float64)."""
+    """METHODS.md §1.1 as plain loops over GTs, levels and anchors (float64). Returns the
+    matched GT per anchor and the threshold per GT."""
     anchors, gt_boxes = anchors.tolist(), gt_boxes.tolist()
 
     def iou(a, b):
@@ -122,6 +124,7 @@ def naive_atss(anchors, levels, gt_boxes, k):
         return (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
 
     claims = {}  # anchor -> list of (iou, gt)
+    thresholds = []
     for g, gt in enumerate(gt_boxes):
         gx, gy = centre(gt)
         candidates, start = [], 0
@@ -131,7 +134,8 @@ def naive_atss(anchors, levels, gt_boxes, k):
             candidates += sorted(idxs, key=lambda i: (dist(i), i))[: min(k, n)]
             start += n
         ious = [iou(anchors[i], gt) for i in candidates]
-        threshold = statistics.mean(ious) + statistics.stdev(ious) if len(ious) > 1 else float("inf")
+        threshold = statistics.mean(ious) + statistics.stdev(ious) if len(ious) > 1 else float("nan")
+        thresholds.append(threshold)
         for i, v in zip(candidates, ious):
             cx, cy = centre(anchors[i])
             inside = min(cx - gt[0], cy - gt[1], gt[2] - cx, gt[3] - cy) > CENTER_INSIDE_EPS
@@ -140,7 +144,7 @@ def naive_atss(anchors, levels, gt_boxes, k):
     result = [-1] * len(anchors)
     for i, c in claims.items():
         result[i] = max(c, key=lambda vg: (vg[0], -vg[1]))[1]
-    return result
+    return result, thresholds
 
 
 def random_scene(seed, num_gt, image=128.0):
@@ -159,8 +163,10 @@ def random_scene(seed, num_gt, image=128.0):
 @pytest.mark.parametrize("num_gt", [1, 7, 40])
 def test_matches_naive_loops_on_random_scenes(seed, num_gt):
     anchors, levels, gt = random_scene(seed, num_gt)
-    matched, ious = atss_assign(anchors, levels, gt, topk=9)
-    assert matched.tolist() == naive_atss(anchors, levels, gt, 9)
+    matched, ious, thresholds = atss_assign(anchors, levels, gt, topk=9)
+    naive_matched, naive_thresholds = naive_atss(anchors, levels, gt, 9)
+    assert matched.tolist() == naive_matched
+    torch.testing.assert_close(thresholds, torch.tensor(naive_thresholds, dtype=torch.float64))
     pos = matched >= 0
     from d2ext.layers import reference
 
@@ -170,6 +176,6 @@ def test_matches_naive_loops_on_random_scenes(seed, num_gt):
 
 def test_many_gt_boxes():
     anchors, levels, gt = random_scene(123, 1000)
-    matched, _ = atss_assign(anchors, levels, gt, topk=9)
-    assert matched.tolist() == naive_atss(anchors, levels, gt, 9)
+    matched, _, _ = atss_assign(anchors, levels, gt, topk=9)
+    assert matched.tolist() == naive_atss(anchors, levels, gt, 9)[0]
     assert (matched >= 0).any()

@@ -28,10 +28,11 @@ TORCH_LIBRARY(d2ext, m) {
 
   // ATSS assignment of one image without an anchors x GT matrix (METHODS.md §1.1): returns each
   // anchor's matched GT (-1 = background) and its score, IoU(anchor, gt) or, with pred_boxes,
-  // anchor_weight * IoU(anchor, gt) + pred_weight * IoU(pred_box, gt) (DynamicATSS, §2.1). topk is
-  // candidates per level and GT (k * anchors per location).
+  // anchor_weight * IoU(anchor, gt) + pred_weight * IoU(pred_box, gt) (DynamicATSS, §2.1), and
+  // each GT's threshold (NaN with fewer than 2 candidates). topk is candidates per level and GT
+  // (k * anchors per location).
   m.def("atss_assign(Tensor anchors, int[] num_anchors_per_level, Tensor gt_boxes, int topk, "
-        "Tensor? pred_boxes=None, float anchor_weight=1.0, float pred_weight=1.0) -> (Tensor, Tensor)");
+        "Tensor? pred_boxes=None, float anchor_weight=1.0, float pred_weight=1.0) -> (Tensor, Tensor, Tensor)");
 
   // Focal-family losses over (N, K) logits with integer labels (K = background, -1 = ignored) and
   // per-row soft scores / weights. reduction: 0 none -> (N, K) (DFL: (N,)), 1 sum, 2 mean -> ().

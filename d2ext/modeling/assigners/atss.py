@@ -23,7 +23,7 @@ def atss_assign(
     pred_boxes: Optional[Tensor] = None,
     anchor_weight: float = 1.0,
     pred_weight: float = 1.0,
-) -> Tuple[Tensor, Tensor]:
+) -> Tuple[Tensor, Tensor, Tensor]:
     """
     Assigns every anchor of one image to a ground-truth box or to the background.
 
@@ -35,6 +35,7 @@ def atss_assign(
     Returns:
         matched_idxs: (R,) int64, index of the matched GT or -1 for background.
         matched_ious: (R,) the matched (combined) IoU, 0 for background.
+        thresholds: (M,) each GT's IoU threshold (mean + std rule); NaN with < 2 candidates.
     """
     return _atss_assign_op(
         anchors, num_anchors_per_level, gt_boxes, topk * num_anchors_per_location, pred_boxes,

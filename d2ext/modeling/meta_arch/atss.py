@@ -147,7 +147,7 @@ class ATSS(DenseDetector):
         anchors = Boxes.cat(anchors).tensor  # (R, 4)
         gt_labels, matched_gt_boxes = [], []
         for gt_per_image in gt_instances:
-            matched_idxs, _ = atss_assign(
+            matched_idxs, _, _ = atss_assign(
                 anchors, num_anchors_per_level, gt_per_image.gt_boxes.tensor, self.topk
             )
             if len(gt_per_image) > 0:

@@ -104,13 +104,13 @@ HOST_DEVICE_INLINE bool center_inside(const T* anchor, const T* gt) {
 }
 
 // For one GT and its `count` candidates: the score of each candidate that is positive for it
-// (score >= threshold and centre inside), -1 for the others. The threshold is
+// (score >= threshold and centre inside), -1 for the others, and the GT's threshold. It is
 // anchor_weight * (mean + std of the anchor IoUs) [+ pred_weight * (mean + std of the predicted
 // boxes' IoUs)], with unbiased stds: with one candidate it is NaN and nothing is positive.
 template <typename T>
 HOST_DEVICE_INLINE void gt_candidate_scores_single(const T* anchors, const T* preds, const T* gt,
                                                    const int64_t* cand, int64_t count, double anchor_weight,
-                                                   double pred_weight, double* scores) {
+                                                   double pred_weight, double* scores, double* threshold_out) {
   double ua, up, sum_a = 0.0, sum_p = 0.0;
   for (int64_t c = 0; c < count; ++c) {
     candidate_score(anchors, preds, gt, cand[c], anchor_weight, pred_weight, &ua, &up);
@@ -129,6 +129,7 @@ HOST_DEVICE_INLINE void gt_candidate_scores_single(const T* anchors, const T* pr
   if (preds != nullptr) {
     threshold = add_rn(threshold, mul_rn(pred_weight, add_rn(mean_p, std_p)));
   }
+  *threshold_out = threshold;
   for (int64_t c = 0; c < count; ++c) {
     const double s = candidate_score(anchors, preds, gt, cand[c], anchor_weight, pred_weight, &ua, &up);
     scores[c] = (s >= threshold && center_inside(anchors + 4 * cand[c], gt)) ? s : -1.0;

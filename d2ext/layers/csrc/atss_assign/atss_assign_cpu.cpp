@@ -1,5 +1,7 @@
 // CPU launcher of d2ext::atss_assign: candidates and thresholds per GT in parallel, then one
 // pass resolving anchors claimed by several GTs. Extra memory O(R + M * levels * k).
+#include <limits>
+
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
@@ -13,7 +15,7 @@
 namespace d2ext {
 namespace {
 
-std::tuple<at::Tensor, at::Tensor> atss_assign_cpu(const at::Tensor& anchors_in, at::IntArrayRef num_anchors_per_level,
+std::tuple<at::Tensor, at::Tensor, at::Tensor> atss_assign_cpu(const at::Tensor& anchors_in, at::IntArrayRef num_anchors_per_level,
                                                    const at::Tensor& gt_in, int64_t topk,
                                                    const std::optional<at::Tensor>& preds_in, double anchor_weight,
                                                    double pred_weight) {
@@ -25,9 +27,11 @@ std::tuple<at::Tensor, at::Tensor> atss_assign_cpu(const at::Tensor& anchors_in,
   const int64_t num_anchors = anchors.size(0), num_gt = gt.size(0);
   auto matched_idxs = at::full({num_anchors}, -1, anchors.options().dtype(at::kLong));
   auto matched_scores = at::zeros({num_anchors}, anchors.options());
+  // NaN for a GT without candidates (no anchors) or a single one (unbiased std undefined).
+  auto thresholds = at::full({num_gt}, std::numeric_limits<double>::quiet_NaN(), anchors.options().dtype(at::kDouble));
   const CandidateLayout layout = candidate_layout(num_anchors_per_level, topk);
   if (num_gt == 0 || layout.total == 0) {
-    return {matched_idxs, matched_scores};
+    return {matched_idxs, matched_scores, thresholds.to(anchors.scalar_type())};
   }
   auto cand = at::empty({num_gt, layout.total}, anchors.options().dtype(at::kLong));
   auto scores = at::empty({num_gt, layout.total}, anchors.options().dtype(at::kDouble));
@@ -37,6 +41,7 @@ std::tuple<at::Tensor, at::Tensor> atss_assign_cpu(const at::Tensor& anchors_in,
     const scalar_t* g = gt.const_data_ptr<scalar_t>();
     int64_t* c = cand.mutable_data_ptr<int64_t>();
     double* s = scores.mutable_data_ptr<double>();
+    double* th = thresholds.mutable_data_ptr<double>();
     at::parallel_for(0, num_gt, 1, [&](int64_t begin, int64_t end) {
       std::vector<scalar_t> dist(layout.total);
       for (int64_t j = begin; j < end; ++j) {
@@ -48,7 +53,7 @@ std::tuple<at::Tensor, at::Tensor> atss_assign_cpu(const at::Tensor& anchors_in,
           }
         }
         gt_candidate_scores_single(a, p, g + 4 * j, row, layout.total, anchor_weight, pred_weight,
-                                   s + j * layout.total);
+                                   s + j * layout.total, th + j);
       }
     });
     // Highest score wins; GTs in increasing order with a strict comparison keep the lower index
@@ -70,7 +75,7 @@ std::tuple<at::Tensor, at::Tensor> atss_assign_cpu(const at::Tensor& anchors_in,
       out[r] = m[r] >= 0 ? static_cast<scalar_t>(best[r]) : scalar_t(0);
     }
   });
-  return {matched_idxs, matched_scores};
+  return {matched_idxs, matched_scores, thresholds.to(anchors.scalar_type())};
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 // per GT for its threshold, then two atomic passes that give every anchor its best GT exactly as
 // the CPU's ordered pass does (highest score, then lowest GT index).
 #include <algorithm>
+#include <limits>
 
 #include <ATen/Dispatch.h>
 #include <ATen/ops/empty.h>
@@ -50,10 +51,11 @@ __global__ void nearest_kernel(const T* anchors, const T* gt, int64_t num_gt, De
 
 template <typename T>
 __global__ void threshold_kernel(const T* anchors, const T* preds, const T* gt, int64_t num_gt, int64_t total,
-                                 const int64_t* cand, double anchor_weight, double pred_weight, double* scores) {
+                                 const int64_t* cand, double anchor_weight, double pred_weight, double* scores,
+                                 double* thresholds) {
   D2EXT_GRID_LOOP(j, num_gt) {
     gt_candidate_scores_single(anchors, preds, gt + 4 * j, cand + j * total, total, anchor_weight, pred_weight,
-                               scores + j * total);
+                               scores + j * total, thresholds + j);
   }
 }
 
@@ -87,7 +89,7 @@ __global__ void finalize_kernel(const unsigned long long* best_bits, const unsig
   }
 }
 
-std::tuple<at::Tensor, at::Tensor> atss_assign_cuda(const at::Tensor& anchors_in, at::IntArrayRef num_anchors_per_level,
+std::tuple<at::Tensor, at::Tensor, at::Tensor> atss_assign_cuda(const at::Tensor& anchors_in, at::IntArrayRef num_anchors_per_level,
                                                     const at::Tensor& gt_in, int64_t topk,
                                                     const std::optional<at::Tensor>& preds_in, double anchor_weight,
                                                     double pred_weight) {
@@ -100,9 +102,10 @@ std::tuple<at::Tensor, at::Tensor> atss_assign_cuda(const at::Tensor& anchors_in
   const int64_t num_anchors = anchors.size(0), num_gt = gt.size(0);
   auto matched_idxs = at::full({num_anchors}, -1, anchors.options().dtype(at::kLong));
   auto matched_scores = at::zeros({num_anchors}, anchors.options());
+  auto thresholds = at::full({num_gt}, std::numeric_limits<double>::quiet_NaN(), anchors.options().dtype(at::kDouble));
   const CandidateLayout layout = candidate_layout(num_anchors_per_level, topk);
   if (num_gt == 0 || layout.total == 0 || num_anchors == 0) {
-    return {matched_idxs, matched_scores};
+    return {matched_idxs, matched_scores, thresholds.to(anchors.scalar_type())};
   }
   const auto long_opts = anchors.options().dtype(at::kLong);
   std::vector<int64_t> host_levels;
@@ -131,7 +134,8 @@ std::tuple<at::Tensor, at::Tensor> atss_assign_cuda(const at::Tensor& anchors_in
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     threshold_kernel<scalar_t><<<blocks_for(num_gt), kThreads, 0, stream>>>(
         a, has_preds ? preds.const_data_ptr<scalar_t>() : nullptr, g, num_gt, layout.total,
-        cand.const_data_ptr<int64_t>(), anchor_weight, pred_weight, scores.mutable_data_ptr<double>());
+        cand.const_data_ptr<int64_t>(), anchor_weight, pred_weight, scores.mutable_data_ptr<double>(),
+        thresholds.mutable_data_ptr<double>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     auto* bits = reinterpret_cast<unsigned long long*>(best_bits.mutable_data_ptr<int64_t>());
     auto* best = reinterpret_cast<unsigned long long*>(best_gt.mutable_data_ptr<int64_t>());
@@ -146,7 +150,7 @@ std::tuple<at::Tensor, at::Tensor> atss_assign_cuda(const at::Tensor& anchors_in
         bits, best, num_anchors, matched_idxs.mutable_data_ptr<int64_t>(), matched_scores.mutable_data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  return {matched_idxs, matched_scores};
+  return {matched_idxs, matched_scores, thresholds.to(anchors.scalar_type())};
 }
 
 }  // namespace
