@@ -2,6 +2,8 @@ from detectron2.config import get_cfg as _get_detectron2_cfg
 
 from .atss import add_atss_config
 from .defaults import add_d2ext_config
+from .dynamic_atss import add_dynamic_atss_config
+from .gfl import add_gfl_config
 
 
 def get_cfg():
@@ -11,4 +13,4 @@ def get_cfg():
     return cfg
 
 
-__all__ = ["add_atss_config", "add_d2ext_config", "get_cfg"]
+__all__ = ["add_atss_config", "add_d2ext_config", "add_dynamic_atss_config", "add_gfl_config", "get_cfg"]

@@ -1,6 +1,33 @@
 from detectron2.config import CfgNode as CN
 
 
+def add_dense_head_keys(node):
+    """
+    Keys every ATSS-family detector (ATSS, DynamicATSS, GFL) has under its own MODEL.<METHOD>
+    node, with the papers' COCO defaults.
+    """
+    node.NUM_CLASSES = 80
+    # FPN levels the head runs on (P3-P7, strides 8-128).
+    node.IN_FEATURES = ["p3", "p4", "p5", "p6", "p7"]
+    # Convs (3x3 + norm + ReLU) in each of the classification and regression towers.
+    node.NUM_CONVS = 4
+    # Norm of the tower convs; the papers use GroupNorm(32) shared across levels.
+    node.NORM = "GN"
+    # Prior probability of a positive at initialisation (sets the classifier bias).
+    node.PRIOR_PROB = 0.01
+    # Candidates per FPN level and GT (k), taken by anchor-centre to GT-centre distance.
+    node.TOPK = 9
+    # Normaliser of the classification (and quality-branch) losses: "num_pos" = positives
+    # summed over all workers / world size, recomputed every iteration (the papers); "ema" =
+    # Detectron2's RetinaNet-style moving average of the per-worker count.
+    node.LOSS_NORMALIZER = "num_pos"
+    # Inference: candidates need sigmoid(cls) > SCORE_THRESH_TEST; the TOPK_CANDIDATES_TEST best
+    # per level are decoded; class-wise NMS; TEST.DETECTIONS_PER_IMAGE kept.
+    node.SCORE_THRESH_TEST = 0.05
+    node.TOPK_CANDIDATES_TEST = 1000
+    node.NMS_THRESH_TEST = 0.6
+
+
 def add_atss_config(cfg):
     """
     Adds MODEL.ATSS (METHODS.md §1; defaults are the paper's COCO recipe) and the FPN key that
@@ -8,33 +35,14 @@ def add_atss_config(cfg):
     """
     cfg.MODEL.ATSS = CN()
     _C = cfg.MODEL.ATSS
-    _C.NUM_CLASSES = 80
-    # FPN levels the head runs on (P3-P7, strides 8-128).
-    _C.IN_FEATURES = ["p3", "p4", "p5", "p6", "p7"]
-    # Convs (3x3 + norm + ReLU) in each of the classification and regression towers.
-    _C.NUM_CONVS = 4
-    # Norm of the tower convs; ATSS uses GroupNorm(32) shared across levels.
-    _C.NORM = "GN"
-    # Prior probability of a positive at initialisation (sets the classifier bias).
-    _C.PRIOR_PROB = 0.01
-    # Candidates per FPN level and GT (k), taken by anchor-centre to GT-centre distance.
-    _C.TOPK = 9
+    add_dense_head_keys(_C)
     # Box2BoxTransform weights (dx, dy, dw, dh).
     _C.BBOX_REG_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
     _C.FOCAL_LOSS_ALPHA = 0.25
     _C.FOCAL_LOSS_GAMMA = 2.0
     # Weight of the centerness-weighted GIoU loss.
     _C.REG_LOSS_WEIGHT = 2.0
-    # Normaliser of the classification and centerness losses: "num_pos" = positives summed over
-    # all workers / world size, recomputed every iteration (the paper); "ema" = Detectron2's
-    # RetinaNet-style moving average of the per-worker count.
-    _C.LOSS_NORMALIZER = "num_pos"
-    # Inference: candidates need sigmoid(cls) > SCORE_THRESH_TEST; the TOPK_CANDIDATES_TEST best
-    # per level (by cls * centerness) are decoded; final score sqrt(cls * centerness); class-wise
-    # NMS; TEST.DETECTIONS_PER_IMAGE kept.
-    _C.SCORE_THRESH_TEST = 0.05
-    _C.TOPK_CANDIDATES_TEST = 1000
-    _C.NMS_THRESH_TEST = 0.6
+    # At inference the score is sqrt(cls * centerness), ranked among the candidates by it.
 
     # The FPN feature P6 is built from: "p5" (ATSS, GFL, VFNet, DynamicATSS) or "res5"
     # (Detectron2's RetinaNet). Read by build_resnet_fpn_p6p7_backbone.

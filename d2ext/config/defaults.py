@@ -1,6 +1,10 @@
 from .atss import add_atss_config
+from .dynamic_atss import add_dynamic_atss_config
+from .gfl import add_gfl_config
 
 
 def add_d2ext_config(cfg):
     """Adds every d2ext key (each method's under MODEL.<METHOD>) to a Detectron2 config."""
     add_atss_config(cfg)
+    add_dynamic_atss_config(cfg)
+    add_gfl_config(cfg)

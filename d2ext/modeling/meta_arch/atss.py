@@ -3,128 +3,66 @@ Adaptive Training Sample Selection", CVPR 2020. Spec: METHODS.md §1.
 
 Letters: N images, R anchors per image (all levels), M ground truths, K classes.
 """
-import logging
-from typing import List, Tuple
+from typing import List
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from detectron2.config import configurable
-from detectron2.layers import ShapeSpec, batched_nms, cat
-from detectron2.modeling import META_ARCH_REGISTRY, build_anchor_generator, build_backbone
+from detectron2.layers import ShapeSpec, cat
+from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.modeling.box_regression import Box2BoxTransform
-from detectron2.modeling.meta_arch.dense_detector import DenseDetector
 from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
-from detectron2.structures import Boxes, Instances
+from detectron2.structures import Boxes
 from detectron2.utils.events import get_event_storage
 
 from d2ext.layers import giou_loss, sigmoid_focal_loss
-from d2ext.modeling.assigners import atss_assign
-from d2ext.utils.comm import reduce_mean
 
-logger = logging.getLogger(__name__)
-
-LOSS_NORMALIZERS = ("num_pos", "ema")
+from .atss_base import ATSSBase, dense_head_args, positives_sum
 
 
 @META_ARCH_REGISTRY.register()
-class ATSS(DenseDetector):
+class ATSS(ATSSBase):
     """
     Implement ATSS in :paper:`ATSS`: adaptive training sample selection, a GN head with
     centerness on the regression tower, focal + centerness-weighted GIoU + centerness losses.
     """
 
+    config_node = "ATSS"
+
     @configurable
     def __init__(
         self,
         *,
-        backbone,
-        head,
-        head_in_features,
-        anchor_generator,
-        box2box_transform,
-        num_classes,
-        topk=9,
-        # Loss parameters:
         focal_loss_alpha=0.25,
         focal_loss_gamma=2.0,
         reg_loss_weight=2.0,
-        loss_normalizer="num_pos",
-        # Inference parameters:
-        test_score_thresh=0.05,
-        test_topk_candidates=1000,
-        test_nms_thresh=0.6,
-        max_detections_per_image=100,
-        # Input parameters
-        pixel_mean,
-        pixel_std,
-        input_format="BGR",
+        **kwargs,
     ):
         """
         Args:
-            backbone, head, head_in_features, pixel_mean, pixel_std: see :class:`DenseDetector`.
-            anchor_generator (nn.Module): one anchor per location (8 x stride) for ATSS.
-            box2box_transform (Box2BoxTransform): anchor <-> box coding.
-            num_classes (int): K.
-            topk (int): ATSS candidates per level and GT.
-            loss_normalizer (str): "num_pos" (positives averaged over workers, every iteration)
-                or "ema" (Detectron2 RetinaNet's moving average).
-            Other arguments: as the MODEL.ATSS keys of the same name (d2ext/config/atss.py).
+            focal_loss_alpha, focal_loss_gamma, reg_loss_weight: as the MODEL.ATSS keys of the
+                same name (d2ext/config/atss.py).
+            kwargs: see :class:`ATSSBase`.
         """
-        super().__init__(
-            backbone, head, head_in_features, pixel_mean=pixel_mean, pixel_std=pixel_std
-        )
-        if loss_normalizer not in LOSS_NORMALIZERS:
-            raise ValueError(
-                f"MODEL.ATSS.LOSS_NORMALIZER must be one of {LOSS_NORMALIZERS}, "
-                f"got {loss_normalizer!r}"
-            )
-        self.num_classes = num_classes
-        self.anchor_generator = anchor_generator
-        self.box2box_transform = box2box_transform
-        self.topk = topk
+        super().__init__(**kwargs)
         self.focal_loss_alpha = focal_loss_alpha
         self.focal_loss_gamma = focal_loss_gamma
         self.reg_loss_weight = reg_loss_weight
-        self.loss_normalizer = loss_normalizer
-        self.test_score_thresh = test_score_thresh
-        self.test_topk_candidates = test_topk_candidates
-        self.test_nms_thresh = test_nms_thresh
-        self.max_detections_per_image = max_detections_per_image
-        self.input_format = input_format
 
     @classmethod
     def from_config(cls, cfg):
-        backbone = build_backbone(cfg)
-        backbone_shape = backbone.output_shape()
-        missing = [f for f in cfg.MODEL.ATSS.IN_FEATURES if f not in backbone_shape]
-        if missing:
-            raise ValueError(
-                f"MODEL.ATSS.IN_FEATURES names {missing}, which the backbone does not output "
-                f"(it has {sorted(backbone_shape)})"
-            )
-        feature_shapes = [backbone_shape[f] for f in cfg.MODEL.ATSS.IN_FEATURES]
-        return {
-            "backbone": backbone,
-            "head": ATSSHead(cfg, feature_shapes),
-            "head_in_features": cfg.MODEL.ATSS.IN_FEATURES,
-            "anchor_generator": build_anchor_generator(cfg, feature_shapes),
-            "box2box_transform": Box2BoxTransform(weights=cfg.MODEL.ATSS.BBOX_REG_WEIGHTS),
-            "num_classes": cfg.MODEL.ATSS.NUM_CLASSES,
-            "topk": cfg.MODEL.ATSS.TOPK,
-            "focal_loss_alpha": cfg.MODEL.ATSS.FOCAL_LOSS_ALPHA,
-            "focal_loss_gamma": cfg.MODEL.ATSS.FOCAL_LOSS_GAMMA,
-            "reg_loss_weight": cfg.MODEL.ATSS.REG_LOSS_WEIGHT,
-            "loss_normalizer": cfg.MODEL.ATSS.LOSS_NORMALIZER,
-            "test_score_thresh": cfg.MODEL.ATSS.SCORE_THRESH_TEST,
-            "test_topk_candidates": cfg.MODEL.ATSS.TOPK_CANDIDATES_TEST,
-            "test_nms_thresh": cfg.MODEL.ATSS.NMS_THRESH_TEST,
-            "max_detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
-            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
-            "pixel_std": cfg.MODEL.PIXEL_STD,
-            "input_format": cfg.INPUT.FORMAT,
-        }
+        args, feature_shapes = cls.base_config(cfg)
+        node = cfg.MODEL.ATSS
+        args.update(
+            head=ATSSHead(cfg, feature_shapes),
+            box2box_transform=Box2BoxTransform(weights=node.BBOX_REG_WEIGHTS),
+            focal_loss_alpha=node.FOCAL_LOSS_ALPHA,
+            focal_loss_gamma=node.FOCAL_LOSS_GAMMA,
+            reg_loss_weight=node.REG_LOSS_WEIGHT,
+        )
+        return args
 
     def forward_training(self, images, features, predictions, gt_instances):
         pred_logits, pred_deltas, pred_ctr = self._transpose_dense_predictions(
@@ -133,33 +71,6 @@ class ATSS(DenseDetector):
         anchors = self.anchor_generator(features)
         gt_labels, gt_boxes = self.label_anchors(anchors, gt_instances)
         return self.losses(anchors, pred_logits, gt_labels, pred_deltas, gt_boxes, pred_ctr)
-
-    @torch.no_grad()
-    def label_anchors(self, anchors: List[Boxes], gt_instances: List[Instances]):
-        """
-        Returns:
-            gt_labels: list[Tensor] of N (R,) tensors: class of the matched GT, or num_classes
-                for background.
-            matched_gt_boxes: list[Tensor] of N (R, 4) tensors: box of the matched GT
-                (meaningless for background anchors).
-        """
-        num_anchors_per_level = [len(a) for a in anchors]
-        anchors = Boxes.cat(anchors).tensor  # (R, 4)
-        gt_labels, matched_gt_boxes = [], []
-        for gt_per_image in gt_instances:
-            matched_idxs, _, _ = atss_assign(
-                anchors, num_anchors_per_level, gt_per_image.gt_boxes.tensor, self.topk
-            )
-            if len(gt_per_image) > 0:
-                labels = gt_per_image.gt_classes[matched_idxs.clamp(min=0)]
-                labels[matched_idxs < 0] = self.num_classes
-                boxes = gt_per_image.gt_boxes.tensor[matched_idxs.clamp(min=0)]
-            else:
-                labels = torch.full_like(matched_idxs, self.num_classes)
-                boxes = torch.zeros_like(anchors)
-            gt_labels.append(labels)
-            matched_gt_boxes.append(boxes)
-        return gt_labels, matched_gt_boxes
 
     def losses(self, anchors, pred_logits, gt_labels, pred_deltas, gt_boxes, pred_ctr):
         """
@@ -176,7 +87,7 @@ class ATSS(DenseDetector):
         pos_mask = (gt_labels >= 0) & (gt_labels != self.num_classes)
         num_pos = pos_mask.sum()
         get_event_storage().put_scalar("num_pos_anchors", num_pos.item() / len(gt_labels))
-        normalizer = self._normalizer(num_pos)
+        normalizer = self.normalizer(num_pos)
 
         # Fused focal loss on integer labels: no (N*R, K) one-hot target is built.
         loss_cls = sigmoid_focal_loss(
@@ -193,61 +104,29 @@ class ATSS(DenseDetector):
         ctr_targets = centerness_targets(anchors, gt_boxes)  # (P,)
         # The GIoU loss of each positive is weighted by its centerness target and normalised by
         # the targets' sum over all workers (never 0: a positive's centre is inside its GT).
-        ctr_sum = reduce_mean(ctr_targets.sum().detach()).clamp(min=1e-6)
         loss_box_reg = giou_loss(pred_boxes, gt_boxes, weight=ctr_targets, reduction="sum")
         loss_ctr = F.binary_cross_entropy_with_logits(
             cat(pred_ctr, dim=1)[pos_mask][:, 0], ctr_targets, reduction="sum"
         )
         return {
             "loss_cls": loss_cls / normalizer,
-            "loss_box_reg": self.reg_loss_weight * loss_box_reg / ctr_sum,
+            "loss_box_reg": self.reg_loss_weight * loss_box_reg / positives_sum(ctr_targets, 1e-6),
             "loss_centerness": loss_ctr / normalizer,
         }
 
-    def _normalizer(self, num_pos: Tensor) -> float:
-        if self.loss_normalizer == "ema":
-            return self._ema_update("loss_normalizer_ema", max(num_pos.item(), 1), 100)
-        return reduce_mean(num_pos.float()).clamp(min=1.0).item()
-
-    def forward_inference(self, images, features, predictions):
+    def inference_scores_and_deltas(self, anchors, predictions):
         pred_logits, pred_deltas, pred_ctr = self._transpose_dense_predictions(
             predictions, [self.num_classes, 4, 1]
         )
-        anchors = self.anchor_generator(features)
-        results: List[Instances] = []
-        for img_idx, image_size in enumerate(images.image_sizes):
-            scores_per_image = [
-                _atss_scores(logits[img_idx].sigmoid(), ctr[img_idx].sigmoid(), self.test_score_thresh)
-                for logits, ctr in zip(pred_logits, pred_ctr)
-            ]
-            deltas_per_image = [x[img_idx] for x in pred_deltas]
-            results.append(
-                self.inference_single_image(anchors, scores_per_image, deltas_per_image, image_size)
-            )
-        return results
-
-    def inference_single_image(
-        self,
-        anchors: List[Boxes],
-        scores: List[Tensor],
-        box_delta: List[Tensor],
-        image_size: Tuple[int, int],
-    ) -> Instances:
-        """
-        Args:
-            scores (list[Tensor]): per level (R_l, K) final scores, 0 where not a candidate.
-            box_delta (list[Tensor]): per level (R_l, 4).
-        """
-        # Scores are > 0 exactly for candidates that passed the classification threshold.
-        pred = self._decode_multi_level_predictions(
-            anchors, scores, box_delta, 0.0, self.test_topk_candidates, image_size
-        )
-        keep = batched_nms(pred.pred_boxes.tensor, pred.scores, pred.pred_classes, self.test_nms_thresh)
-        return pred[keep[: self.max_detections_per_image]]
+        scores = [
+            _atss_scores(logits.sigmoid(), ctr.sigmoid(), self.test_score_thresh)
+            for logits, ctr in zip(pred_logits, pred_ctr)
+        ]
+        return scores, pred_deltas
 
 
 def _atss_scores(cls_prob: Tensor, ctr_prob: Tensor, score_thresh: float) -> Tensor:
-    """sqrt(cls * centerness) where cls > score_thresh, else 0: (R_l, K) from (R_l, K), (R_l, 1).
+    """sqrt(cls * centerness) where cls > score_thresh, else 0: (..., K) from (..., K), (..., 1).
     The square root keeps the ranking of cls * centerness (METHODS.md §1.4)."""
     return torch.where(cls_prob > score_thresh, torch.sqrt(cls_prob * ctr_prob), 0.0)
 
@@ -282,17 +161,7 @@ class ATSSHead(RetinaNetHead):
 
     @classmethod
     def from_config(cls, cfg, input_shape: List[ShapeSpec]):
-        num_anchors = build_anchor_generator(cfg, input_shape).num_cell_anchors
-        if len(set(num_anchors)) != 1:
-            raise ValueError(f"ATSSHead needs the same anchor count on every level, got {num_anchors}")
-        return {
-            "input_shape": input_shape,
-            "num_classes": cfg.MODEL.ATSS.NUM_CLASSES,
-            "conv_dims": [input_shape[0].channels] * cfg.MODEL.ATSS.NUM_CONVS,
-            "prior_prob": cfg.MODEL.ATSS.PRIOR_PROB,
-            "norm": cfg.MODEL.ATSS.NORM,
-            "num_anchors": num_anchors[0],
-        }
+        return dense_head_args(cfg, "ATSS", input_shape)
 
     def forward(self, features: List[Tensor]):
         """

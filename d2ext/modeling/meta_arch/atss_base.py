@@ -1,0 +1,222 @@
+"""What the ATSS-family detectors (ATSS, DynamicATSS, GFL) share: the config reading, ATSS
+label assignment, the loss normaliser and per-level top-k + NMS inference.
+
+Letters: N images, R anchors per image (all levels), M ground truths, K classes.
+"""
+from typing import Dict, List, Tuple
+
+import torch
+from torch import Tensor
+
+from detectron2.config import configurable
+from detectron2.layers import ShapeSpec, batched_nms
+from detectron2.modeling import build_anchor_generator, build_backbone
+from detectron2.modeling.meta_arch.dense_detector import DenseDetector
+from detectron2.structures import Boxes, Instances
+
+from d2ext.modeling.assigners import atss_assign
+from d2ext.utils.comm import reduce_mean
+
+LOSS_NORMALIZERS = ("num_pos", "ema")
+
+
+class ATSSBase(DenseDetector):
+    """
+    A dense detector with one square anchor per location, ATSS label assignment and
+    :meth:`forward_inference` that ranks the candidates of each level by the scores subclasses
+    compute in :meth:`inference_scores_and_deltas`.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        backbone,
+        head,
+        head_in_features,
+        anchor_generator,
+        box2box_transform,
+        num_classes,
+        topk=9,
+        loss_normalizer="num_pos",
+        test_score_thresh=0.05,
+        test_topk_candidates=1000,
+        test_nms_thresh=0.6,
+        max_detections_per_image=100,
+        pixel_mean,
+        pixel_std,
+        input_format="BGR",
+    ):
+        """
+        Args:
+            backbone, head, head_in_features, pixel_mean, pixel_std: see :class:`DenseDetector`.
+            anchor_generator (nn.Module): one anchor per location (8 x stride).
+            box2box_transform: anchor <-> box coding.
+            num_classes (int): K.
+            topk (int): ATSS candidates per level and GT.
+            loss_normalizer (str): "num_pos" (positives averaged over workers, every iteration)
+                or "ema" (Detectron2 RetinaNet's moving average).
+            test_*: candidates need a class probability > test_score_thresh; the
+                test_topk_candidates best per level are decoded; class-wise NMS at
+                test_nms_thresh; max_detections_per_image kept.
+        """
+        super().__init__(
+            backbone, head, head_in_features, pixel_mean=pixel_mean, pixel_std=pixel_std
+        )
+        if loss_normalizer not in LOSS_NORMALIZERS:
+            raise ValueError(
+                f"MODEL.{self.config_node}.LOSS_NORMALIZER must be one of {LOSS_NORMALIZERS}, "
+                f"got {loss_normalizer!r}"
+            )
+        self.num_classes = num_classes
+        self.anchor_generator = anchor_generator
+        self.box2box_transform = box2box_transform
+        self.topk = topk
+        self.loss_normalizer = loss_normalizer
+        self.test_score_thresh = test_score_thresh
+        self.test_topk_candidates = test_topk_candidates
+        self.test_nms_thresh = test_nms_thresh
+        self.max_detections_per_image = max_detections_per_image
+        self.input_format = input_format
+
+    # The config node of the subclass's keys, MODEL.<config_node>.
+    config_node = "ATSS"
+
+    @classmethod
+    def base_config(cls, cfg) -> Tuple[Dict, List[ShapeSpec]]:
+        """The keyword arguments of :meth:`__init__` but head and box2box_transform, read from
+        MODEL.<config_node>, and the shapes of the features the head runs on."""
+        node = cfg.MODEL.get(cls.config_node)
+        backbone = build_backbone(cfg)
+        backbone_shape = backbone.output_shape()
+        missing = [f for f in node.IN_FEATURES if f not in backbone_shape]
+        if missing:
+            raise ValueError(
+                f"MODEL.{cls.config_node}.IN_FEATURES names {missing}, which the backbone does "
+                f"not output (it has {sorted(backbone_shape)})"
+            )
+        feature_shapes = [backbone_shape[f] for f in node.IN_FEATURES]
+        args = {
+            "backbone": backbone,
+            "head_in_features": node.IN_FEATURES,
+            "anchor_generator": build_anchor_generator(cfg, feature_shapes),
+            "num_classes": node.NUM_CLASSES,
+            "topk": node.TOPK,
+            "loss_normalizer": node.LOSS_NORMALIZER,
+            "test_score_thresh": node.SCORE_THRESH_TEST,
+            "test_topk_candidates": node.TOPK_CANDIDATES_TEST,
+            "test_nms_thresh": node.NMS_THRESH_TEST,
+            "max_detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
+            "input_format": cfg.INPUT.FORMAT,
+        }
+        return args, feature_shapes
+
+    @torch.no_grad()
+    def label_anchors(self, anchors: List[Boxes], gt_instances: List[Instances]):
+        """
+        Plain ATSS assignment of every image.
+
+        Returns:
+            gt_labels: list[Tensor] of N (R,) tensors: class of the matched GT, or num_classes
+                for background.
+            matched_gt_boxes: list[Tensor] of N (R, 4) tensors: box of the matched GT
+                (meaningless for background anchors).
+        """
+        num_anchors_per_level = [len(a) for a in anchors]
+        anchors = Boxes.cat(anchors).tensor  # (R, 4)
+        gt_labels, matched_gt_boxes = [], []
+        for gt_per_image in gt_instances:
+            matched_idxs, _, _ = atss_assign(
+                anchors, num_anchors_per_level, gt_per_image.gt_boxes.tensor, self.topk
+            )
+            labels, boxes = self.matched_targets(matched_idxs, gt_per_image, anchors)
+            gt_labels.append(labels)
+            matched_gt_boxes.append(boxes)
+        return gt_labels, matched_gt_boxes
+
+    def matched_targets(self, matched_idxs: Tensor, gt_per_image: Instances, anchors: Tensor):
+        """(R,) class per anchor (num_classes = background) and (R, 4) matched GT box."""
+        if len(gt_per_image) == 0:
+            return torch.full_like(matched_idxs, self.num_classes), torch.zeros_like(anchors)
+        labels = gt_per_image.gt_classes[matched_idxs.clamp(min=0)]
+        labels[matched_idxs < 0] = self.num_classes
+        return labels, gt_per_image.gt_boxes.tensor[matched_idxs.clamp(min=0)]
+
+    def normalizer(self, num_pos: Tensor) -> float:
+        """N_pos_avg (METHODS.md §0), or Detectron2's EMA of it; never below 1."""
+        if self.loss_normalizer == "ema":
+            return self._ema_update("loss_normalizer_ema", max(num_pos.item(), 1), 100)
+        return reduce_mean(num_pos.float()).clamp(min=1.0).item()
+
+    def anchor_strides(self, anchors: List[Boxes]) -> Tensor:
+        """(R,) the stride of the level of every anchor."""
+        return torch.cat(
+            [
+                torch.full((len(a),), float(s), device=a.tensor.device)
+                for a, s in zip(anchors, self.anchor_generator.strides)
+            ]
+        )
+
+    def forward_inference(self, images, features, predictions):
+        anchors = self.anchor_generator(features)
+        scores, deltas = self.inference_scores_and_deltas(anchors, predictions)
+        return [
+            self.inference_single_image(
+                anchors, [s[i] for s in scores], [d[i] for d in deltas], image_size
+            )
+            for i, image_size in enumerate(images.image_sizes)
+        ]
+
+    def inference_scores_and_deltas(self, anchors: List[Boxes], predictions):
+        """
+        Returns:
+            scores: per level (N, R_l, K) final scores, 0 where a location is not a candidate.
+            deltas: per level (N, R_l, 4) regression in box2box_transform's coding.
+        """
+        raise NotImplementedError
+
+    def inference_single_image(
+        self,
+        anchors: List[Boxes],
+        scores: List[Tensor],
+        box_delta: List[Tensor],
+        image_size: Tuple[int, int],
+    ) -> Instances:
+        """
+        Args:
+            scores (list[Tensor]): per level (R_l, K) final scores, 0 where not a candidate.
+            box_delta (list[Tensor]): per level (R_l, 4).
+        """
+        # Scores are > 0 exactly for candidates that passed the classification threshold.
+        pred = self._decode_multi_level_predictions(
+            anchors, scores, box_delta, 0.0, self.test_topk_candidates, image_size
+        )
+        keep = batched_nms(pred.pred_boxes.tensor, pred.scores, pred.pred_classes, self.test_nms_thresh)
+        return pred[keep[: self.max_detections_per_image]]
+
+
+def dense_head_args(cfg, node_name: str, input_shape: List[ShapeSpec]) -> Dict:
+    """The RetinaNetHead keyword arguments of an ATSS-family head, from MODEL.<node_name>."""
+    node = cfg.MODEL.get(node_name)
+    num_anchors = build_anchor_generator(cfg, input_shape).num_cell_anchors
+    if len(set(num_anchors)) != 1:
+        raise ValueError(
+            f"The {node_name} head needs the same anchor count on every level "
+            f"(MODEL.ANCHOR_GENERATOR), got {num_anchors}"
+        )
+    return {
+        "input_shape": input_shape,
+        "num_classes": node.NUM_CLASSES,
+        "conv_dims": [input_shape[0].channels] * node.NUM_CONVS,
+        "prior_prob": node.PRIOR_PROB,
+        "norm": node.NORM,
+        "num_anchors": num_anchors[0],
+    }
+
+
+def positives_sum(values: Tensor, min_value: float) -> Tensor:
+    """Sum of per-positive weights averaged over workers, at least min_value: the normaliser
+    of weighted box losses (METHODS.md §9.1: never 0, also without positives)."""
+    return reduce_mean(values.sum().detach()).clamp(min=min_value)
