@@ -1,24 +1,13 @@
 # Lazy twin of atss_R_18_FPN_tiny.yaml: the demo model on the bundled synthetic dataset.
-from detectron2.config import LazyCall as L
-from detectron2.layers import ShapeSpec
 from detectron2.model_zoo import get_config
-
-from d2ext.modeling.backbone import build_basic_resnet
 
 from ..common.data.synthetic import dataloader  # noqa: F401  (exported)
 from ..common.models.atss import model
 from ..common.optim import SGD as optimizer  # noqa: F401  (exported)
 from ..common.schedules import step_schedule
+from ..common.tiny import shrink_to_tiny
 
-model.backbone.bottom_up = L(build_basic_resnet)(
-    depth=18, width=32, stem_width=32, norm="GN", out_features=["res3", "res4", "res5"]
-)
-model.backbone.out_channels = 64
-model.backbone.norm = "GN"
-model.head.input_shape = [ShapeSpec(channels=64)] * 5
-model.head.conv_dims = [64, 64]
-model.num_classes = 5
-model.pixel_std = [57.375, 57.120, 58.395]
+shrink_to_tiny(model)
 
 optimizer.lr = 0.02
 lr_multiplier = step_schedule(

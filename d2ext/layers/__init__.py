@@ -4,6 +4,7 @@ from ._extension import has_ops
 from .assign import atss_assign
 from .fused_losses import ap_loss, distribution_focal_loss, quality_focal_loss, sigmoid_focal_loss, varifocal_loss
 from .iou import aligned_iou, combined_iou, giou_loss, pairwise_iou
+from .logit_product import logit_of_product
 
 __all__ = [
     "aligned_iou",
@@ -13,6 +14,7 @@ __all__ = [
     "distribution_focal_loss",
     "giou_loss",
     "has_ops",
+    "logit_of_product",
     "pairwise_iou",
     "quality_focal_loss",
     "sigmoid_focal_loss",

@@ -1,4 +1,8 @@
 # Import every meta-architecture so it is registered in META_ARCH_REGISTRY.
 from .atss import ATSS, ATSSHead
+from .atss_base import ATSSBase
+from .dynamic_atss import DynamicATSS
+from .gfl import GFL
+from .gfl_head import DGQP, GFLHead
 
-__all__ = ["ATSS", "ATSSHead"]
+__all__ = ["ATSS", "ATSSBase", "ATSSHead", "DGQP", "DynamicATSS", "GFL", "GFLHead"]

@@ -1,0 +1,5 @@
+# Lazy twin of gflv2_R_18_FPN_tiny.yaml.
+from .gfl_R_18_FPN_tiny import dataloader, lr_multiplier, model, optimizer, train  # noqa: F401
+
+model.head.dgqp = True
+train.output_dir = "./output/gflv2_R_18_FPN_tiny_lazy"
