@@ -31,6 +31,28 @@ def make_inputs(boxes_per_image, size=(96, 128), seed=0):
     return batch
 
 
+TWO_IMAGES = [[[10, 10, 60, 50], [70, 20, 120, 90]], [[5, 5, 20, 30]]]
+
+
+def training_losses(model, boxes_per_image):
+    """One training step on random images with these GT boxes: the losses, after backward
+    (gradients zeroed first)."""
+    model.train()
+    model.zero_grad()
+    with EventStorage():
+        losses = model(make_inputs(boxes_per_image))
+    sum(losses.values()).backward()
+    return losses
+
+
+def check_trains_without_gt(model, box_losses):
+    """Images without GT: finite losses, no box losses, the classifier still learns background."""
+    losses = training_losses(model, [[], []])
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert all(losses[k].item() == 0 for k in box_losses)
+    assert model.head.cls_score.weight.grad.abs().sum() > 0
+
+
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
@@ -60,15 +82,10 @@ def test_head_output_shapes(model):
 
 
 def test_training_step_gives_finite_losses_and_gradients_everywhere(model):
-    model.train()
-    model.zero_grad()
-    batch = make_inputs([[[10, 10, 60, 50], [70, 20, 120, 90]], [[5, 5, 20, 30]]])
-    with EventStorage():
-        losses = model(batch)
+    losses = training_losses(model, TWO_IMAGES)
     assert set(losses) == {"loss_cls", "loss_box_reg", "loss_centerness"}
     assert all(torch.isfinite(v) for v in losses.values())
     assert losses["loss_box_reg"] > 0
-    sum(losses.values()).backward()
     assert model.head.cls_score.weight.grad.abs().sum() > 0
     assert model.head.ctrness.weight.grad.abs().sum() > 0
     assert model.head.scales.grad.abs().sum() > 0
@@ -76,15 +93,7 @@ def test_training_step_gives_finite_losses_and_gradients_everywhere(model):
 
 
 def test_image_without_gt_trains(model):
-    model.train()
-    model.zero_grad()
-    with EventStorage():
-        losses = model(make_inputs([[], []]))
-    assert all(torch.isfinite(v) for v in losses.values())
-    # No positives: no box or centerness loss, but the classifier still learns "background".
-    assert losses["loss_box_reg"].item() == 0 and losses["loss_centerness"].item() == 0
-    sum(losses.values()).backward()
-    assert model.head.cls_score.weight.grad.abs().sum() > 0
+    check_trains_without_gt(model, ["loss_box_reg", "loss_centerness"])
 
 
 def test_ema_normalizer_switch():

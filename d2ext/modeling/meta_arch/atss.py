@@ -15,7 +15,6 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
 from detectron2.structures import Boxes
-from detectron2.utils.events import get_event_storage
 
 from d2ext.layers import giou_loss, sigmoid_focal_loss
 
@@ -83,11 +82,7 @@ class ATSS(ATSSBase):
         Returns:
             dict[str, Tensor]: loss_cls, loss_box_reg, loss_centerness.
         """
-        gt_labels = torch.stack(gt_labels)  # (N, R)
-        pos_mask = (gt_labels >= 0) & (gt_labels != self.num_classes)
-        num_pos = pos_mask.sum()
-        get_event_storage().put_scalar("num_pos_anchors", num_pos.item() / len(gt_labels))
-        normalizer = self.normalizer(num_pos)
+        gt_labels, pos_mask, normalizer = self.positives(gt_labels)
 
         # Fused focal loss on integer labels: no (N*R, K) one-hot target is built.
         loss_cls = sigmoid_focal_loss(

@@ -13,6 +13,7 @@ from detectron2.layers import ShapeSpec, batched_nms
 from detectron2.modeling import build_anchor_generator, build_backbone
 from detectron2.modeling.meta_arch.dense_detector import DenseDetector
 from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import get_event_storage
 
 from d2ext.modeling.assigners import atss_assign
 from d2ext.utils.comm import reduce_mean
@@ -143,6 +144,17 @@ class ATSSBase(DenseDetector):
         labels = gt_per_image.gt_classes[matched_idxs.clamp(min=0)]
         labels[matched_idxs < 0] = self.num_classes
         return labels, gt_per_image.gt_boxes.tensor[matched_idxs.clamp(min=0)]
+
+    def positives(self, gt_labels: List[Tensor]) -> Tuple[Tensor, Tensor, float]:
+        """
+        Stacks the per-image labels of :meth:`label_anchors` into (N, R), finds the (N, R)
+        positives, logs their count per image and returns the loss normaliser.
+        """
+        gt_labels = torch.stack(gt_labels)
+        pos_mask = (gt_labels >= 0) & (gt_labels != self.num_classes)
+        num_pos = pos_mask.sum()
+        get_event_storage().put_scalar("num_pos_anchors", num_pos.item() / len(gt_labels))
+        return gt_labels, pos_mask, self.normalizer(num_pos)
 
     def normalizer(self, num_pos: Tensor) -> float:
         """N_pos_avg (METHODS.md §0), or Detectron2's EMA of it; never below 1."""

@@ -191,11 +191,7 @@ class DynamicATSS(ATSS):
         Returns:
             dict[str, Tensor]: loss_cls, loss_box_reg, loss_iou.
         """
-        gt_labels = torch.stack(gt_labels)  # (N, R)
-        pos_mask = (gt_labels >= 0) & (gt_labels != self.num_classes)
-        num_pos = pos_mask.sum()
-        get_event_storage().put_scalar("num_pos_anchors", num_pos.item() / len(gt_labels))
-        normalizer = self.normalizer(num_pos)
+        gt_labels, pos_mask, normalizer = self.positives(gt_labels)
 
         logits = cat(pred_logits, dim=1).flatten(0, 1)  # (N * R, K)
         pos_boxes = pred_boxes[pos_mask]  # (P, 4)

@@ -15,7 +15,6 @@ from detectron2.layers import cat
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.modeling.box_regression import Box2BoxTransformLinear
 from detectron2.structures import Boxes
-from detectron2.utils.events import get_event_storage
 
 from d2ext.layers import aligned_iou, distribution_focal_loss, giou_loss, logit_of_product, quality_focal_loss
 
@@ -112,11 +111,7 @@ class GFL(ATSSBase):
         Returns:
             dict[str, Tensor]: loss_cls (QFL), loss_box_reg (GIoU), loss_dfl.
         """
-        gt_labels = torch.stack(gt_labels)  # (N, R)
-        pos_mask = (gt_labels >= 0) & (gt_labels != self.num_classes)
-        num_pos = pos_mask.sum()
-        get_event_storage().put_scalar("num_pos_anchors", num_pos.item() / len(gt_labels))
-        normalizer = self.normalizer(num_pos)
+        gt_labels, pos_mask, normalizer = self.positives(gt_labels)
 
         num_images = len(gt_labels)
         strides = self.anchor_strides(anchors).expand(num_images, -1)[pos_mask]  # (P,)
