@@ -1,6 +1,27 @@
 # Importing these modules registers their classes with Detectron2's registries.
 from .assigners import atss_assign
-from .backbone import build_resnet_fpn_p6p7_backbone
+from .backbone import (
+    BalancedFeaturePyramid,
+    build_resnet_any_width_fpn_backbone,
+    build_resnet_fpn_bfp_backbone,
+    build_resnet_fpn_p6p7_backbone,
+)
 from .meta_arch import ATSS, GFL, ATSSHead, DynamicATSS, GFLHead
+from .proposal_generator import LibraRPN
+from .roi_heads import LibraFastRCNNOutputLayers, LibraROIHeads
 
-__all__ = ["ATSS", "ATSSHead", "DynamicATSS", "GFL", "GFLHead", "atss_assign", "build_resnet_fpn_p6p7_backbone"]
+__all__ = [
+    "ATSS",
+    "ATSSHead",
+    "BalancedFeaturePyramid",
+    "DynamicATSS",
+    "GFL",
+    "GFLHead",
+    "LibraFastRCNNOutputLayers",
+    "LibraROIHeads",
+    "LibraRPN",
+    "atss_assign",
+    "build_resnet_any_width_fpn_backbone",
+    "build_resnet_fpn_bfp_backbone",
+    "build_resnet_fpn_p6p7_backbone",
+]

@@ -1,6 +1,6 @@
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, FPN
-from detectron2.modeling.backbone.fpn import LastLevelP6P7
+from detectron2.modeling.backbone.fpn import LastLevelMaxPool, LastLevelP6P7
 
 from .resnet import build_resnet_any_width
 
@@ -30,5 +30,22 @@ def build_resnet_fpn_p6p7_backbone(cfg, input_shape: ShapeSpec):
         out_channels=out_channels,
         norm=cfg.MODEL.FPN.NORM,
         top_block=LastLevelP6P7(top_in_channels, out_channels, in_feature=in_feature),
+        fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
+    )
+
+
+@BACKBONE_REGISTRY.register()
+def build_resnet_any_width_fpn_backbone(cfg, input_shape: ShapeSpec):
+    """
+    Detectron2's build_resnet_fpn_backbone (FPN with P6 = max-pool of P5, as Faster R-CNN uses),
+    whose ResNet may also be a narrow R18/R34 (build_resnet_any_width).
+    """
+    bottom_up = build_resnet_any_width(cfg, input_shape)
+    return FPN(
+        bottom_up=bottom_up,
+        in_features=cfg.MODEL.FPN.IN_FEATURES,
+        out_channels=cfg.MODEL.FPN.OUT_CHANNELS,
+        norm=cfg.MODEL.FPN.NORM,
+        top_block=LastLevelMaxPool(),
         fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
     )

@@ -1,0 +1,36 @@
+# Libra R-CNN (METHODS.md §7) as a lazy graph over Faster R-CNN: the FPN wrapped in a balanced
+# feature pyramid, an RPN with negatives <= 5 x positives, Libra sampling, balanced L1.
+from detectron2.config import LazyCall as L
+
+from d2ext.modeling import BalancedFeaturePyramid, LibraFastRCNNOutputLayers, LibraROIHeads, LibraRPN
+
+from .faster_rcnn import model
+
+
+def to_libra(model):
+    """Turns a lazy Faster R-CNN FPN graph into Libra R-CNN in place (paper settings)."""
+    model.backbone = L(BalancedFeaturePyramid)(
+        fpn=model.backbone, refine_level=2, refine_type="non_local"  # P4 of P2-P6
+    )
+    model.proposal_generator._target_ = LibraRPN
+    model.proposal_generator.neg_pos_ub = 5
+
+    model.roi_heads._target_ = LibraROIHeads
+    model.roi_heads.iou_balanced_neg = True
+    model.roi_heads.num_iou_bins = 3
+    model.roi_heads.floor_thresh = -1.0
+    model.roi_heads.floor_fraction = 0.0
+    model.roi_heads.instance_balanced_pos = True
+
+    predictor = model.roi_heads.box_predictor
+    predictor._target_ = LibraFastRCNNOutputLayers
+    predictor.box_reg_loss_type = "balanced_l1"
+    predictor.balanced_l1_alpha = 0.5
+    predictor.balanced_l1_gamma = 1.5
+    predictor.balanced_l1_beta = 1.0
+    return model
+
+
+model = to_libra(model)
+# mmdet's Libra config: 2000 proposals per image in training, 1000 in testing.
+model.proposal_generator.post_nms_topk = (2000, 1000)

@@ -1,0 +1,63 @@
+from detectron2.config import configurable
+from detectron2.layers import nonzero_tuple
+from detectron2.modeling.roi_heads import FastRCNNOutputLayers
+
+from ..losses import balanced_l1_loss
+
+# Detectron2's own regression losses (handled by FastRCNNOutputLayers) plus balanced L1.
+BOX_REG_LOSS_TYPES = ("smooth_l1", "giou", "diou", "ciou", "balanced_l1")
+
+
+class LibraFastRCNNOutputLayers(FastRCNNOutputLayers):
+    """
+    Detectron2's box predictor whose regression loss may also be Libra R-CNN's balanced L1
+    (box_reg_loss_type "balanced_l1", METHODS.md §7.4) on the normalised deltas of the
+    foreground proposals, normalised by the number of sampled proposals as Detectron2's (and
+    mmdet's) R-CNN losses are. Other loss types are Detectron2's, unchanged.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        input_shape,
+        *,
+        balanced_l1_alpha: float = 0.5,
+        balanced_l1_gamma: float = 1.5,
+        balanced_l1_beta: float = 1.0,
+        **kwargs,
+    ):
+        super().__init__(input_shape, **kwargs)
+        if self.box_reg_loss_type not in BOX_REG_LOSS_TYPES:
+            raise ValueError(
+                f"MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE={self.box_reg_loss_type!r} is not one of "
+                f"{BOX_REG_LOSS_TYPES}"
+            )
+        self.balanced_l1_alpha = balanced_l1_alpha
+        self.balanced_l1_gamma = balanced_l1_gamma
+        self.balanced_l1_beta = balanced_l1_beta
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        ret = super().from_config(cfg, input_shape)
+        ret["balanced_l1_alpha"] = cfg.MODEL.LIBRA.BALANCED_L1_ALPHA
+        ret["balanced_l1_gamma"] = cfg.MODEL.LIBRA.BALANCED_L1_GAMMA
+        ret["balanced_l1_beta"] = cfg.MODEL.LIBRA.BALANCED_L1_BETA
+        return ret
+
+    def box_reg_loss(self, proposal_boxes, gt_boxes, pred_deltas, gt_classes):
+        if self.box_reg_loss_type != "balanced_l1":
+            return super().box_reg_loss(proposal_boxes, gt_boxes, pred_deltas, gt_classes)
+        box_dim = proposal_boxes.shape[1]
+        fg_inds = nonzero_tuple((gt_classes >= 0) & (gt_classes < self.num_classes))[0]
+        if pred_deltas.shape[1] == box_dim:  # class-agnostic regression
+            fg_pred_deltas = pred_deltas[fg_inds]
+        else:
+            fg_pred_deltas = pred_deltas.view(-1, self.num_classes, box_dim)[
+                fg_inds, gt_classes[fg_inds]
+            ]
+        gt_deltas = self.box2box_transform.get_deltas(proposal_boxes[fg_inds], gt_boxes[fg_inds])
+        loss = balanced_l1_loss(
+            fg_pred_deltas, gt_deltas, alpha=self.balanced_l1_alpha, gamma=self.balanced_l1_gamma,
+            beta=self.balanced_l1_beta, reduction="sum",
+        )
+        return loss / max(gt_classes.numel(), 1.0)
