@@ -29,6 +29,32 @@ TWIN_ATTRIBUTES = (
 )
 
 
+# R-CNN twins (Faster R-CNN, Libra R-CNN): RPN, ROI-heads and box-predictor settings.
+RPN_ATTRIBUTES = ("in_features", "batch_size_per_image", "positive_fraction", "pre_nms_topk",
+                  "post_nms_topk", "nms_thresh", "neg_pos_ub")
+ROI_ATTRIBUTES = ("num_classes", "batch_size_per_image", "positive_fraction", "proposal_append_gt",
+                  "box_in_features", "iou_balanced_neg", "num_iou_bins", "floor_thresh",
+                  "floor_fraction", "instance_balanced_pos")
+PREDICTOR_ATTRIBUTES = ("box_reg_loss_type", "smooth_l1_beta", "test_score_thresh", "test_nms_thresh",
+                        "test_topk_per_image", "balanced_l1_alpha", "balanced_l1_gamma", "balanced_l1_beta")
+
+
+def rcnn_hyperparameters(model):
+    """The key settings of a GeneralizedRCNN (those its parts have), and its RPN anchors."""
+    def pick(obj, names, prefix):
+        return {prefix + n: getattr(obj, n) for n in names if hasattr(obj, n)}
+
+    rpn, heads = model.proposal_generator, model.roi_heads
+    values = {"backbone": type(model.backbone).__name__}
+    values.update(pick(rpn, RPN_ATTRIBUTES, "rpn."), **pick(heads, ROI_ATTRIBUTES, "roi."))
+    values.update(pick(heads.box_predictor, PREDICTOR_ATTRIBUTES, "box."))
+    values["box.weights"] = tuple(heads.box_predictor.box2box_transform.weights)
+    values["rpn.weights"] = tuple(rpn.box2box_transform.weights)
+    values["roi.pooler"] = [(type(p).__name__, getattr(p, "sampling_ratio", None))
+                            for p in heads.box_pooler.level_poolers]
+    return values, list(rpn.anchor_generator.cell_anchors)
+
+
 def num_params(model):
     return sum(p.numel() for p in model.parameters())
 
@@ -67,15 +93,25 @@ def test_yaml_and_lazy_twins_agree(stem):
     lazy_model = instantiate(lazy.model)
     assert type(yaml_model) is type(lazy_model)
     assert num_params(yaml_model) == num_params(lazy_model)
-    compared = [a for a in TWIN_ATTRIBUTES if hasattr(yaml_model, a)]
-    assert len(compared) >= 8
-    for attr in compared:
-        assert getattr(yaml_model, attr) == getattr(lazy_model, attr), attr
-    assert yaml_model.head_in_features == lazy_model.head_in_features
-    assert type(yaml_model.box2box_transform) is type(lazy_model.box2box_transform)
-    if hasattr(yaml_model.box2box_transform, "weights"):
-        assert yaml_model.box2box_transform.weights == tuple(lazy_model.box2box_transform.weights)
-    for a, b in zip(yaml_model.anchor_generator.cell_anchors, lazy_model.anchor_generator.cell_anchors):
+    if hasattr(yaml_model, "roi_heads"):
+        (yaml_values, yaml_anchors), (lazy_values, lazy_anchors) = map(
+            rcnn_hyperparameters, (yaml_model, lazy_model)
+        )
+        assert yaml_values.keys() == lazy_values.keys()
+        for key in yaml_values:
+            assert yaml_values[key] == lazy_values[key], key
+    else:
+        compared = [a for a in TWIN_ATTRIBUTES if hasattr(yaml_model, a)]
+        assert len(compared) >= 8
+        for attr in compared:
+            assert getattr(yaml_model, attr) == getattr(lazy_model, attr), attr
+        assert yaml_model.head_in_features == lazy_model.head_in_features
+        assert type(yaml_model.box2box_transform) is type(lazy_model.box2box_transform)
+        if hasattr(yaml_model.box2box_transform, "weights"):
+            assert yaml_model.box2box_transform.weights == tuple(lazy_model.box2box_transform.weights)
+        yaml_anchors = yaml_model.anchor_generator.cell_anchors
+        lazy_anchors = lazy_model.anchor_generator.cell_anchors
+    for a, b in zip(yaml_anchors, lazy_anchors, strict=True):
         torch.testing.assert_close(a, b)
     assert lazy.optimizer.lr == cfg.SOLVER.BASE_LR
     assert lazy.train.max_iter == cfg.SOLVER.MAX_ITER
