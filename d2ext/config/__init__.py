@@ -1,6 +1,8 @@
 from detectron2.config import get_cfg as _get_detectron2_cfg
 
+from .ap_loss import add_ap_loss_config
 from .atss import add_atss_config
+from .data import add_data_config
 from .defaults import add_d2ext_config
 
 
@@ -11,4 +13,4 @@ def get_cfg():
     return cfg
 
 
-__all__ = ["add_atss_config", "add_d2ext_config", "get_cfg"]
+__all__ = ["add_ap_loss_config", "add_atss_config", "add_d2ext_config", "add_data_config", "get_cfg"]

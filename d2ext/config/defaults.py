@@ -1,6 +1,10 @@
+from .ap_loss import add_ap_loss_config
 from .atss import add_atss_config
+from .data import add_data_config
 
 
 def add_d2ext_config(cfg):
     """Adds every d2ext key (each method's under MODEL.<METHOD>) to a Detectron2 config."""
     add_atss_config(cfg)
+    add_ap_loss_config(cfg)
+    add_data_config(cfg)
