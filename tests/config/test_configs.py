@@ -57,9 +57,14 @@ def test_yaml_and_lazy_twins_agree(stem):
     lazy_model = instantiate(lazy.model)
     assert type(yaml_model) is type(lazy_model)
     assert num_params(yaml_model) == num_params(lazy_model)
+    # Hyper-parameters of whichever models have them (ATSS, RetinaNet, APLossRetinaNet ...).
     for attr in ("num_classes", "topk", "reg_loss_weight", "loss_normalizer", "test_score_thresh",
-                 "test_topk_candidates", "test_nms_thresh", "max_detections_per_image"):
-        assert getattr(yaml_model, attr) == getattr(lazy_model, attr), attr
+                 "test_topk_candidates", "test_nms_thresh", "max_detections_per_image",
+                 "smooth_l1_beta", "focal_loss_alpha", "focal_loss_gamma", "delta", "interpolated",
+                 "per_image_ranking", "global_ranking"):
+        assert hasattr(yaml_model, attr) == hasattr(lazy_model, attr), attr
+        if hasattr(yaml_model, attr):
+            assert getattr(yaml_model, attr) == getattr(lazy_model, attr), attr
     assert yaml_model.head_in_features == lazy_model.head_in_features
     assert yaml_model.box2box_transform.weights == tuple(lazy_model.box2box_transform.weights)
     for a, b in zip(yaml_model.anchor_generator.cell_anchors, lazy_model.anchor_generator.cell_anchors):
