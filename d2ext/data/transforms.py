@@ -51,13 +51,14 @@ def ssd_augmentations(
     has the operation (brightness as a factor of 1 +- 32/255, contrast and saturation 0.5-1.5,
     each with probability 1/2); SSD's hue jitter has no Detectron2 counterpart and is left out.
     """
+    def maybe(aug, prob=0.5):
+        return L(T.RandomApply)(tfm_or_aug=aug, prob=prob)
+
     return [
-        L(T.RandomApply)(tfm_or_aug=L(T.RandomBrightness)(intensity_min=1 - 32 / 255, intensity_max=1 + 32 / 255), prob=0.5),
-        L(T.RandomApply)(tfm_or_aug=L(T.RandomContrast)(intensity_min=0.5, intensity_max=1.5), prob=0.5),
-        L(T.RandomApply)(tfm_or_aug=L(T.RandomSaturation)(intensity_min=0.5, intensity_max=1.5), prob=0.5),
-        L(T.RandomApply)(
-            tfm_or_aug=L(ZoomOut)(ratio_range=tuple(zoom_out_ratio), fill=pixel_fill), prob=zoom_out_prob
-        ),
+        maybe(L(T.RandomBrightness)(intensity_min=1 - 32 / 255, intensity_max=1 + 32 / 255)),
+        maybe(L(T.RandomContrast)(intensity_min=0.5, intensity_max=1.5)),
+        maybe(L(T.RandomSaturation)(intensity_min=0.5, intensity_max=1.5)),
+        maybe(L(ZoomOut)(ratio_range=tuple(zoom_out_ratio), fill=pixel_fill), zoom_out_prob),
         L(T.MinIoURandomCrop)(min_ious=tuple(min_ious), min_crop_size=min_crop_size),
         L(T.Resize)(shape=(size, size)),
         L(T.RandomFlip)(horizontal=True),
