@@ -1,6 +1,8 @@
 from detectron2.config import get_cfg as _get_detectron2_cfg
 
+from .ap_loss import add_ap_loss_config
 from .atss import add_atss_config
+from .data import add_data_config
 from .defaults import add_d2ext_config
 from .dynamic_atss import add_dynamic_atss_config
 from .gfl import add_gfl_config
@@ -15,6 +17,6 @@ def get_cfg():
 
 
 __all__ = [
-    "add_atss_config", "add_d2ext_config", "add_dynamic_atss_config", "add_gfl_config",
-    "add_libra_config", "get_cfg",
+    "add_ap_loss_config", "add_atss_config", "add_d2ext_config", "add_data_config",
+    "add_dynamic_atss_config", "add_gfl_config", "add_libra_config", "get_cfg",
 ]

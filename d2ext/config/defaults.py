@@ -1,4 +1,6 @@
+from .ap_loss import add_ap_loss_config
 from .atss import add_atss_config
+from .data import add_data_config
 from .dynamic_atss import add_dynamic_atss_config
 from .gfl import add_gfl_config
 from .libra import add_libra_config
@@ -10,3 +12,5 @@ def add_d2ext_config(cfg):
     add_dynamic_atss_config(cfg)
     add_gfl_config(cfg)
     add_libra_config(cfg)
+    add_ap_loss_config(cfg)
+    add_data_config(cfg)

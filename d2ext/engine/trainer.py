@@ -1,11 +1,12 @@
 import logging
 import os
 
-from detectron2.data import MetadataCatalog
+from detectron2.data import MetadataCatalog, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, default_setup
 from detectron2.evaluation import COCOEvaluator
 
 from d2ext.config import get_cfg
+from d2ext.data import build_train_mapper
 
 from . import ddp  # noqa: F401  (CPU-aware DDP for DefaultTrainer)
 
@@ -25,7 +26,12 @@ def build_evaluator(cfg, dataset_name, output_folder=None):
 
 
 class Trainer(DefaultTrainer):
-    """Detectron2's DefaultTrainer with COCO evaluation."""
+    """Detectron2's DefaultTrainer with COCO evaluation and the training pipeline chosen by
+    INPUT.TRAIN_PIPELINE ("detectron2": Detectron2's own; "ssd": the AP-loss recipe's)."""
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_detection_train_loader(cfg, mapper=build_train_mapper(cfg))
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

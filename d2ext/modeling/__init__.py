@@ -6,11 +6,12 @@ from .backbone import (
     build_resnet_fpn_bfp_backbone,
     build_resnet_fpn_p6p7_backbone,
 )
-from .meta_arch import ATSS, GFL, ATSSHead, DynamicATSS, GFLHead
+from .meta_arch import ATSS, GFL, APLossRetinaNet, ATSSHead, DynamicATSS, GFLHead
 from .proposal_generator import LibraRPN
 from .roi_heads import LibraFastRCNNOutputLayers, LibraROIHeads
 
 __all__ = [
+    "APLossRetinaNet",
     "ATSS",
     "ATSSHead",
     "BalancedFeaturePyramid",

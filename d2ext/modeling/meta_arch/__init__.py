@@ -1,8 +1,9 @@
 # Import every meta-architecture so it is registered in META_ARCH_REGISTRY.
+from .ap_loss_retinanet import APLossRetinaNet
 from .atss import ATSS, ATSSHead
 from .atss_base import ATSSBase
 from .dynamic_atss import DynamicATSS
 from .gfl import GFL
 from .gfl_head import DGQP, GFLHead
 
-__all__ = ["ATSS", "ATSSBase", "ATSSHead", "DGQP", "DynamicATSS", "GFL", "GFLHead"]
+__all__ = ["APLossRetinaNet", "ATSS", "ATSSBase", "ATSSHead", "DGQP", "DynamicATSS", "GFL", "GFLHead"]

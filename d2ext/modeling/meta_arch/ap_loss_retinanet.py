@@ -1,0 +1,204 @@
+"""AP-loss RetinaNet: Chen et al., "Towards Accurate One-Stage Object Detection with AP-Loss",
+CVPR 2019 (extended in TPAMI 2020, arXiv 2008.07294). Spec: METHODS.md §6.
+
+Letters: N images, R anchors per image (all levels), K classes, P positive and Q negative
+(anchor, class) entries in a ranking.
+"""
+import logging
+from typing import List, Tuple
+
+import torch
+from torch import Tensor
+
+from detectron2.config import configurable
+from detectron2.layers import cat
+from detectron2.modeling import META_ARCH_REGISTRY
+from detectron2.modeling.box_regression import Box2BoxTransform, _dense_box_regression_loss
+from detectron2.modeling.matcher import Matcher
+from detectron2.modeling.meta_arch.retinanet import RetinaNet
+from detectron2.utils import comm
+from detectron2.utils.events import get_event_storage
+
+from d2ext.layers import ap_loss
+from d2ext.utils.comm import all_gather_rows, reduce_mean
+
+logger = logging.getLogger(__name__)
+
+
+@META_ARCH_REGISTRY.register()
+class APLossRetinaNet(RetinaNet):
+    """
+    Implement :paper:`AP-loss`: RetinaNet (head, anchors, IoU matching and inference of
+    Detectron2's) whose classification loss is the AP-loss over all (anchor, class) entries,
+    trained by the paper's error-driven update (d2ext.layers.ap_loss), and whose box loss is
+    smooth-L1 averaged over the 4 * N_pos coordinates.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        delta: float = 1.0,
+        interpolated: bool = True,
+        per_image_ranking: bool = False,
+        global_ranking: bool = False,
+        smooth_l1_beta: float = 1.0,
+        **kwargs,
+    ):
+        """
+        Args:
+            delta (float): half-width of the linear part of the step function (δ, §6.3).
+            interpolated (bool): interpolated AP, as the released code.
+            per_image_ranking (bool): rank each image on its own; the loss is the mean over the
+                images that have positives. Default: the per-process minibatch is one ranking.
+            global_ranking (bool): rank the minibatches of all processes jointly.
+            smooth_l1_beta (float): β of the smooth-L1 box loss.
+            kwargs: the arguments of :class:`RetinaNet` (except the focal-loss and
+                box-loss-type ones, which AP-loss does not use).
+        """
+        if delta <= 0:
+            raise ValueError(f"MODEL.AP_LOSS.DELTA must be > 0, got {delta}")
+        if per_image_ranking and global_ranking:
+            raise ValueError(
+                "MODEL.AP_LOSS.PER_IMAGE_RANKING and MODEL.AP_LOSS.GLOBAL_RANKING exclude each "
+                "other: choose per-image or cross-process ranking"
+            )
+        super().__init__(smooth_l1_beta=smooth_l1_beta, box_reg_loss_type="smooth_l1", **kwargs)
+        self.delta = delta
+        self.interpolated = interpolated
+        self.per_image_ranking = per_image_ranking
+        self.global_ranking = global_ranking
+
+    @classmethod
+    def from_config(cls, cfg):
+        ret = super().from_config(cfg)
+        for key in ("focal_loss_alpha", "focal_loss_gamma", "box_reg_loss_type"):
+            del ret[key]
+        _C = cfg.MODEL.AP_LOSS
+        ret.update(
+            {
+                "anchor_matcher": Matcher(
+                    _C.IOU_THRESHOLDS,
+                    [0, -1, 1],
+                    allow_low_quality_matches=_C.ALLOW_LOW_QUALITY_MATCHES,
+                ),
+                "box2box_transform": Box2BoxTransform(weights=_C.BBOX_REG_WEIGHTS),
+                "smooth_l1_beta": _C.SMOOTH_L1_BETA,
+                "test_score_thresh": _C.SCORE_THRESH_TEST,
+                "test_nms_thresh": _C.NMS_THRESH_TEST,
+                "delta": _C.DELTA,
+                "interpolated": _C.INTERPOLATED,
+                "per_image_ranking": _C.PER_IMAGE_RANKING,
+                "global_ranking": _C.GLOBAL_RANKING,
+            }
+        )
+        return ret
+
+    def losses(self, anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes):
+        """
+        Args:
+            anchors (list[Boxes]): one per level.
+            pred_logits, pred_anchor_deltas (list[Tensor]): per level, (N, R_l, K) and (N, R_l, 4).
+            gt_labels, gt_boxes: from :meth:`RetinaNet.label_anchors` (-1 ignored, K background).
+
+        Returns:
+            dict[str, Tensor]: loss_cls (1 - AP of the ranking), loss_box_reg.
+        """
+        gt_labels = torch.stack(gt_labels)  # (N, R)
+        pos_mask = (gt_labels >= 0) & (gt_labels != self.num_classes)
+        num_pos = pos_mask.sum()
+        storage = get_event_storage()
+        storage.put_scalar("num_pos_anchors", num_pos.item() / len(gt_labels))
+
+        loss_cls = self.ranking_loss(cat(pred_logits, dim=1), gt_labels)
+
+        # Smooth-L1 summed over the positives' coordinates, divided by 4 * N_pos with N_pos the
+        # batch's positives over all workers / world size: the gradient of the reference (§6.4).
+        loss_box_reg = _dense_box_regression_loss(
+            anchors,
+            self.box2box_transform,
+            pred_anchor_deltas,
+            gt_boxes,
+            pos_mask,
+            box_reg_loss_type="smooth_l1",
+            smooth_l1_beta=self.smooth_l1_beta,
+        )
+        normalizer = 4 * reduce_mean(num_pos.float()).clamp(min=1.0).item()
+        return {"loss_cls": loss_cls, "loss_box_reg": loss_box_reg / normalizer}
+
+    def ranking_loss(self, logits: Tensor, gt_labels: Tensor) -> Tensor:
+        """
+        AP-loss of the (anchor, class) entries, ranked as configured, and its statistics logged
+        to the event storage.
+
+        Args:
+            logits: (N, R, K) raw classification scores of this process.
+            gt_labels: (N, R) anchor labels, -1 ignored, K background.
+
+        Returns:
+            0-dim tensor 1 - AP whose gradient, with respect to this process' logits, is the
+            error-driven update of the configured ranking (§6.3 step 5).
+        """
+        num_images = logits.shape[0]
+        logits, labels = logits.flatten(0, 1), gt_labels.flatten()  # (N*R, K), (N*R,)
+        rows_per_image = [len(labels) // num_images] * num_images if self.per_image_ranking else None
+        world_size = comm.get_world_size()
+        if self.global_ranking and world_size > 1:
+            logits, labels, rows_per_image = _gather_ranking(logits, labels)
+        loss = ap_loss(logits, labels, self.delta, self.interpolated, rows_per_image)
+        self._log_ranking(loss, logits, labels, rows_per_image)
+        if self.global_ranking and world_size > 1:
+            # DDP averages the workers' gradients; each worker holds the global update of its own
+            # entries, so scale by the world size to apply the global ranking's exact update.
+            # The value (and what is logged) stays 1 - AP.
+            loss = loss + (world_size - 1) * (loss - loss.detach())
+        return loss
+
+    @torch.no_grad()
+    def _log_ranking(self, loss, logits, labels, rows_per_image) -> None:
+        """Logs the interpolated AP of the ranking(s) and the ranked entry counts."""
+        if rows_per_image is None:
+            rows_per_image = [len(labels)]
+        num_pos, num_neg, num_active = 0, 0, 0
+        for x, y in zip(logits.split(rows_per_image), labels.split(rows_per_image)):
+            p, q, a = ranking_counts(x, y, self.delta)
+            num_pos, num_neg, num_active = num_pos + p, num_neg + q, num_active + a
+        storage = get_event_storage()
+        storage.put_scalar("ap_loss/num_pos", num_pos)
+        storage.put_scalar("ap_loss/num_neg", num_neg)
+        storage.put_scalar("ap_loss/num_active_neg", num_active)
+        if num_pos == 0:
+            return
+        if not self.interpolated:
+            loss = ap_loss(logits.detach(), labels, self.delta, True, rows_per_image)
+        storage.put_scalar("ap_loss/interpolated_ap", 1.0 - loss.item())
+
+
+def _gather_ranking(logits: Tensor, labels: Tensor) -> Tuple[Tensor, Tensor, None]:
+    """All workers' entries in rank order, this worker's logits keeping their gradient."""
+    all_logits = all_gather_rows(logits)
+    all_labels = all_gather_rows(labels)
+    all_logits[comm.get_rank()] = logits
+    return cat(all_logits), cat(all_labels), None
+
+
+@torch.no_grad()
+def ranking_counts(logits: Tensor, labels: Tensor, delta: float) -> Tuple[int, int, int]:
+    """
+    Entries of one ranking: (P positives, Q negatives, negatives within delta of the lowest
+    positive, the only ones an update reaches (§6.3 step 2)).
+
+    Args:
+        logits: (M, K); labels: (M,) with -1 ignored and K background.
+    """
+    num_classes = logits.shape[1]
+    valid = labels >= 0
+    pos_rows = torch.nonzero(valid & (labels < num_classes)).squeeze(1)
+    num_pos = len(pos_rows)
+    num_neg = int(valid.sum().item()) * num_classes - num_pos
+    if num_pos == 0:
+        return 0, num_neg, 0
+    lowest = logits[pos_rows, labels[pos_rows]].min()
+    # Every positive is >= lowest: count all valid entries above the bar, minus the positives.
+    num_active = int((logits[valid] >= lowest - delta).sum().item()) - num_pos
+    return num_pos, num_neg, num_active
