@@ -4,6 +4,7 @@ from .atss import add_atss_config
 from .defaults import add_d2ext_config
 from .dynamic_atss import add_dynamic_atss_config
 from .gfl import add_gfl_config
+from .vfnet import add_vfnet_config
 
 
 def get_cfg():
@@ -13,4 +14,11 @@ def get_cfg():
     return cfg
 
 
-__all__ = ["add_atss_config", "add_d2ext_config", "add_dynamic_atss_config", "add_gfl_config", "get_cfg"]
+__all__ = [
+    "add_atss_config",
+    "add_d2ext_config",
+    "add_dynamic_atss_config",
+    "add_gfl_config",
+    "add_vfnet_config",
+    "get_cfg",
+]

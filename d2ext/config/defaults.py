@@ -1,6 +1,7 @@
 from .atss import add_atss_config
 from .dynamic_atss import add_dynamic_atss_config
 from .gfl import add_gfl_config
+from .vfnet import add_vfnet_config
 
 
 def add_d2ext_config(cfg):
@@ -8,3 +9,4 @@ def add_d2ext_config(cfg):
     add_atss_config(cfg)
     add_dynamic_atss_config(cfg)
     add_gfl_config(cfg)
+    add_vfnet_config(cfg)

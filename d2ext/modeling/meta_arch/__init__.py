@@ -4,5 +4,7 @@ from .atss_base import ATSSBase
 from .dynamic_atss import DynamicATSS
 from .gfl import GFL
 from .gfl_head import DGQP, GFLHead
+from .vfnet import VFNet
+from .vfnet_head import VFNetHead
 
-__all__ = ["ATSS", "ATSSBase", "ATSSHead", "DGQP", "DynamicATSS", "GFL", "GFLHead"]
+__all__ = ["ATSS", "ATSSBase", "ATSSHead", "DGQP", "DynamicATSS", "GFL", "GFLHead", "VFNet", "VFNetHead"]
