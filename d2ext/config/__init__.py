@@ -4,6 +4,7 @@ from .atss import add_atss_config
 from .defaults import add_d2ext_config
 from .dynamic_atss import add_dynamic_atss_config
 from .gfl import add_gfl_config
+from .musu import add_musu_config
 from .vfnet import add_vfnet_config
 
 
@@ -19,6 +20,7 @@ __all__ = [
     "add_d2ext_config",
     "add_dynamic_atss_config",
     "add_gfl_config",
+    "add_musu_config",
     "add_vfnet_config",
     "get_cfg",
 ]

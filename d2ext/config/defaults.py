@@ -1,6 +1,7 @@
 from .atss import add_atss_config
 from .dynamic_atss import add_dynamic_atss_config
 from .gfl import add_gfl_config
+from .musu import add_musu_config
 from .vfnet import add_vfnet_config
 
 
@@ -10,3 +11,4 @@ def add_d2ext_config(cfg):
     add_dynamic_atss_config(cfg)
     add_gfl_config(cfg)
     add_vfnet_config(cfg)
+    add_musu_config(cfg)

@@ -4,7 +4,8 @@ from .atss_base import ATSSBase
 from .dynamic_atss import DynamicATSS
 from .gfl import GFL
 from .gfl_head import DGQP, GFLHead
+from .musu import MuSu, MuSuHead
 from .vfnet import VFNet
 from .vfnet_head import VFNetHead
 
-__all__ = ["ATSS", "ATSSBase", "ATSSHead", "DGQP", "DynamicATSS", "GFL", "GFLHead", "VFNet", "VFNetHead"]
+__all__ = ["ATSS", "ATSSBase", "ATSSHead", "DGQP", "DynamicATSS", "GFL", "GFLHead", "MuSu", "MuSuHead", "VFNet", "VFNetHead"]
