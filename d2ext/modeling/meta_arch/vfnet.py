@@ -6,7 +6,6 @@ Letters: N images, R points (= anchor centres) per image (all levels), P positiv
 from typing import List
 
 import torch
-from torch import Tensor
 
 from detectron2.config import configurable
 from detectron2.layers import cat
