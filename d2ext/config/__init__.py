@@ -7,6 +7,8 @@ from .defaults import add_d2ext_config
 from .dynamic_atss import add_dynamic_atss_config
 from .gfl import add_gfl_config
 from .libra import add_libra_config
+from .musu import add_musu_config
+from .vfnet import add_vfnet_config
 
 
 def get_cfg():
@@ -17,6 +19,14 @@ def get_cfg():
 
 
 __all__ = [
-    "add_ap_loss_config", "add_atss_config", "add_d2ext_config", "add_data_config",
-    "add_dynamic_atss_config", "add_gfl_config", "add_libra_config", "get_cfg",
+    "add_ap_loss_config",
+    "add_atss_config",
+    "add_d2ext_config",
+    "add_data_config",
+    "add_dynamic_atss_config",
+    "add_gfl_config",
+    "add_libra_config",
+    "add_musu_config",
+    "add_vfnet_config",
+    "get_cfg",
 ]

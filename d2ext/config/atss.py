@@ -42,6 +42,11 @@ def add_atss_config(cfg):
     _C.FOCAL_LOSS_GAMMA = 2.0
     # Weight of the centerness-weighted GIoU loss.
     _C.REG_LOSS_WEIGHT = 2.0
+    # Classification loss: "FL" (focal loss, ATSS) or "VFL" (VFNet's varifocal loss, target =
+    # IoU of the detached predicted box on the GT class: the VFNet paper's "ATSS + VFL" row).
+    _C.CLS_LOSS = "FL"
+    _C.VFL_ALPHA = 0.75
+    _C.VFL_GAMMA = 2.0
     # At inference the score is sqrt(cls * centerness), ranked among the candidates by it.
 
     # The FPN feature P6 is built from: "p5" (ATSS, GFL, VFNet, DynamicATSS) or "res5"

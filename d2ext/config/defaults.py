@@ -4,6 +4,8 @@ from .data import add_data_config
 from .dynamic_atss import add_dynamic_atss_config
 from .gfl import add_gfl_config
 from .libra import add_libra_config
+from .musu import add_musu_config
+from .vfnet import add_vfnet_config
 
 
 def add_d2ext_config(cfg):
@@ -14,3 +16,5 @@ def add_d2ext_config(cfg):
     add_libra_config(cfg)
     add_ap_loss_config(cfg)
     add_data_config(cfg)
+    add_vfnet_config(cfg)
+    add_musu_config(cfg)

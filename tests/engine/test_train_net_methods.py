@@ -7,11 +7,13 @@ import pytest
 from conftest import CONFIGS
 from engine.test_train_net import FAST, run
 
-METHODS = ["dynamic_atss", "gfl", "gflv2"]
+METHODS = ["dynamic_atss", "gfl", "gflv2", "vfnet", "atss_vfl", "musu", "musu_direct"]
 # After 1-2 iterations no class probability reaches the 0.05 test threshold yet: keep every
 # candidate so the evaluation has detections to score.
 SCORE_KEY = {"dynamic_atss": "MODEL.DYNAMIC_ATSS.SCORE_THRESH_TEST", "gfl": "MODEL.GFL.SCORE_THRESH_TEST",
-             "gflv2": "MODEL.GFL.SCORE_THRESH_TEST"}
+             "gflv2": "MODEL.GFL.SCORE_THRESH_TEST", "vfnet": "MODEL.VFNET.SCORE_THRESH_TEST",
+             "atss_vfl": "MODEL.ATSS.SCORE_THRESH_TEST", "musu": "MODEL.MUSU.SCORE_THRESH_TEST",
+             "musu_direct": "MODEL.MUSU.SCORE_THRESH_TEST"}
 
 
 def tiny(method, ext):

@@ -1,3 +1,4 @@
 from .atss import atss_assign
+from .musu import MutualBags, mutual_bags
 
-__all__ = ["atss_assign"]
+__all__ = ["MutualBags", "atss_assign", "mutual_bags"]

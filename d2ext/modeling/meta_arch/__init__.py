@@ -5,5 +5,11 @@ from .atss_base import ATSSBase
 from .dynamic_atss import DynamicATSS
 from .gfl import GFL
 from .gfl_head import DGQP, GFLHead
+from .musu import MuSu, MuSuHead
+from .vfnet import VFNet
+from .vfnet_head import VFNetHead
 
-__all__ = ["APLossRetinaNet", "ATSS", "ATSSBase", "ATSSHead", "DGQP", "DynamicATSS", "GFL", "GFLHead"]
+__all__ = [
+    "APLossRetinaNet", "ATSS", "ATSSBase", "ATSSHead", "DGQP", "DynamicATSS", "GFL", "GFLHead", "MuSu",
+    "MuSuHead", "VFNet", "VFNetHead",
+]

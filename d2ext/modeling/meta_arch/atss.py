@@ -16,9 +16,12 @@ from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
 from detectron2.structures import Boxes
 
-from d2ext.layers import giou_loss, sigmoid_focal_loss
+from d2ext.layers import aligned_iou, giou_loss, sigmoid_focal_loss, varifocal_loss
 
 from .atss_base import ATSSBase, dense_head_args, positives_sum
+
+# Classification losses of MODEL.ATSS.CLS_LOSS: focal loss (ATSS) or varifocal loss (VFNet).
+ATSS_CLS_LOSSES = ("FL", "VFL")
 
 
 @META_ARCH_REGISTRY.register()
@@ -26,6 +29,10 @@ class ATSS(ATSSBase):
     """
     Implement ATSS in :paper:`ATSS`: adaptive training sample selection, a GN head with
     centerness on the regression tower, focal + centerness-weighted GIoU + centerness losses.
+
+    With ``cls_loss="VFL"`` the focal loss is replaced by VFNet's varifocal loss on the detached
+    predicted box's IoU (the "ATSS + VFL" loss-only row of the VFNet paper, METHODS.md §4.5);
+    head, centerness and inference are unchanged.
     """
 
     config_node = "ATSS"
@@ -37,18 +44,26 @@ class ATSS(ATSSBase):
         focal_loss_alpha=0.25,
         focal_loss_gamma=2.0,
         reg_loss_weight=2.0,
+        cls_loss="FL",
+        vfl_alpha=0.75,
+        vfl_gamma=2.0,
         **kwargs,
     ):
         """
         Args:
-            focal_loss_alpha, focal_loss_gamma, reg_loss_weight: as the MODEL.ATSS keys of the
-                same name (d2ext/config/atss.py).
+            focal_loss_alpha, focal_loss_gamma, reg_loss_weight, cls_loss, vfl_alpha, vfl_gamma:
+                as the MODEL.ATSS keys of the same name (d2ext/config/atss.py).
             kwargs: see :class:`ATSSBase`.
         """
         super().__init__(**kwargs)
+        if cls_loss not in ATSS_CLS_LOSSES:
+            raise ValueError(f"MODEL.ATSS.CLS_LOSS must be one of {ATSS_CLS_LOSSES}, got {cls_loss!r}")
         self.focal_loss_alpha = focal_loss_alpha
         self.focal_loss_gamma = focal_loss_gamma
         self.reg_loss_weight = reg_loss_weight
+        self.cls_loss = cls_loss
+        self.vfl_alpha = vfl_alpha
+        self.vfl_gamma = vfl_gamma
 
     @classmethod
     def from_config(cls, cfg):
@@ -60,6 +75,9 @@ class ATSS(ATSSBase):
             focal_loss_alpha=node.FOCAL_LOSS_ALPHA,
             focal_loss_gamma=node.FOCAL_LOSS_GAMMA,
             reg_loss_weight=node.REG_LOSS_WEIGHT,
+            cls_loss=node.CLS_LOSS,
+            vfl_alpha=node.VFL_ALPHA,
+            vfl_gamma=node.VFL_GAMMA,
         )
         return args
 
@@ -84,18 +102,25 @@ class ATSS(ATSSBase):
         """
         gt_labels, pos_mask, normalizer = self.positives(gt_labels)
 
-        # Fused focal loss on integer labels: no (N*R, K) one-hot target is built.
-        loss_cls = sigmoid_focal_loss(
-            cat(pred_logits, dim=1).flatten(0, 1),
-            gt_labels.flatten(),
-            alpha=self.focal_loss_alpha,
-            gamma=self.focal_loss_gamma,
-            reduction="sum",
-        )
-
         anchors = Boxes.cat(anchors).tensor.expand(len(gt_labels), -1, -1)[pos_mask]  # (P, 4)
         gt_boxes = torch.stack(gt_boxes)[pos_mask]  # (P, 4)
         pred_boxes = self.box2box_transform.apply_deltas(cat(pred_deltas, dim=1)[pos_mask], anchors)
+
+        # Fused focal / varifocal loss on integer labels: no (N*R, K) one-hot target is built.
+        logits = cat(pred_logits, dim=1).flatten(0, 1)
+        if self.cls_loss == "VFL":
+            # VFL's target: the detached predicted box's IoU with its GT (VFNet's IACS).
+            scores = torch.zeros(gt_labels.shape, dtype=torch.float32, device=logits.device)
+            scores[pos_mask] = aligned_iou(pred_boxes.detach(), gt_boxes).clamp(min=1e-6).float()
+            loss_cls = varifocal_loss(
+                logits, gt_labels.flatten(), scores.flatten(), alpha=self.vfl_alpha,
+                gamma=self.vfl_gamma, iou_weighted=True, reduction="sum",
+            )
+        else:
+            loss_cls = sigmoid_focal_loss(
+                logits, gt_labels.flatten(), alpha=self.focal_loss_alpha,
+                gamma=self.focal_loss_gamma, reduction="sum",
+            )
         ctr_targets = centerness_targets(anchors, gt_boxes)  # (P,)
         # The GIoU loss of each positive is weighted by its centerness target and normalised by
         # the targets' sum over all workers (never 0: a positive's centre is inside its GT).

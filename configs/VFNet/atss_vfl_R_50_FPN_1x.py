@@ -1,0 +1,7 @@
+# Lazy twin of atss_vfl_R_50_FPN_1x.yaml: ATSS R-50-FPN 1x with the varifocal loss.
+from ..ATSS.atss_R_50_FPN_1x import dataloader, lr_multiplier, model, optimizer, train  # noqa: F401
+
+model.cls_loss = "VFL"
+model.vfl_alpha = 0.75
+model.vfl_gamma = 2.0
+train.output_dir = "./output/atss_vfl_R_50_FPN_1x"

@@ -1,0 +1,145 @@
+"""VFNet: Zhang et al., "VarifocalNet: An IoU-aware Dense Object Detector", CVPR 2021
+(arXiv 2008.13367). Spec: METHODS.md §4.
+
+Letters: N images, R points (= anchor centres) per image (all levels), P positives, K classes.
+"""
+from typing import List
+
+import torch
+
+from detectron2.config import configurable
+from detectron2.layers import cat
+from detectron2.modeling import META_ARCH_REGISTRY
+from detectron2.modeling.box_regression import Box2BoxTransformLinear
+from detectron2.structures import Boxes
+from detectron2.utils.events import get_event_storage
+
+from d2ext.layers import aligned_iou, giou_loss, varifocal_loss
+
+from .atss_base import ATSSBase, positives_sum
+from .vfnet_head import VFNetHead
+
+# Lower bound of the detached IoUs used as VFL targets and box-loss weights (official code).
+MIN_IOU = 1e-6
+
+
+@META_ARCH_REGISTRY.register()
+class VFNet(ATSSBase):
+    """
+    Implement VFNet (METHODS.md §4): ATSS assignment on one 8 x stride anchor per location whose
+    centres are the points; an initial box and a star-feature refinement of it; the IoU-aware
+    classification score (IACS) trained with the varifocal loss to the refined box's IoU; GIoU
+    losses on both boxes weighted by their own IoUs. Inference ranks the refined boxes by
+    sigmoid(IACS).
+
+    The box coding is ltrb distances in pixels from the anchor centre
+    (``Box2BoxTransformLinear(normalize_by_size=False)``). The paper's FPN "ReLU before extra
+    convs" (ReLU between P6 and the P7 conv) is what Detectron2's ``LastLevelP6P7`` does.
+    """
+
+    config_node = "VFNET"
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        vfl_alpha=0.75,
+        vfl_gamma=2.0,
+        vfl_iou_weighted=True,
+        loss_box_init_weight=1.5,
+        loss_box_refine_weight=2.0,
+        **kwargs,
+    ):
+        """
+        Args:
+            vfl_*, loss_box_*_weight: as the MODEL.VFNET keys of the same name
+                (d2ext/config/vfnet.py).
+            kwargs: see :class:`ATSSBase`; the head is a :class:`VFNetHead`.
+        """
+        super().__init__(**kwargs)
+        self.vfl_alpha = vfl_alpha
+        self.vfl_gamma = vfl_gamma
+        self.vfl_iou_weighted = vfl_iou_weighted
+        self.loss_box_init_weight = loss_box_init_weight
+        self.loss_box_refine_weight = loss_box_refine_weight
+
+    @classmethod
+    def from_config(cls, cfg):
+        args, feature_shapes = cls.base_config(cfg)
+        node = cfg.MODEL.VFNET
+        args.update(
+            head=VFNetHead(cfg, feature_shapes),
+            box2box_transform=Box2BoxTransformLinear(normalize_by_size=False),
+            vfl_alpha=node.VFL_ALPHA,
+            vfl_gamma=node.VFL_GAMMA,
+            vfl_iou_weighted=node.VFL_IOU_WEIGHTED,
+            loss_box_init_weight=node.LOSS_BOX_INIT_WEIGHT,
+            loss_box_refine_weight=node.LOSS_BOX_REFINE_WEIGHT,
+        )
+        return args
+
+    def split_predictions(self, predictions):
+        """Per level (N, R_l, K) IACS logits, (N, R_l, 4) initial and refined ltrb distances."""
+        return self._transpose_dense_predictions(predictions, [self.num_classes, 4, 4])
+
+    def forward_training(self, images, features, predictions, gt_instances):
+        logits, init_ltrb, refined_ltrb = self.split_predictions(predictions)
+        anchors = self.anchor_generator(features)
+        gt_labels, gt_boxes = self.label_anchors(anchors, gt_instances)
+        return self.losses(anchors, logits, init_ltrb, refined_ltrb, gt_labels, gt_boxes)
+
+    def losses(self, anchors: List[Boxes], logits, init_ltrb, refined_ltrb, gt_labels, gt_boxes):
+        """
+        Args:
+            anchors (list[Boxes]): one per level.
+            logits, init_ltrb, refined_ltrb (list[Tensor]): per level, (N, R_l, K), (N, R_l, 4)
+                and (N, R_l, 4).
+            gt_labels, gt_boxes: from :meth:`label_anchors`.
+
+        Returns:
+            dict[str, Tensor]: loss_cls (VFL), loss_box_init and loss_box_refine (GIoU).
+        """
+        gt_labels = torch.stack(gt_labels)  # (N, R)
+        pos_mask = (gt_labels >= 0) & (gt_labels != self.num_classes)
+        num_pos = pos_mask.sum()
+        storage = get_event_storage()
+        storage.put_scalar("num_pos_anchors", num_pos.item() / len(gt_labels))
+        normalizer = self.normalizer(num_pos)
+
+        pos_anchors = Boxes.cat(anchors).tensor.expand(len(gt_labels), -1, -1)[pos_mask]  # (P, 4)
+        pos_gt = torch.stack(gt_boxes)[pos_mask]  # (P, 4)
+        init_boxes = self.box2box_transform.apply_deltas(cat(init_ltrb, dim=1)[pos_mask], pos_anchors)
+        refined_boxes = self.box2box_transform.apply_deltas(cat(refined_ltrb, dim=1)[pos_mask], pos_anchors)
+        init_iou = aligned_iou(init_boxes.detach(), pos_gt).clamp(min=MIN_IOU)  # (P,)
+        refined_iou = aligned_iou(refined_boxes.detach(), pos_gt).clamp(min=MIN_IOU)
+        if num_pos > 0:
+            storage.put_scalar("vfnet/init_iou", init_iou.mean().item())
+            storage.put_scalar("vfnet/refined_iou", refined_iou.mean().item())
+
+        # IACS target: the refined box's IoU on the positive's GT class, 0 everywhere else.
+        logits = cat(logits, dim=1)
+        scores = torch.zeros(gt_labels.shape, dtype=torch.float32, device=logits.device)
+        scores[pos_mask] = refined_iou.float()
+        loss_cls = varifocal_loss(
+            logits.flatten(0, 1), gt_labels.flatten(), scores.flatten(), alpha=self.vfl_alpha,
+            gamma=self.vfl_gamma, iou_weighted=self.vfl_iou_weighted, reduction="sum",
+        )
+        # Each box loss weights a positive by its own box's detached IoU and is normalised by
+        # the weights' sum over workers (>= 1, as the official code); without positives the
+        # sums are empty and the losses 0 with the graph kept.
+        loss_init = giou_loss(init_boxes, pos_gt, weight=init_iou, reduction="sum")
+        loss_refine = giou_loss(refined_boxes, pos_gt, weight=refined_iou, reduction="sum")
+        return {
+            "loss_cls": loss_cls / normalizer,
+            "loss_box_init": self.loss_box_init_weight * loss_init / positives_sum(init_iou, 1.0),
+            "loss_box_refine": self.loss_box_refine_weight * loss_refine / positives_sum(refined_iou, 1.0),
+        }
+
+    def inference_scores_and_deltas(self, anchors, predictions):
+        logits, _, refined_ltrb = self.split_predictions(predictions)
+        scores = []
+        for level_logits in logits:
+            prob = level_logits.sigmoid()
+            scores.append(torch.where(prob > self.test_score_thresh, prob, 0.0))
+        return scores, refined_ltrb
+
