@@ -23,3 +23,37 @@ def repo_root():
 
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_cfg(config_path, *opts):
+    """A d2ext config from a yaml file, with `opts` (key, value, ...) merged in."""
+    from d2ext.config import get_cfg
+
+    cfg = get_cfg()
+    cfg.merge_from_file(config_path)
+    cfg.merge_from_list(list(opts))
+    return cfg
+
+
+def build_tiny_model(config_path, *opts, seed=0):
+    """The model of a (tiny) yaml config with `opts`, initialised under a fixed seed."""
+    from detectron2.modeling import build_model
+
+    torch.manual_seed(seed)
+    return build_model(tiny_cfg(config_path, *opts))
+
+
+def make_inputs(boxes_per_image, size=(96, 128), seed=0):
+    """Detectron2 training inputs: random uint8 images of `size` with these GT boxes, classes
+    0, 1, 2, ... (mod 5)."""
+    from detectron2.structures import Boxes, Instances
+
+    g = torch.Generator().manual_seed(seed)
+    batch = []
+    for boxes in boxes_per_image:
+        image = (torch.rand(3, *size, generator=g) * 255).to(torch.uint8)
+        instances = Instances(size)
+        instances.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
+        instances.gt_classes = torch.arange(len(boxes), dtype=torch.int64) % 5
+        batch.append({"image": image, "instances": instances, "height": size[0], "width": size[1]})
+    return batch

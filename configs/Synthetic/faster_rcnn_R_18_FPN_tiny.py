@@ -7,7 +7,7 @@ from d2ext.modeling.backbone import build_basic_resnet
 
 from ..common.data.synthetic import dataloader  # noqa: F401  (exported)
 from ..common.models.faster_rcnn import model
-from ..common.schedules import step_schedule
+from ..common.tiny import tiny_schedule
 
 model.backbone.bottom_up = L(build_basic_resnet)(
     depth=18, width=32, stem_width=32, norm="GN", out_features=["res2", "res3", "res4", "res5"]
@@ -33,15 +33,4 @@ model.roi_heads.box_predictor.input_shape = ShapeSpec(channels=256)
 # Detectron2's SGD (no bias LR factor), as the yaml's defaults.
 optimizer = get_config("common/optim.py").SGD
 optimizer.lr = 0.02
-lr_multiplier = step_schedule(
-    max_iter=500, milestones=[400, 470], warmup_iters=100, warmup_factor=0.01
-)
-lr_multiplier.warmup_method = "linear"
-
-train = get_config("common/train.py").train
-train.max_iter = 500
-train.device = "cpu"
-train.checkpointer.period = 500
-train.eval_period = 0
-train.output_dir = "./output/faster_rcnn_R_18_FPN_tiny_lazy"
-train.seed = 42
+lr_multiplier, train = tiny_schedule("./output/faster_rcnn_R_18_FPN_tiny_lazy")

@@ -1,38 +1,15 @@
 # Lazy twin of retinanet_R_18_FPN_tiny.yaml: Detectron2's RetinaNet (focal loss) with the backbone
 # and schedule of the tiny AP-loss config.
-from detectron2.config import LazyCall as L
-from detectron2.layers import ShapeSpec
 from detectron2.model_zoo import get_config
 
-from d2ext.modeling.backbone import build_basic_resnet
-
 from ..common.data.synthetic import dataloader  # noqa: F401  (exported)
-from ..common.schedules import step_schedule
+from ..common.tiny import shrink_to_tiny, tiny_schedule
 
 model = get_config("common/models/retinanet.py").model
-model.backbone.bottom_up = L(build_basic_resnet)(
-    depth=18, width=32, stem_width=32, norm="GN", out_features=["res3", "res4", "res5"]
-)
-model.backbone.out_channels = 64
-model.backbone.norm = "GN"
-model.backbone.top_block.in_channels = 256  # res5 of the half-width R18
-model.head.input_shape = [ShapeSpec(channels=64)] * 5
-model.head.conv_dims = [64, 64]
-model.num_classes = 5
+shrink_to_tiny(model)
+model.backbone.top_block.in_channels = 256  # P6 from res5 of the half-width R18
 model.smooth_l1_beta = 0.1  # the yaml default MODEL.RETINANET.SMOOTH_L1_LOSS_BETA
-model.pixel_std = [57.375, 57.120, 58.395]
 
 optimizer = get_config("common/optim.py").SGD
 optimizer.lr = 0.02
-lr_multiplier = step_schedule(
-    max_iter=500, milestones=[400, 470], warmup_iters=100, warmup_factor=0.01
-)
-lr_multiplier.warmup_method = "linear"
-
-train = get_config("common/train.py").train
-train.max_iter = 500
-train.device = "cpu"
-train.checkpointer.period = 500
-train.eval_period = 0
-train.output_dir = "./output/retinanet_R_18_FPN_tiny_lazy"
-train.seed = 42
+lr_multiplier, train = tiny_schedule("./output/retinanet_R_18_FPN_tiny_lazy")

@@ -6,13 +6,13 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from conftest import CONFIGS
+from conftest import CONFIGS, make_inputs
 from d2ext.config import get_cfg
 from d2ext.layers import reference
 from d2ext.modeling.meta_arch.ap_loss_retinanet import APLossRetinaNet, ranking_counts
 from detectron2.layers import cat
 from detectron2.modeling import build_model
-from detectron2.structures import Boxes, Instances
+from detectron2.structures import Boxes
 from detectron2.utils.events import EventStorage
 
 TINY = os.path.join(CONFIGS, "Synthetic", "aploss_retinanet_R_18_FPN_tiny.yaml")
@@ -26,16 +26,6 @@ def make_cfg(path=TINY, *opts):
     return cfg
 
 
-def make_inputs(boxes_per_image, size=(96, 128), seed=0):
-    g = torch.Generator().manual_seed(seed)
-    batch = []
-    for boxes in boxes_per_image:
-        image = (torch.rand(3, *size, generator=g) * 255).to(torch.uint8)
-        instances = Instances(size)
-        instances.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
-        instances.gt_classes = torch.arange(len(boxes), dtype=torch.int64) % 5
-        batch.append({"image": image, "instances": instances, "height": size[0], "width": size[1]})
-    return batch
 
 
 @pytest.fixture(scope="module")

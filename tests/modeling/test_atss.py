@@ -4,31 +4,15 @@ import math
 import pytest
 import torch
 
-from conftest import TINY_CONFIG
-from d2ext.config import get_cfg
+import conftest
+from conftest import TINY_CONFIG, make_inputs  # noqa: F401  (make_inputs: used by the other model tests)
 from d2ext.modeling.meta_arch.atss import ATSS, centerness_targets
 from detectron2.modeling import build_model
-from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 
 def tiny_cfg(*opts):
-    cfg = get_cfg()
-    cfg.merge_from_file(TINY_CONFIG)
-    cfg.merge_from_list(list(opts))
-    return cfg
-
-
-def make_inputs(boxes_per_image, size=(96, 128), seed=0):
-    g = torch.Generator().manual_seed(seed)
-    batch = []
-    for boxes in boxes_per_image:
-        image = (torch.rand(3, *size, generator=g) * 255).to(torch.uint8)
-        instances = Instances(size)
-        instances.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
-        instances.gt_classes = torch.arange(len(boxes), dtype=torch.int64) % 5
-        batch.append({"image": image, "instances": instances, "height": size[0], "width": size[1]})
-    return batch
+    return conftest.tiny_cfg(TINY_CONFIG, *opts)
 
 
 TWO_IMAGES = [[[10, 10, 60, 50], [70, 20, 120, 90]], [[5, 5, 20, 30]]]

@@ -6,11 +6,9 @@ import os
 import pytest
 import torch
 
-from conftest import CONFIGS
-from d2ext.config import get_cfg
+from conftest import CONFIGS, build_tiny_model
 from d2ext.modeling.meta_arch import DynamicATSS
 from d2ext.modeling.meta_arch.dynamic_atss import scheduled_pred_weight
-from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 from modeling.test_atss import TWO_IMAGES, check_trains_without_gt, level_tensors, make_inputs
@@ -20,11 +18,7 @@ DYNAMIC_TINY = os.path.join(CONFIGS, "Synthetic", "dynamic_atss_R_18_FPN_tiny.ya
 
 
 def build(*opts, seed=0):
-    cfg = get_cfg()
-    cfg.merge_from_file(DYNAMIC_TINY)
-    cfg.merge_from_list(list(opts))
-    torch.manual_seed(seed)
-    return build_model(cfg)
+    return build_tiny_model(DYNAMIC_TINY, *opts, seed=seed)
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,10 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from conftest import CONFIGS
-from d2ext.config import get_cfg
+from conftest import CONFIGS, build_tiny_model
 from d2ext.layers import logit_of_product, reference
 from d2ext.modeling.meta_arch import GFL
 from d2ext.modeling.meta_arch.gfl_head import distribution_statistics, integral
-from detectron2.modeling import build_model
 from detectron2.structures import Boxes
 from detectron2.utils.events import EventStorage
 from modeling.test_atss import STRIDES, TWO_IMAGES, check_trains_without_gt, level_tensors, training_losses
@@ -22,11 +20,7 @@ BINS = 17  # REG_MAX 16
 
 
 def build(*opts, seed=0):
-    cfg = get_cfg()
-    cfg.merge_from_file(GFL_TINY)
-    cfg.merge_from_list(list(opts))
-    torch.manual_seed(seed)
-    return build_model(cfg)
+    return build_tiny_model(GFL_TINY, *opts, seed=seed)
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["v1", "v2"])

@@ -4,11 +4,10 @@ import os
 import pytest
 import torch
 
+import conftest
 from conftest import CONFIGS
-from d2ext.config import get_cfg
 from d2ext.modeling import BalancedFeaturePyramid, LibraFastRCNNOutputLayers, LibraROIHeads, LibraRPN
 from detectron2.modeling import FPN, build_model
-from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 LIBRA_TINY = os.path.join(CONFIGS, "Synthetic", "libra_faster_rcnn_R_18_FPN_tiny.yaml")
@@ -22,22 +21,11 @@ ALL_OFF = [
 
 
 def tiny_cfg(*opts):
-    cfg = get_cfg()
-    cfg.merge_from_file(LIBRA_TINY)
-    cfg.merge_from_list(list(opts))
-    return cfg
+    return conftest.tiny_cfg(LIBRA_TINY, *opts)
 
 
 def make_inputs(boxes_per_image, size=(128, 160), seed=0):
-    g = torch.Generator().manual_seed(seed)
-    batch = []
-    for boxes in boxes_per_image:
-        image = (torch.rand(3, *size, generator=g) * 255).to(torch.uint8)
-        instances = Instances(size)
-        instances.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
-        instances.gt_classes = torch.arange(len(boxes), dtype=torch.int64) % 5
-        batch.append({"image": image, "instances": instances, "height": size[0], "width": size[1]})
-    return batch
+    return conftest.make_inputs(boxes_per_image, size, seed)
 
 
 BOXES = [[[10, 10, 60, 50], [70, 20, 150, 110], [20, 60, 44, 84]], [[5, 5, 20, 30]]]

@@ -7,11 +7,9 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from conftest import CONFIGS
-from d2ext.config import get_cfg
+from conftest import CONFIGS, build_tiny_model
 from d2ext.modeling.assigners.musu import mixed_keys, mutual_bags, rank_to_weight
 from d2ext.modeling.meta_arch import MuSu
-from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 from modeling.test_atss import level_tensors, make_inputs
 
@@ -96,11 +94,7 @@ def test_no_gt_gives_no_bags():
 
 
 def build(*opts, seed=0):
-    cfg = get_cfg()
-    cfg.merge_from_file(MUSU_TINY)
-    cfg.merge_from_list(list(opts))
-    torch.manual_seed(seed)
-    return build_model(cfg)
+    return build_tiny_model(MUSU_TINY, *opts, seed=seed)
 
 
 @pytest.fixture(scope="module")

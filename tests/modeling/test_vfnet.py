@@ -9,12 +9,11 @@ import torch
 from torch.nn import functional as F
 from torchvision.ops import deform_conv2d
 
-from conftest import CONFIGS
+from conftest import CONFIGS, build_tiny_model
 from d2ext.config import get_cfg
 from d2ext.layers import reference
 from d2ext.modeling.meta_arch import ATSS, VFNet
 from d2ext.modeling.meta_arch.vfnet_head import star_offsets
-from detectron2.modeling import build_model
 from detectron2.structures import Boxes
 from detectron2.utils.events import EventStorage
 from modeling.test_atss import STRIDES, level_tensors, make_inputs
@@ -24,11 +23,7 @@ ATSS_VFL_TINY = os.path.join(CONFIGS, "Synthetic", "atss_vfl_R_18_FPN_tiny.yaml"
 
 
 def build(*opts, config=VFNET_TINY, seed=0):
-    cfg = get_cfg()
-    cfg.merge_from_file(config)
-    cfg.merge_from_list(list(opts))
-    torch.manual_seed(seed)
-    return build_model(cfg)
+    return build_tiny_model(config, *opts, seed=seed)
 
 
 @pytest.fixture(scope="module")
