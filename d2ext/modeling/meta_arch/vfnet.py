@@ -99,12 +99,7 @@ class VFNet(ATSSBase):
         Returns:
             dict[str, Tensor]: loss_cls (VFL), loss_box_init and loss_box_refine (GIoU).
         """
-        gt_labels = torch.stack(gt_labels)  # (N, R)
-        pos_mask = (gt_labels >= 0) & (gt_labels != self.num_classes)
-        num_pos = pos_mask.sum()
-        storage = get_event_storage()
-        storage.put_scalar("num_pos_anchors", num_pos.item() / len(gt_labels))
-        normalizer = self.normalizer(num_pos)
+        gt_labels, pos_mask, normalizer = self.positives(gt_labels)
 
         pos_anchors = Boxes.cat(anchors).tensor.expand(len(gt_labels), -1, -1)[pos_mask]  # (P, 4)
         pos_gt = torch.stack(gt_boxes)[pos_mask]  # (P, 4)
@@ -112,7 +107,8 @@ class VFNet(ATSSBase):
         refined_boxes = self.box2box_transform.apply_deltas(cat(refined_ltrb, dim=1)[pos_mask], pos_anchors)
         init_iou = aligned_iou(init_boxes.detach(), pos_gt).clamp(min=MIN_IOU)  # (P,)
         refined_iou = aligned_iou(refined_boxes.detach(), pos_gt).clamp(min=MIN_IOU)
-        if num_pos > 0:
+        if len(pos_gt) > 0:
+            storage = get_event_storage()
             storage.put_scalar("vfnet/init_iou", init_iou.mean().item())
             storage.put_scalar("vfnet/refined_iou", refined_iou.mean().item())
 
