@@ -29,13 +29,15 @@ def want_cuda() -> bool:
 
 def cpu_flags():
     """
-    -O3 with OpenMP SIMD hints (no OpenMP runtime) so the loss loops vectorise, and no FMA
+    -O3, and -fopenmp: at::parallel_for is an inline `omp parallel` region in torch's headers, so
+    without it every CPU launcher runs on one thread (torch's own libgomp.so.1, loaded first,
+    serves the extension). The `omp simd` hints vectorise the loss loops. No FMA
     contraction (nor --fmad on CUDA): the ATSS assignment must round exactly as its Python
     reference, on both devices. The target
     ISA comes from D2EXT_CPU_ARCH: "native" (default: the build machine's, e.g. AVX2/AVX-512) or
     "" for a portable build to run on other machines.
     """
-    flags = ["-O3", "-fopenmp-simd", "-ffp-contract=off"]
+    flags = ["-O3", "-fopenmp", "-ffp-contract=off"]
     arch = os.environ.get("D2EXT_CPU_ARCH", "native")
     if arch:
         flags.append(f"-march={arch}")
@@ -60,6 +62,7 @@ def get_extensions():
             include_dirs=[os.path.join(HERE, CSRC)],
             define_macros=define_macros,
             extra_compile_args=extra_compile_args,
+            extra_link_args=["-fopenmp"],
         )
     ]
 

@@ -7,6 +7,7 @@ backward time and peak extra memory per op and the ratios reference / kernel.
     python tools/benchmark_ops.py               # realistic sizes (takes a few minutes)
     python tools/benchmark_ops.py --quick       # small sizes, a smoke run
     python tools/benchmark_ops.py --no-compile  # skip torch.compile(reference)
+    python tools/benchmark_ops.py --only distribution_focal_loss,giou_loss  # some ops only
 
 Times are medians, with large blocks reused from glibc's heap (as its dynamic mmap threshold
 settles after large frees). Peak memory: the growth of the process's resident set (VmHWM, reset
@@ -134,95 +135,135 @@ def fpn_anchors(image_hw, strides=(8, 16, 32, 64, 128)):
     return torch.cat(levels), [len(x) for x in levels]
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
-    parser.add_argument("--no-compile", action="store_true", help="skip torch.compile(reference)")
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
-    if not layers.has_ops():
-        raise SystemExit("d2ext._C is not built: run `make setup` (or python setup.py build_ext --inplace)")
-    _timing_allocator()
-    q = args.quick
-    n_anchors, n_gt, n_classes = (5000, 50, 80) if q else (100_000, 200, 80)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    rows: List[dict] = []
+class Sizes:
+    """Realistic sizes (the issue's), or small ones for a smoke run."""
 
-    # Pairwise IoU (matching): forward only.
-    a, b = boxes(n_anchors, 800, 0), boxes(n_gt, 800, 1)
-    print(f"pairwise_iou: {n_anchors} x {n_gt}")
+    def __init__(self, quick: bool):
+        self.quick = quick
+        self.anchors, self.gt, self.classes = (5000, 50, 80) if quick else (100_000, 200, 80)
+
+
+def bench_pairwise_iou(sz: Sizes, compiled: bool, repeats: int) -> List[dict]:
+    """Matching: forward only."""
+    a, b = boxes(sz.anchors, 800, 0), boxes(sz.gt, 800, 1)
+    print(f"pairwise_iou: {sz.anchors} x {sz.gt}")
     impls = {"kernel": lambda: layers.pairwise_iou(a, b), "reference": lambda: reference.pairwise_iou(a, b)}
-    if not args.no_compile:
+    if compiled:
         compiled_iou = torch.compile(reference.pairwise_iou)
         impls["compiled reference"] = lambda: compiled_iou(a, b)
-    rows.extend(measure("pairwise_iou", impls, args.repeats))
+    return measure("pairwise_iou", impls, repeats)
 
-    # Focal-family losses over anchors x classes, forward + backward.
+
+def sigmoid_loss_inputs(sz: Sizes):
     g = torch.Generator().manual_seed(2)
-    logits = torch.randn(n_anchors, n_classes, generator=g) * 3
-    labels = torch.randint(0, n_classes + 1, (n_anchors,), generator=g)
-    labels[torch.rand(n_anchors, generator=g) < 0.9] = n_classes  # mostly background
-    scores = torch.rand(n_anchors, generator=g)
-    print(f"focal-family losses: {n_anchors} x {n_classes} logits, forward + backward")
-    for name, op, ref, extra in (
-        ("sigmoid_focal_loss", layers.sigmoid_focal_loss, reference.sigmoid_focal_loss, (labels,)),
-        ("quality_focal_loss", layers.quality_focal_loss, reference.quality_focal_loss, (labels, scores)),
-        ("varifocal_loss", layers.varifocal_loss, reference.varifocal_loss, (labels, scores)),
-    ):
-        impls = {"kernel": forward_backward(op, logits, *extra), "reference": forward_backward(ref, logits, *extra)}
-        if not args.no_compile:
-            impls["compiled reference"] = forward_backward(torch.compile(ref), logits, *extra)
-        rows.extend(measure(name, impls, args.repeats))
-    bins = torch.randn(n_anchors * 4 // 10, 17, generator=g)
+    logits = torch.randn(sz.anchors, sz.classes, generator=g) * 3
+    labels = torch.randint(0, sz.classes + 1, (sz.anchors,), generator=g)
+    labels[torch.rand(sz.anchors, generator=g) < 0.9] = sz.classes  # mostly background
+    scores = torch.rand(sz.anchors, generator=g)
+    return logits, labels, scores
+
+
+def bench_loss(name: str, leaf: torch.Tensor, extra: tuple, compiled: bool, repeats: int) -> List[dict]:
+    """Forward + backward of layers.<name> against reference.<name> (and its compiled version)."""
+    op, ref = getattr(layers, name), getattr(reference, name)
+    impls = {"kernel": forward_backward(op, leaf, *extra), "reference": forward_backward(ref, leaf, *extra)}
+    if compiled:
+        impls["compiled reference"] = forward_backward(torch.compile(ref), leaf, *extra)
+    return measure(name, impls, repeats)
+
+
+def bench_sigmoid_losses(names: List[str], sz: Sizes, compiled: bool, repeats: int) -> List[dict]:
+    logits, labels, scores = sigmoid_loss_inputs(sz)
+    print(f"focal-family losses: {sz.anchors} x {sz.classes} logits, forward + backward")
+    extras = {"sigmoid_focal_loss": (labels,), "quality_focal_loss": (labels, scores), "varifocal_loss": (labels, scores)}
+    return [row for name in names for row in bench_loss(name, logits, extras[name], compiled, repeats)]
+
+
+def bench_distribution_focal_loss(sz: Sizes, compiled: bool, repeats: int) -> List[dict]:
+    g = torch.Generator().manual_seed(2)
+    bins = torch.randn(sz.anchors * 4 // 10, 17, generator=g)
     target = torch.rand(bins.shape[0], generator=g) * 15.9
     print(f"distribution_focal_loss: {bins.shape[0]} x 17 bins, forward + backward")
-    impls = {
-        "kernel": forward_backward(layers.distribution_focal_loss, bins, target),
-        "reference": forward_backward(reference.distribution_focal_loss, bins, target),
-    }
-    if not args.no_compile:
-        impls["compiled reference"] = forward_backward(torch.compile(reference.distribution_focal_loss), bins, target)
-    rows.extend(measure("distribution_focal_loss", impls, args.repeats))
+    return bench_loss("distribution_focal_loss", bins, (target,), compiled, repeats)
 
-    # GIoU loss over positives, forward + backward.
-    n_pos = n_anchors  # 100k pairs: below that the call overhead dominates
+
+def bench_giou_loss(sz: Sizes, compiled: bool, repeats: int) -> List[dict]:
+    n_pos = sz.anchors  # 100k pairs: below that the call overhead dominates
     pred, tgt = boxes(n_pos, 800, 3), boxes(n_pos, 800, 4)
     print(f"giou_loss: {n_pos} pairs, forward + backward")
-    impls = {"kernel": forward_backward(layers.giou_loss, pred, tgt), "reference": forward_backward(reference.giou_loss, pred, tgt)}
-    if not args.no_compile:
-        impls["compiled reference"] = forward_backward(torch.compile(reference.giou_loss), pred, tgt)
-    rows.extend(measure("giou_loss", impls, args.repeats))
+    return bench_loss("giou_loss", pred, (tgt,), compiled, repeats)
 
-    # ATSS assignment of one image.
-    image = (640, 800) if q else (3072, 4096)  # 261k anchors over P3-P7 (one per location)
+
+def bench_atss_assign(sz: Sizes, compiled: bool, repeats: int) -> List[dict]:
+    """One image."""
+    image = (640, 800) if sz.quick else (3072, 4096)  # 261k anchors over P3-P7 (one per location)
     anchors, levels = fpn_anchors(image)
-    m = 100 if q else 1000
+    m = 100 if sz.quick else 1000
     gt = boxes(m, min(image), 5)
     print(f"atss_assign: {len(anchors)} anchors x {m} GT")
     impls = {
         "kernel": lambda: layers.atss_assign(anchors, levels, gt, 9),
         "reference": lambda: reference.atss_assign(anchors, levels, gt, 9),
     }
-    if not args.no_compile:
+    if compiled:
         compiled_assign = torch.compile(reference.atss_assign)
         impls["compiled reference"] = lambda: compiled_assign(anchors, levels, gt, 9)
-    rows.extend(measure("atss_assign", impls, max(1, args.repeats - 1)))
+    rows = measure("atss_assign", impls, max(1, repeats - 1))
     assert torch.equal(layers.atss_assign(anchors, levels, gt, 9)[0], reference.atss_assign(anchors, levels, gt, 9)[0])
+    return rows
 
-    # AP-loss: 1k positives against as many negatives as the O(P x N) reference handles in about
-    # a minute, then the kernel alone at 100k anchors x 80 classes.
-    n_rows = 1250 if q else 12_500
-    logits, labels = ap_loss_inputs(n_rows, n_classes, n_pos=100 if q else 1000, seed=6)
-    print(f"ap_loss: {n_rows * n_classes} entries ({(labels < n_classes).sum().item()} positive), forward + backward")
+
+def bench_ap_loss(sz: Sizes, compiled: bool, repeats: int) -> List[dict]:
+    """1k positives against as many negatives as the O(P x N) reference handles in about a minute,
+    then the kernel alone at 100k anchors x 80 classes."""
+    n_rows = 1250 if sz.quick else 12_500
+    logits, labels = ap_loss_inputs(n_rows, sz.classes, n_pos=100 if sz.quick else 1000, seed=6)
+    print(f"ap_loss: {n_rows * sz.classes} entries ({(labels < sz.classes).sum().item()} positive), forward + backward")
     impls = {
         "kernel": forward_backward(layers.ap_loss, logits, labels),
         "reference": lambda: reference.ap_loss(logits, labels),  # returns the update itself
     }
-    rows.extend(measure("ap_loss", impls, 1))
-    logits, labels = ap_loss_inputs(n_anchors, n_classes, n_pos=n_anchors // 50, seed=7)
-    print(f"ap_loss (kernel only): {n_anchors * n_classes} entries, forward + backward")
-    rows.extend(measure("ap_loss, 100k x 80", {"kernel": forward_backward(layers.ap_loss, logits, labels)}, args.repeats))
+    rows = measure("ap_loss", impls, 1)
+    logits, labels = ap_loss_inputs(sz.anchors, sz.classes, n_pos=sz.anchors // 50, seed=7)
+    print(f"ap_loss (kernel only): {sz.anchors * sz.classes} entries, forward + backward")
+    return rows + measure("ap_loss, 100k x 80", {"kernel": forward_backward(layers.ap_loss, logits, labels)}, repeats)
 
+
+SIGMOID_LOSSES = ["sigmoid_focal_loss", "quality_focal_loss", "varifocal_loss"]
+OPS = ["pairwise_iou"] + SIGMOID_LOSSES + ["distribution_focal_loss", "giou_loss", "atss_assign", "ap_loss"]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    parser.add_argument("--no-compile", action="store_true", help="skip torch.compile(reference)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--only", default="", help=f"comma-separated ops to run, of: {', '.join(OPS)}")
+    args = parser.parse_args()
+    only = [name for name in args.only.split(",") if name] or OPS
+    unknown = sorted(set(only) - set(OPS))
+    if unknown:
+        raise SystemExit(f"--only: unknown op(s) {unknown}; choose from {', '.join(OPS)}")
+    if not layers.has_ops():
+        raise SystemExit("d2ext._C is not built: run `make setup` (or python setup.py build_ext --inplace)")
+    _timing_allocator()
+    sz, compiled, repeats = Sizes(args.quick), not args.no_compile, args.repeats
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    rows: List[dict] = []
+    if "pairwise_iou" in only:
+        rows += bench_pairwise_iou(sz, compiled, repeats)
+    sigmoid = [name for name in SIGMOID_LOSSES if name in only]
+    if sigmoid:
+        rows += bench_sigmoid_losses(sigmoid, sz, compiled, repeats)
+    benches = {
+        "distribution_focal_loss": bench_distribution_focal_loss,
+        "giou_loss": bench_giou_loss,
+        "atss_assign": bench_atss_assign,
+        "ap_loss": bench_ap_loss,
+    }
+    for name, bench in benches.items():
+        if name in only:
+            rows += bench(sz, compiled, repeats)
     print_table(rows)
 
 

@@ -64,14 +64,14 @@ def _varifocal_loss_fake(logits, labels, scores, weight, alpha, gamma, iou_weigh
 
 @torch.library.register_fake("d2ext::distribution_focal_loss")
 def _distribution_focal_loss_fake(logits, target, weight, reduction):
-    return _loss_output(logits, reduction, logits.shape[:1])
+    return _loss_output(logits, reduction, logits.shape[:1]), torch.empty_like(logits)
 
 
 def _grad_like_first_input(grad, first, *args):
     return torch.empty_like(first)
 
 
-LOSSES = ("sigmoid_focal_loss", "quality_focal_loss", "varifocal_loss", "distribution_focal_loss", "giou_loss")
+LOSSES = ("sigmoid_focal_loss", "quality_focal_loss", "varifocal_loss", "giou_loss")
 
 for _name in LOSSES:
     torch.library.register_fake(f"d2ext::_{_name}_backward")(_grad_like_first_input)
@@ -113,3 +113,24 @@ def _ap_loss_backward(ctx, grad_loss, grad_update):
 
 
 torch.library.register_autograd("d2ext::ap_loss", _ap_loss_backward, setup_context=_ap_loss_setup)
+
+
+def _dfl_setup(ctx, inputs, output):
+    ctx.reduction = inputs[3]
+    ctx.save_for_backward(output[1])
+
+
+def _dfl_backward(ctx, grad_loss, grad_of_grad_output):
+    # The forward's gradient is that of the summed weighted row losses: scale it by the incoming
+    # gradient (per row for "none", divided by N for "mean").
+    (grad,) = ctx.saved_tensors
+    if ctx.reduction == 0:
+        scale = grad_loss.unsqueeze(1)
+    elif ctx.reduction == 2:
+        scale = grad_loss / max(grad.shape[0], 1)
+    else:
+        scale = grad_loss
+    return grad * scale, None, None, None
+
+
+torch.library.register_autograd("d2ext::distribution_focal_loss", _dfl_backward, setup_context=_dfl_setup)

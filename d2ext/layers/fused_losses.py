@@ -110,7 +110,7 @@ def distribution_focal_loss(
     r = _reduction_index(reduction)
     if _use_reference("distribution_focal_loss"):
         return reference.distribution_focal_loss(logits, target, weight, reduction)
-    return torch.ops.d2ext.distribution_focal_loss(logits, target, weight, r)
+    return torch.ops.d2ext.distribution_focal_loss(logits, target, weight, r)[0]
 
 
 def ap_loss(

@@ -168,6 +168,24 @@ def test_giou_loss_degenerate_boxes_stay_finite():
     assert out[2].item() == 0  # identical boxes
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_giou_loss_ties_and_degenerate_boxes_in_simd_lanes(dtype):
+    # The CPU kernel runs pairs in SIMD lanes: corners on a coarse integer grid give many ties
+    # (gradient split 0.5 / 0.5 like torch.maximum's), zero-area and inverted boxes, identical
+    # pairs, and 1003 pairs leave a remainder after the vector loop.
+    g = torch.Generator().manual_seed(21)
+    pred = torch.randint(0, 5, (1003, 4), generator=g).to(dtype).requires_grad_(True)
+    target = torch.randint(0, 5, (1003, 4), generator=g).to(dtype)
+    target[:100] = pred[:100].detach()
+    upstream = torch.rand(1003, generator=g, dtype=torch.float64).to(dtype)
+    out = giou_loss(pred, target, reduction="none")
+    expected = reference.giou_loss(pred, target, reduction="none")
+    torch.testing.assert_close(out, expected)
+    (grad,) = torch.autograd.grad((out * upstream).sum(), pred)
+    (expected_grad,) = torch.autograd.grad((expected * upstream).sum(), pred)
+    torch.testing.assert_close(grad, expected_grad)
+
+
 @requires_ops
 @pytest.mark.parametrize("reduction", [0, 1, 2])
 def test_giou_loss_opcheck(reduction):

@@ -111,6 +111,26 @@ def test_dfl_matches_reference_and_gradcheck(reduction, device):
     assert torch.autograd.gradcheck(lambda x: distribution_focal_loss(x, target, weight, reduction), (logits,))
 
 
+@pytest.mark.parametrize("bins", [17, 9])
+def test_dfl_float32_blocks_match_reference(bins):
+    # The CPU launcher runs 16 rows at a time across SIMD lanes (17 bins, GFL's default, compiled
+    # as such; other counts at run time) and the rest one by one: 1007 rows cover both.
+    g = torch.Generator().manual_seed(3)
+    n = 1007
+    logits = torch.randn(n, bins, generator=g) * 4
+    logits[5, 0], logits[6, 1] = 1e4, -1e4  # extreme logits inside a block
+    target = torch.rand(n, generator=g) * (bins - 1)
+    target[:4] = torch.tensor([0.0, bins - 1.0, bins - 1.1, 3.0])  # both ends, an exact bin
+    weight, upstream = torch.rand(n, generator=g), torch.rand(n, generator=g)
+    x, y = logits.clone().requires_grad_(True), logits.clone().requires_grad_(True)
+    out = distribution_focal_loss(x, target, weight, "none")
+    expected = reference.distribution_focal_loss(y, target, weight, "none")
+    torch.testing.assert_close(out, expected)
+    (out * upstream).sum().backward()
+    (expected * upstream).sum().backward()
+    torch.testing.assert_close(x.grad, y.grad)
+
+
 def test_extreme_logits_stay_finite():
     logits = torch.tensor([[1e4, -1e4, 0.0], [-1e4, 1e4, 50.0]], requires_grad=True)
     labels, scores = torch.tensor([0, 2]), torch.tensor([0.9, 0.3])

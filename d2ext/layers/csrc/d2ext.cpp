@@ -49,9 +49,10 @@ TORCH_LIBRARY(d2ext, m) {
         "bool iou_weighted, int reduction) -> Tensor");
   m.def("_varifocal_loss_backward(Tensor grad, Tensor logits, Tensor labels, Tensor scores, Tensor? weight, "
         "float alpha, float gamma, bool iou_weighted, int reduction) -> Tensor");
-  m.def("distribution_focal_loss(Tensor logits, Tensor target, Tensor? weight, int reduction) -> Tensor");
-  m.def("_distribution_focal_loss_backward(Tensor grad, Tensor logits, Tensor target, Tensor? weight, "
-        "int reduction) -> Tensor");
+  // DFL returns the reduced loss and, from the same pass over the bins, the gradient of the sum of
+  // the weighted per-row losses (N, n + 1), which autograd scales by the incoming gradient: a
+  // separate backward would recompute every row's softmax.
+  m.def("distribution_focal_loss(Tensor logits, Tensor target, Tensor? weight, int reduction) -> (Tensor, Tensor)");
 
   // AP-loss over every (anchor, class) entry of (N, K) logits with integer labels, ranked jointly
   // (METHODS.md §6.3), in O((P + N) log(P + N)): returns the loss (1 - AP, interpolated or not)

@@ -50,8 +50,11 @@ inline at::Tensor check_upstream(const char* op, const at::Tensor& grad, int64_t
   return grad.contiguous();
 }
 
-// "sum" / "mean" of per-row sums.
+// "sum" / "mean" of per-row sums ("none": the rows themselves).
 inline at::Tensor reduce_rows(const at::Tensor& row_sums, int64_t reduction, int64_t numel) {
+  if (static_cast<Reduction>(reduction) == Reduction::None) {
+    return row_sums;
+  }
   auto total = row_sums.sum();
   if (static_cast<Reduction>(reduction) == Reduction::Mean) {
     total = total.div(static_cast<double>(numel > 0 ? numel : 1));

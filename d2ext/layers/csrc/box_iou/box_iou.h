@@ -53,10 +53,20 @@ HOST_DEVICE_INLINE T d_max_d_first(T a, T b) {
   return a > b ? T(1) : (a == b ? T(0.5) : T(0));
 }
 
-// d clamp(v, min=0) / d v: 1 where v >= 0, as torch.clamp's gradient.
+// d clamp(v, min=0) / d v: 1 where v > 0, as torch.clamp's gradient (0 at the boundary: a
+// zero-width box or a touching pair gets no gradient through that side, as in the reference).
 template <typename T>
 HOST_DEVICE_INLINE T d_relu(T v) {
-  return v >= T(0) ? T(1) : T(0);
+  return v > T(0) ? T(1) : T(0);
+}
+
+// d GIoU / d v of a coordinate v of the predicted box, from d I / d v, d area(p) / d v and
+// d C / d v: GIoU = I / U - 1 + U / C with U = area(p) + area(g) - I, so
+// dGIoU = (dI - IoU dU) / U + (dU - (U / C) dC) / C  (terms with an empty U or C are 0).
+template <typename T>
+HOST_DEVICE_INLINE T giou_grad_coord(T d_inter, T d_area, T d_enclose, T iou, T inv_uni, T u_over_c, T inv_enc) {
+  const T d_uni = d_area - d_inter;
+  return (d_inter - iou * d_uni) * inv_uni + (d_uni - u_over_c * d_enclose) * inv_enc;
 }
 
 // GIoU loss 1 - GIoU(p, g) of one predicted box p against its target g. If grad is not null,
@@ -78,22 +88,22 @@ HOST_DEVICE_INLINE T giou_loss_single(const T* p, const T* g, T* grad, T scale) 
   const T giou = enclose > T(0) ? iou - (enclose - uni) / enclose : iou;
   if (grad != nullptr) {
     // Partial derivatives of the predicted area, the intersection and the enclosing box with
-    // respect to x1, y1, x2, y2 of p; then of IoU = I / U and GIoU = IoU - 1 + U / C.
-    const T d_area[4] = {-ph * d_relu(pw_raw), -pw * d_relu(ph_raw), ph * d_relu(pw_raw), pw * d_relu(ph_raw)};
-    const T d_iw[4] = {-d_max_d_first(p[0], g[0]), T(0), d_max_d_first(-p[2], -g[2]), T(0)};
-    const T d_ih[4] = {T(0), -d_max_d_first(p[1], g[1]), T(0), d_max_d_first(-p[3], -g[3])};
-    const T d_ew[4] = {-d_max_d_first(-p[0], -g[0]), T(0), d_max_d_first(p[2], g[2]), T(0)};
-    const T d_eh[4] = {T(0), -d_max_d_first(-p[1], -g[1]), T(0), d_max_d_first(p[3], g[3])};
-    for (int c = 0; c < 4; ++c) {
-      const T d_inter = d_iw[c] * d_relu(iw_raw) * ih + iw * d_ih[c] * d_relu(ih_raw);
-      const T d_uni = d_area[c] - d_inter;
-      const T d_enclose = d_ew[c] * d_relu(ew_raw) * eh + ew * d_eh[c] * d_relu(eh_raw);
-      T d_giou = uni > T(0) ? (d_inter * uni - inter * d_uni) / (uni * uni) : T(0);
-      if (enclose > T(0)) {
-        d_giou += (d_uni * enclose - uni * d_enclose) / (enclose * enclose);
-      }
-      grad[c] = -scale * d_giou;
-    }
+    // respect to x1, y1, x2, y2 of p, then of GIoU = I / U - 1 + U / C through giou_grad_coord.
+    // Written out per coordinate (no arrays, no inner loop) so that pairs vectorise.
+    const T dr_pw = d_relu(pw_raw), dr_ph = d_relu(ph_raw);
+    const T dr_iw = d_relu(iw_raw), dr_ih = d_relu(ih_raw);
+    const T dr_ew = d_relu(ew_raw), dr_eh = d_relu(eh_raw);
+    const T inv_uni = uni > T(0) ? T(1) / uni : T(0);
+    const T inv_enc = enclose > T(0) ? T(1) / enclose : T(0);
+    const T u_over_c = uni * inv_enc;
+    grad[0] = -scale * giou_grad_coord(-d_max_d_first(p[0], g[0]) * dr_iw * ih, -ph * dr_pw,
+                                       -d_max_d_first(-p[0], -g[0]) * dr_ew * eh, iou, inv_uni, u_over_c, inv_enc);
+    grad[1] = -scale * giou_grad_coord(-d_max_d_first(p[1], g[1]) * dr_ih * iw, -pw * dr_ph,
+                                       -d_max_d_first(-p[1], -g[1]) * dr_eh * ew, iou, inv_uni, u_over_c, inv_enc);
+    grad[2] = -scale * giou_grad_coord(d_max_d_first(-p[2], -g[2]) * dr_iw * ih, ph * dr_pw,
+                                       d_max_d_first(p[2], g[2]) * dr_ew * eh, iou, inv_uni, u_over_c, inv_enc);
+    grad[3] = -scale * giou_grad_coord(d_max_d_first(-p[3], -g[3]) * dr_ih * iw, pw * dr_ph,
+                                       d_max_d_first(p[3], g[3]) * dr_eh * ew, iou, inv_uni, u_over_c, inv_enc);
   }
   return T(1) - giou;
 }

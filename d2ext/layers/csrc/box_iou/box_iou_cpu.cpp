@@ -1,4 +1,6 @@
 // CPU launcher of d2ext::pairwise_iou: a parallel loop over the shared per-pair body.
+#include <type_traits>
+
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -109,14 +111,25 @@ at::Tensor giou_loss_cpu(const at::Tensor* grad_in, const at::Tensor& pred_in, c
     const scalar_t* t = target.const_data_ptr<scalar_t>();
     const scalar_t* w = weight.const_data_ptr<scalar_t>();
     const scalar_t* g = backward ? grad.const_data_ptr<scalar_t>() : nullptr;
-    const int64_t step = none ? 1 : 0;
     const scalar_t scale = scalar_t(upstream_scale(reduction, n));
     scalar_t* o = out.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, n, kGrainPairs, [&](int64_t begin, int64_t end) {
+    // Loops with no branch in the body (the upstream gradient per pair or one for all known at
+    // compile time), so that pairs run in SIMD lanes.
+    const auto backward_pairs = [&](auto per_pair_c, int64_t begin, int64_t end) {
+      constexpr bool per_pair = decltype(per_pair_c)::value;
+      D2EXT_SIMD
       for (int64_t i = begin; i < end; ++i) {
-        if (backward) {
-          giou_loss_single(p + 4 * i, t + 4 * i, o + 4 * i, g[i * step] * scale * w[i]);
-        } else {
+        giou_loss_single(p + 4 * i, t + 4 * i, o + 4 * i, (per_pair ? g[i] : g[0]) * scale * w[i]);
+      }
+    };
+    at::parallel_for(0, n, kGrainPairs, [&](int64_t begin, int64_t end) {
+      if (backward && none) {
+        backward_pairs(std::true_type(), begin, end);
+      } else if (backward) {
+        backward_pairs(std::false_type(), begin, end);
+      } else {
+        D2EXT_SIMD
+        for (int64_t i = begin; i < end; ++i) {
           o[i] = w[i] * giou_loss_single(p + 4 * i, t + 4 * i, static_cast<scalar_t*>(nullptr), scalar_t(0));
         }
       }

@@ -14,17 +14,6 @@
 
 #include "../host_device.h"
 
-// Vectorisation hints for the CPU row loops (OpenMP SIMD pragmas, compiled with -fopenmp-simd;
-// no OpenMP runtime). Nothing on CUDA.
-#if defined(__CUDACC__) || !defined(D2EXT_OMP_SIMD)
-#define D2EXT_SIMD
-#define D2EXT_SIMD_SUM(var)
-#else
-#define D2EXT_PRAGMA(x) _Pragma(#x)
-#define D2EXT_SIMD D2EXT_PRAGMA(omp simd)
-#define D2EXT_SIMD_SUM(var) D2EXT_PRAGMA(omp simd reduction(+ : var))
-#endif
-
 namespace d2ext {
 
 // Must match SIGMOID_LOSS_KINDS in d2ext/layers/fused_losses.py.
@@ -102,6 +91,21 @@ HOST_DEVICE_INLINE float log1p_unit(float t) {
 #endif
 }
 HOST_DEVICE_INLINE double log1p_unit(double t) { return log1p(t); }
+
+// log(s) for s >= 1 (a sum of exponentials that includes exp(0)) in float: s = 2^k (1 + t),
+// t in [0, 1), as k ln2 + log1p_unit(t), call-free so that loops over rows vectorise.
+HOST_DEVICE_INLINE float log_at_least_one(float s) {
+#if defined(__CUDA_ARCH__)
+  return logf(s);
+#else
+  int32_t bits;
+  std::memcpy(&bits, &s, sizeof(bits));
+  const int32_t k = (bits >> 23) - 127;
+  const float t = int_bits_as_float((bits & 0x007fffff) | 0x3f800000) - 1.0f;
+  return static_cast<float>(k) * 0.693147180559945309f + log1p_unit(t);
+#endif
+}
+HOST_DEVICE_INLINE double log_at_least_one(double s) { return log(s); }
 
 HOST_DEVICE_INLINE float exp_(float x) { return expf(x); }
 HOST_DEVICE_INLINE double exp_(double x) { return exp(x); }
@@ -195,42 +199,64 @@ HOST_DEVICE_INLINE LossAndGrad<T> sigmoid_loss_single(T x, bool is_label, T scor
   return {m * ce, dm * ce + m * (p - y)};
 }
 
-// Distribution focal loss of one row of n + 1 bin logits against target t in [0, n]:
-// cross-entropy to the two bins around t, weighted by linear interpolation. buf (n + 1 values)
-// receives the row's softmax terms; with write_grad it ends as grad_scale times the gradient
-// (softmax minus the two-hot target). Returns the loss.
+// Distribution focal loss (METHODS.md §3.3) of n + 1 bin logits x against a target t in [0, n]:
+// cross-entropy to the two bins around t, weighted by linear interpolation,
+//   loss = logsumexp(x) - w_left x[left] - w_right x[left + 1],
+// and its gradient softmax(x) - two_hot. The pieces below are shared by the row body (CUDA,
+// and CPU rows outside whole blocks) and the CPU launcher's blocks of rows.
+
+// The bins around target (clamped to [0, last]) and their interpolation weights.
+template <typename T, typename Index>
+HOST_DEVICE_INLINE void dfl_target_bins(T target, Index last, Index& left, T& w_left, T& w_right) {
+  const T t = target < T(0) ? T(0) : (target > T(last) ? T(last) : target);
+  left = static_cast<Index>(t);  // floor, t >= 0
+  left = left > last - 1 ? last - 1 : left;  // t == n: all weight on the last bin
+  w_left = T(left + 1) - t;
+  w_right = t - T(left);
+}
+
+// Loss of a row from its max logit, sum of exp(x - max) and the logits of its two target bins.
 template <typename T>
-HOST_DEVICE_INLINE T distribution_focal_single(const T* x, int64_t num_bins, T target, T* buf, bool write_grad,
+HOST_DEVICE_INLINE T dfl_row_loss(T max_x, T sum_exp, T x_left, T x_right, T w_left, T w_right) {
+  return max_x + log_at_least_one(sum_exp) - w_left * x_left - w_right * x_right;
+}
+
+// Gradient of bin i from its softmax term: minus the two-hot target.
+template <typename T, typename Index>
+HOST_DEVICE_INLINE T dfl_bin_grad(T softmax, Index i, Index left, T w_left, T w_right) {
+  return softmax - ((i == left ? w_left : T(0)) + (i == left + 1 ? w_right : T(0)));
+}
+
+// One row (kBins > 0: its bin count known at compile time). buf (n + 1 values) receives the
+// row's softmax terms; with write_grad it ends as grad_scale times the gradient. Returns the loss.
+template <int kBins = 0, typename T>
+HOST_DEVICE_INLINE T distribution_focal_single(const T* x, int64_t bins, T target, T* buf, bool write_grad,
                                                T grad_scale) {
-  const int64_t last = num_bins - 1;
-  T t = target < T(0) ? T(0) : (target > T(last) ? T(last) : target);
-  int64_t left = static_cast<int64_t>(floor(t));
-  if (left > last - 1) {
-    left = last - 1;  // t == n: all weight on the last bin
-  }
-  const T w_left = T(left + 1) - t;
-  const T w_right = t - T(left);
+  const int64_t num_bins = kBins > 0 ? kBins : bins;
+  int64_t left;
+  T w_left, w_right;
+  dfl_target_bins(target, num_bins - 1, left, w_left, w_right);
+  // SIMD reductions: a serial max and sum over the bins would be two chains of dependent
+  // instructions per row, the row's critical path.
   T max_x = x[0];
+  D2EXT_SIMD_MAX(max_x)
   for (int64_t i = 1; i < num_bins; ++i) {
     max_x = x[i] > max_x ? x[i] : max_x;
   }
-  D2EXT_SIMD
+  T sum_exp = T(0);
+  D2EXT_SIMD_SUM(sum_exp)
   for (int64_t i = 0; i < num_bins; ++i) {
     buf[i] = exp_nonpositive(x[i] - max_x);
-  }
-  T sum_exp = T(0);
-  for (int64_t i = 0; i < num_bins; ++i) {
     sum_exp += buf[i];
   }
   if (write_grad) {
     const T inv = T(1) / sum_exp;
     D2EXT_SIMD
     for (int64_t i = 0; i < num_bins; ++i) {
-      const T two_hot = (i == left ? w_left : T(0)) + (i == left + 1 ? w_right : T(0));
-      buf[i] = grad_scale * (buf[i] * inv - two_hot);
+      buf[i] = grad_scale * dfl_bin_grad(buf[i] * inv, i, left, w_left, w_right);
     }
   }
-  return max_x + log_(sum_exp) - w_left * x[left] - w_right * x[left + 1];
+  return dfl_row_loss(max_x, sum_exp, x[left], x[left + 1], w_left, w_right);
 }
 
 }  // namespace d2ext

@@ -68,8 +68,69 @@ at::Tensor sigmoid_loss_cpu(const char* op, const at::Tensor* grad_in, const at:
   return reduce_rows(row_sums, reduction, n * k);
 }
 
-at::Tensor dfl_cpu(const at::Tensor* grad_in, const at::Tensor& logits_in, const at::Tensor& target_in,
-                   const std::optional<at::Tensor>& weight_in, int64_t reduction) {
+// DFL of kLanes consecutive rows at once, bin-major: a row's 17 bins (GFL's default) are too few to
+// fill SIMD registers, so the row body's max, exp and sum run across rows instead, on v, a
+// (bins x kLanes) transposed copy. Writes the rows' weighted losses and weighted gradients.
+constexpr int kLanes = 16;
+
+template <int kBins, typename T>
+void dfl_block(const T* x, int64_t bins, const T* target, const T* weight, T* loss, T* grad, T* v) {
+  const int64_t nb = kBins > 0 ? kBins : bins;
+  T max_x[kLanes], sum_exp[kLanes], w_left[kLanes], w_right[kLanes], x_left[kLanes], x_right[kLanes];
+  int32_t left[kLanes];  // 32-bit lanes, as wide as float's
+  for (int64_t b = 0; b < nb; ++b) {
+    D2EXT_SIMD
+    for (int r = 0; r < kLanes; ++r) {
+      v[b * kLanes + r] = x[r * nb + b];
+    }
+  }
+  D2EXT_SIMD
+  for (int r = 0; r < kLanes; ++r) {
+    max_x[r] = v[r];
+    sum_exp[r] = T(0);
+  }
+  for (int64_t b = 1; b < nb; ++b) {
+    D2EXT_SIMD
+    for (int r = 0; r < kLanes; ++r) {
+      max_x[r] = v[b * kLanes + r] > max_x[r] ? v[b * kLanes + r] : max_x[r];
+    }
+  }
+  for (int64_t b = 0; b < nb; ++b) {
+    D2EXT_SIMD
+    for (int r = 0; r < kLanes; ++r) {
+      v[b * kLanes + r] = exp_nonpositive(v[b * kLanes + r] - max_x[r]);
+      sum_exp[r] += v[b * kLanes + r];
+    }
+  }
+  D2EXT_SIMD
+  for (int r = 0; r < kLanes; ++r) {
+    dfl_target_bins(target[r], static_cast<int32_t>(nb - 1), left[r], w_left[r], w_right[r]);
+  }
+  for (int r = 0; r < kLanes; ++r) {
+    x_left[r] = x[r * nb + left[r]];
+    x_right[r] = x[r * nb + left[r] + 1];
+  }
+  D2EXT_SIMD
+  for (int r = 0; r < kLanes; ++r) {
+    loss[r] = weight[r] * dfl_row_loss(max_x[r], sum_exp[r], x_left[r], x_right[r], w_left[r], w_right[r]);
+    sum_exp[r] = T(1) / sum_exp[r];
+  }
+  for (int32_t b = 0; b < nb; ++b) {
+    D2EXT_SIMD
+    for (int r = 0; r < kLanes; ++r) {
+      v[b * kLanes + r] = weight[r] * dfl_bin_grad(v[b * kLanes + r] * sum_exp[r], b, left[r], w_left[r], w_right[r]);
+    }
+  }
+  for (int r = 0; r < kLanes; ++r) {
+    D2EXT_SIMD
+    for (int64_t b = 0; b < nb; ++b) {
+      grad[r * nb + b] = v[b * kLanes + r];
+    }
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor> dfl_cpu(const at::Tensor& logits_in, const at::Tensor& target_in,
+                                           const std::optional<at::Tensor>& weight_in, int64_t reduction) {
   const char* op = "distribution_focal_loss";
   check_dfl_args(op, logits_in, target_in);
   check_reduction(op, reduction);
@@ -77,32 +138,34 @@ at::Tensor dfl_cpu(const at::Tensor* grad_in, const at::Tensor& logits_in, const
   const auto target = target_in.contiguous();
   const auto weight = row_tensor(op, "weight", weight_in, logits, 1.0);
   const int64_t n = logits.size(0), bins = logits.size(1);
-  const bool backward = grad_in != nullptr;
-  const auto grad = backward ? check_upstream(op, *grad_in, reduction, {n}) : at::Tensor();
-  const int64_t step = static_cast<Reduction>(reduction) == Reduction::None ? 1 : 0;
-  auto out = backward ? at::empty_like(logits) : at::empty({n}, logits.options());
+  auto losses = at::empty({n}, logits.options());
+  auto grad = at::empty_like(logits);
   AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), "focal_losses_cpu", [&] {
-    const scalar_t scale = scalar_t(upstream_scale(reduction, n));
     const scalar_t* x = logits.const_data_ptr<scalar_t>();
     const scalar_t* t = target.const_data_ptr<scalar_t>();
     const scalar_t* w = weight.const_data_ptr<scalar_t>();
-    const scalar_t* g = backward ? grad.const_data_ptr<scalar_t>() : nullptr;
-    scalar_t* o = out.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, n, kGrainRows, [&](int64_t begin, int64_t end) {
-      std::vector<scalar_t> scratch(bins);  // the softmax terms of a row, forward only
-      for (int64_t i = begin; i < end; ++i) {
-        if (backward) {
-          distribution_focal_single(x + i * bins, bins, t[i], o + i * bins, true, g[i * step] * scale * w[i]);
-        } else {
-          o[i] = w[i] * distribution_focal_single(x + i * bins, bins, t[i], scratch.data(), false, scalar_t(0));
+    scalar_t* l = losses.mutable_data_ptr<scalar_t>();
+    scalar_t* g = grad.mutable_data_ptr<scalar_t>();
+    auto rows = [&](auto bins_c) {
+      constexpr int B = decltype(bins_c)::value;
+      at::parallel_for(0, n, kGrainRows, [&](int64_t begin, int64_t end) {
+        std::vector<scalar_t> v(bins * kLanes);
+        int64_t i = begin;
+        for (; i + kLanes <= end; i += kLanes) {
+          dfl_block<B>(x + i * bins, bins, t + i, w + i, l + i, g + i * bins, v.data());
         }
-      }
-    });
+        for (; i < end; ++i) {
+          l[i] = w[i] * distribution_focal_single<B>(x + i * bins, bins, t[i], g + i * bins, true, w[i]);
+        }
+      });
+    };
+    if (bins == 17) {
+      rows(std::integral_constant<int, 17>());
+    } else {
+      rows(std::integral_constant<int, 0>());
+    }
   });
-  if (backward || static_cast<Reduction>(reduction) == Reduction::None) {
-    return out;
-  }
-  return reduce_rows(out, reduction, n);
+  return {reduce_rows(losses, reduction, n), grad};
 }
 
 }  // namespace

@@ -45,14 +45,10 @@ __global__ void sigmoid_loss_backward_kernel(const T* grad, int64_t step, T scal
 
 // Forward: loss[i]; scratch (n, bins) holds the softmax terms. Backward: grad_x, (n, bins).
 template <typename T>
-__global__ void dfl_kernel(const T* x, const T* target, const T* weight, int64_t n, int64_t bins, const T* grad,
-                           int64_t step, T scale, T* out, T* scratch) {
+__global__ void dfl_kernel(const T* x, const T* target, const T* weight, int64_t n, int64_t bins, T* losses,
+                           T* grad) {
   D2EXT_ROW_LOOP(i, n) {
-    if (grad != nullptr) {
-      distribution_focal_single(x + i * bins, bins, target[i], out + i * bins, true, grad[i * step] * scale * weight[i]);
-    } else {
-      out[i] = weight[i] * distribution_focal_single(x + i * bins, bins, target[i], scratch + i * bins, false, T(0));
-    }
+    losses[i] = weight[i] * distribution_focal_single(x + i * bins, bins, target[i], grad + i * bins, true, weight[i]);
   }
 }
 
@@ -103,8 +99,8 @@ at::Tensor sigmoid_loss_cuda(const char* op, const at::Tensor* grad_in, const at
   return reduce_rows(row_sums, reduction, n * k);
 }
 
-at::Tensor dfl_cuda(const at::Tensor* grad_in, const at::Tensor& logits_in, const at::Tensor& target_in,
-                    const std::optional<at::Tensor>& weight_in, int64_t reduction) {
+std::tuple<at::Tensor, at::Tensor> dfl_cuda(const at::Tensor& logits_in, const at::Tensor& target_in,
+                                            const std::optional<at::Tensor>& weight_in, int64_t reduction) {
   const char* op = "distribution_focal_loss";
   check_dfl_args(op, logits_in, target_in);
   check_reduction(op, reduction);
@@ -113,10 +109,8 @@ at::Tensor dfl_cuda(const at::Tensor* grad_in, const at::Tensor& logits_in, cons
   const auto target = target_in.contiguous();
   const auto weight = row_tensor(op, "weight", weight_in, logits, 1.0);
   const int64_t n = logits.size(0), bins = logits.size(1);
-  const bool backward = grad_in != nullptr;
-  const auto grad = backward ? check_upstream(op, *grad_in, reduction, {n}) : at::Tensor();
-  auto out = backward ? at::empty_like(logits) : at::empty({n}, logits.options());
-  auto scratch = backward ? at::empty({0}, logits.options()) : at::empty_like(logits);
+  auto losses = at::empty({n}, logits.options());
+  auto grad = at::empty_like(logits);
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), "dfl_cuda", [&] {
     if (n == 0) {
@@ -124,15 +118,10 @@ at::Tensor dfl_cuda(const at::Tensor* grad_in, const at::Tensor& logits_in, cons
     }
     dfl_kernel<scalar_t><<<num_blocks(n), kThreads, 0, stream>>>(
         logits.const_data_ptr<scalar_t>(), target.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(), n,
-        bins, backward ? grad.const_data_ptr<scalar_t>() : nullptr,
-        static_cast<Reduction>(reduction) == Reduction::None ? 1 : 0, scalar_t(upstream_scale(reduction, n)),
-        out.mutable_data_ptr<scalar_t>(), backward ? nullptr : scratch.mutable_data_ptr<scalar_t>());
+        bins, losses.mutable_data_ptr<scalar_t>(), grad.mutable_data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  if (backward || static_cast<Reduction>(reduction) == Reduction::None) {
-    return out;
-  }
-  return reduce_rows(out, reduction, n);
+  return {reduce_rows(losses, reduction, n), grad};
 }
 
 }  // namespace

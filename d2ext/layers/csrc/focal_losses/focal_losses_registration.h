@@ -1,8 +1,8 @@
-// Registers one device's focal-family launchers for the eight schemas of csrc/d2ext.cpp, so the
+// Registers one device's focal-family launchers for the seven schemas of csrc/d2ext.cpp, so the
 // CPU and CUDA files differ only in their launchers:
 //   SigmoidLoss(op, grad or nullptr, logits, labels, scores, weight, kind, alpha, gamma,
 //               iou_weighted, reduction)
-//   Dfl(grad or nullptr, logits, target, weight, reduction)
+//   Dfl(logits, target, weight, reduction) -> (loss, gradient of the summed weighted row losses)
 #pragma once
 
 #include <optional>
@@ -51,14 +51,7 @@ void register_focal_losses(torch::Library& m) {
     return SigmoidLossFn("varifocal_loss", &grad, x, labels, scores, weight, SigmoidLoss::Varifocal, alpha, gamma,
                          iou_weighted, reduction);
   });
-  m.impl("distribution_focal_loss",
-         [](const at::Tensor& x, const at::Tensor& target, const OptTensor& weight, int64_t reduction) {
-           return DflFn(nullptr, x, target, weight, reduction);
-         });
-  m.impl("_distribution_focal_loss_backward", [](const at::Tensor& grad, const at::Tensor& x, const at::Tensor& target,
-                                                 const OptTensor& weight, int64_t reduction) {
-    return DflFn(&grad, x, target, weight, reduction);
-  });
+  m.impl("distribution_focal_loss", DflFn);
 }
 
 }  // namespace d2ext
