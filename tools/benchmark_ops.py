@@ -9,10 +9,11 @@ backward time and peak extra memory per op and the ratios reference / kernel.
     python tools/benchmark_ops.py --no-compile  # skip torch.compile(reference)
     python tools/benchmark_ops.py --only distribution_focal_loss,giou_loss  # some ops only
 
-Times are medians, with large blocks reused from glibc's heap (as its dynamic mmap threshold
-settles after large frees). Peak memory: the growth of the process's resident set (VmHWM, reset
-before each run through /proc/self/clear_refs) while glibc returns every freed block to the
-system, so it counts every allocation, not only torch's.
+Times are medians of --repeats runs (more for fast ops: at least 1 s of runs), with large
+blocks reused from glibc's heap (as its dynamic mmap threshold settles after large frees).
+Peak memory: the growth of the process's resident set (VmHWM, reset before each run through
+/proc/self/clear_refs) while glibc returns every freed block to the system, so it counts every
+allocation, not only torch's.
 """
 import argparse
 import gc
@@ -82,10 +83,12 @@ def _peak_extra_mb(fn: Callable[[], object]) -> Optional[float]:
     return (peak - before) / 1024
 
 
-def seconds(fn: Callable[[], object], repeats: int) -> float:
+def seconds(fn: Callable[[], object], repeats: int, min_total: float = 1.0, max_repeats: int = 500) -> float:
+    """Median time of fn over at least `repeats` runs, and more (up to max_repeats) until they
+    add up to min_total seconds: a millisecond op's median over 3 runs is mostly noise here."""
     fn()  # warm-up (and compilation for torch.compile)
-    times = []
-    for _ in range(repeats):
+    times: List[float] = []
+    while len(times) < repeats or (sum(times) < min_total and len(times) < max_repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
@@ -114,7 +117,7 @@ def measure(name: str, impls: Dict[str, Callable[[], object]], repeats: int) -> 
             rows.append({"op": name, "impl": impl, "error": f"{type(e).__name__}: {str(e)[:80]}"})
             continue
         rows.append({"op": name, "impl": impl, "seconds": t, "peak_mb": mem})
-        print(f"  {name:<28} {impl:<18} {t * 1e3:10.1f} ms   peak +{mem if mem is not None else float('nan'):8.1f} MB")
+        print(f"  {name:<28} {impl:<18} {t * 1e3:10.2f} ms   peak +{mem if mem is not None else float('nan'):8.1f} MB")
     return rows
 
 
@@ -290,7 +293,7 @@ def print_table(rows: List[dict]) -> None:
         if k and r["peak_mb"] is not None and k["peak_mb"] is not None and k["peak_mb"] >= 0.1:
             mem = f"{r['peak_mb'] / k['peak_mb']:.1f}x"
         peak = f"{r['peak_mb']:.1f}" if r["peak_mb"] is not None else "n/a"
-        print(f"| {r['op']} | {r['impl']} | {r['seconds'] * 1e3:.1f} | {peak} | {speed} | {mem} |")
+        print(f"| {r['op']} | {r['impl']} | {r['seconds'] * 1e3:.2f} | {peak} | {speed} | {mem} |")
 
 
 if __name__ == "__main__":
