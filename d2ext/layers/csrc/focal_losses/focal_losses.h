@@ -47,6 +47,15 @@ HOST_DEVICE_INLINE float int_bits_as_float(int32_t i) {
   return f;
 #endif
 }
+HOST_DEVICE_INLINE int32_t float_bits_as_int(float f) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_int(f);
+#else
+  int32_t i;
+  std::memcpy(&i, &f, sizeof(i));
+  return i;
+#endif
+}
 
 // exp(x) for x <= 0 in float: Cody-Waite reduction x = n ln2 + r, |r| <= ln2 / 2, a degree-7
 // Taylor polynomial (error < 1e-8 relative), times 2^n built from bits. x < -87 returns
@@ -98,8 +107,7 @@ HOST_DEVICE_INLINE float log_at_least_one(float s) {
 #if defined(__CUDA_ARCH__)
   return logf(s);
 #else
-  int32_t bits;
-  std::memcpy(&bits, &s, sizeof(bits));
+  const int32_t bits = float_bits_as_int(s);
   const int32_t k = (bits >> 23) - 127;
   const float t = int_bits_as_float((bits & 0x007fffff) | 0x3f800000) - 1.0f;
   return static_cast<float>(k) * 0.693147180559945309f + log1p_unit(t);
