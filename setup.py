@@ -33,11 +33,12 @@ def cpu_flags():
     without it every CPU launcher runs on one thread (torch's own libgomp.so.1, loaded first,
     serves the extension). The `omp simd` hints vectorise the loss loops. No FMA
     contraction (nor --fmad on CUDA): the ATSS assignment must round exactly as its Python
-    reference, on both devices. The target
+    reference, on both devices. -fno-trapping-math: no FP exception flags are read, and GCC
+    otherwise keeps branches (clamps, selects) that it could turn into SIMD blends. The target
     ISA comes from D2EXT_CPU_ARCH: "native" (default: the build machine's, e.g. AVX2/AVX-512) or
     "" for a portable build to run on other machines.
     """
-    flags = ["-O3", "-fopenmp", "-ffp-contract=off"]
+    flags = ["-O3", "-fopenmp", "-ffp-contract=off", "-fno-trapping-math"]
     arch = os.environ.get("D2EXT_CPU_ARCH", "native")
     if arch:
         flags.append(f"-march={arch}")

@@ -104,9 +104,10 @@ def distribution_focal_loss(
     if logits.dim() != 2 or logits.shape[1] < 2:
         raise ValueError(f"logits must have shape (N, n + 1) with n >= 1, got {tuple(logits.shape)}")
     if target.numel() and not torch.compiler.is_compiling():
-        lo, hi, n = target.min().item(), target.max().item(), logits.shape[1] - 1
-        if lo < 0 or hi > n:
-            raise ValueError(f"target must be in [0, {n}] (clamp it, e.g. to {n - 0.1}), got {lo if lo < 0 else hi}")
+        lo, hi = (v.item() for v in torch.aminmax(target))  # NaN if any is NaN
+        n = logits.shape[1] - 1
+        if not (lo >= 0 and hi <= n):
+            raise ValueError(f"target must be in [0, {n}] (clamp it, e.g. to {n - 0.1}), got {hi if lo >= 0 else lo}")
     r = _reduction_index(reduction)
     if _use_reference("distribution_focal_loss"):
         return reference.distribution_focal_loss(logits, target, weight, reduction)

@@ -111,8 +111,9 @@ def test_dfl_matches_reference_and_gradcheck(reduction, device):
     assert torch.autograd.gradcheck(lambda x: distribution_focal_loss(x, target, weight, reduction), (logits,))
 
 
+@pytest.mark.parametrize("weighted", [True, False])
 @pytest.mark.parametrize("bins", [17, 9])
-def test_dfl_float32_blocks_match_reference(bins):
+def test_dfl_float32_blocks_match_reference(bins, weighted):
     # The CPU launcher runs 16 rows at a time across SIMD lanes (17 bins, GFL's default, compiled
     # as such; other counts at run time) and the rest one by one: 1007 rows cover both.
     g = torch.Generator().manual_seed(3)
@@ -122,6 +123,7 @@ def test_dfl_float32_blocks_match_reference(bins):
     target = torch.rand(n, generator=g) * (bins - 1)
     target[:4] = torch.tensor([0.0, bins - 1.0, bins - 1.1, 3.0])  # both ends, an exact bin
     weight, upstream = torch.rand(n, generator=g), torch.rand(n, generator=g)
+    weight = weight if weighted else None  # the kernel's own ones
     x, y = logits.clone().requires_grad_(True), logits.clone().requires_grad_(True)
     out = distribution_focal_loss(x, target, weight, "none")
     expected = reference.distribution_focal_loss(y, target, weight, "none")
@@ -197,6 +199,28 @@ def test_bad_inputs_name_the_value():
         quality_focal_loss(logits, labels, scores, reduction="avg")
     with pytest.raises(ValueError, match=r"target must be in \[0, 16\].*got 16.5"):
         distribution_focal_loss(torch.zeros(2, 17), torch.tensor([1.0, 16.5]))
+    with pytest.raises(ValueError, match=r"target must be in \[0, 16\].*got -0.5"):
+        distribution_focal_loss(torch.zeros(2, 17), torch.tensor([-0.5, 16.5]))
+    with pytest.raises(ValueError, match=r"target must be in \[0, 16\].*got nan"):
+        distribution_focal_loss(torch.zeros(2, 17), torch.tensor([1.0, float("nan")]))
+
+
+@requires_ops
+def test_dfl_kernel_clamps_targets_it_is_given_unchecked():
+    # The op itself (no Python range check) must never index outside a row: NaN counts as 0,
+    # and targets outside [0, n] as the nearest end. Rows 3 and 5 are in a 16-row block, 17 and
+    # 19 in the rows after the last block.
+    g = torch.Generator().manual_seed(4)
+    logits = torch.randn(20, 17, generator=g)
+    target = torch.rand(20, generator=g) * 16
+    target[[3, 17]] = float("nan")
+    target[[5, 19]] = torch.tensor([float("inf"), -3.0])
+    clamped = target.nan_to_num(0.0).clamp(0, 16)
+    loss, grad = torch.ops.d2ext.distribution_focal_loss(logits, target, None, 0)
+    expected_loss, expected_grad = torch.ops.d2ext.distribution_focal_loss(logits, clamped, None, 0)
+    torch.testing.assert_close(loss, expected_loss)
+    torch.testing.assert_close(grad, expected_grad)
+    torch.testing.assert_close(loss, reference.distribution_focal_loss(logits, clamped, reduction="none"))
 
 
 @requires_ops

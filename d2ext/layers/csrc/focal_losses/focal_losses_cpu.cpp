@@ -12,6 +12,7 @@
 #include "focal_losses.h"
 #include "focal_losses_checks.h"
 #include "focal_losses_registration.h"
+#include "../simd_transpose.h"
 
 namespace d2ext {
 namespace {
@@ -73,17 +74,54 @@ at::Tensor sigmoid_loss_cpu(const char* op, const at::Tensor* grad_in, const at:
 // (bins x kLanes) transposed copy. Writes the rows' weighted losses and weighted gradients.
 constexpr int kLanes = 16;
 
-template <int kBins, typename T>
-void dfl_block(const T* x, int64_t bins, const T* target, const T* weight, T* loss, T* grad, T* v) {
-  const int64_t nb = kBins > 0 ? kBins : bins;
-  T max_x[kLanes], sum_exp[kLanes], w_left[kLanes], w_right[kLanes], x_left[kLanes], x_right[kLanes];
-  int32_t left[kLanes];  // 32-bit lanes, as wide as float's
-  for (int64_t b = 0; b < nb; ++b) {
-    D2EXT_SIMD
-    for (int r = 0; r < kLanes; ++r) {
-      v[b * kLanes + r] = x[r * nb + b];
+// v[b * kLanes + r] = x[r * bins + b]: kLanes rows of bins to bin-major, in SIMD tiles (the bins
+// past the last whole tile one by one).
+template <typename T>
+void bins_to_lanes(const T* x, int64_t bins, T* v) {
+  constexpr int n = simd::kLanes<T>;
+  static_assert(kLanes % n == 0, "a block's rows must be whole tiles");
+  const int64_t tiled = bins / n * n;
+  for (int r0 = 0; r0 < kLanes; r0 += n) {
+    for (int64_t b0 = 0; b0 < tiled; b0 += n) {
+      simd::transpose_tile(x + r0 * bins + b0, bins, v + b0 * kLanes + r0, kLanes);
     }
   }
+  for (int64_t b = tiled; b < bins; ++b) {
+    D2EXT_SIMD
+    for (int r = 0; r < kLanes; ++r) {
+      v[b * kLanes + r] = x[r * bins + b];
+    }
+  }
+}
+
+// The inverse: out[r * bins + b] = v[b * kLanes + r].
+template <typename T>
+void lanes_to_bins(const T* v, int64_t bins, T* out) {
+  constexpr int n = simd::kLanes<T>;
+  const int64_t tiled = bins / n * n;
+  for (int r0 = 0; r0 < kLanes; r0 += n) {
+    for (int64_t b0 = 0; b0 < tiled; b0 += n) {
+      simd::transpose_tile(v + b0 * kLanes + r0, kLanes, out + r0 * bins + b0, bins);
+    }
+  }
+  for (int64_t b = tiled; b < bins; ++b) {
+    D2EXT_SIMD
+    for (int r = 0; r < kLanes; ++r) {
+      out[r * bins + b] = v[b * kLanes + r];
+    }
+  }
+}
+
+template <int kBins, typename T>
+void dfl_block(const T* x, int64_t bins, const T* target, const T* weight_or_null, T* loss, T* grad, T* v) {
+  const int64_t nb = kBins > 0 ? kBins : bins;
+  T max_x[kLanes], sum_exp[kLanes], w_left[kLanes], w_right[kLanes], x_left[kLanes], x_right[kLanes];
+  T weight[kLanes];
+  int32_t left[kLanes];  // 32-bit lanes, as wide as float's
+  for (int r = 0; r < kLanes; ++r) {
+    weight[r] = weight_or_null ? weight_or_null[r] : T(1);
+  }
+  bins_to_lanes(x, nb, v);
   D2EXT_SIMD
   for (int r = 0; r < kLanes; ++r) {
     max_x[r] = v[r];
@@ -121,12 +159,7 @@ void dfl_block(const T* x, int64_t bins, const T* target, const T* weight, T* lo
       v[b * kLanes + r] = weight[r] * dfl_bin_grad(v[b * kLanes + r] * sum_exp[r], b, left[r], w_left[r], w_right[r]);
     }
   }
-  for (int r = 0; r < kLanes; ++r) {
-    D2EXT_SIMD
-    for (int64_t b = 0; b < nb; ++b) {
-      grad[r * nb + b] = v[b * kLanes + r];
-    }
-  }
+  lanes_to_bins(v, nb, grad);
 }
 
 std::tuple<at::Tensor, at::Tensor> dfl_cpu(const at::Tensor& logits_in, const at::Tensor& target_in,
@@ -136,14 +169,16 @@ std::tuple<at::Tensor, at::Tensor> dfl_cpu(const at::Tensor& logits_in, const at
   check_reduction(op, reduction);
   const auto logits = logits_in.contiguous();
   const auto target = target_in.contiguous();
-  const auto weight = row_tensor(op, "weight", weight_in, logits, 1.0);
+  // No weight: null, not a tensor of ones to fill and read.
+  const bool weighted = weight_in.has_value() && weight_in->defined();
+  const auto weight = weighted ? row_tensor(op, "weight", weight_in, logits, 1.0) : at::Tensor();
   const int64_t n = logits.size(0), bins = logits.size(1);
   auto losses = at::empty({n}, logits.options());
   auto grad = at::empty_like(logits);
   AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), "focal_losses_cpu", [&] {
     const scalar_t* x = logits.const_data_ptr<scalar_t>();
     const scalar_t* t = target.const_data_ptr<scalar_t>();
-    const scalar_t* w = weight.const_data_ptr<scalar_t>();
+    const scalar_t* w = weighted ? weight.const_data_ptr<scalar_t>() : nullptr;
     scalar_t* l = losses.mutable_data_ptr<scalar_t>();
     scalar_t* g = grad.mutable_data_ptr<scalar_t>();
     auto rows = [&](auto bins_c) {
@@ -152,10 +187,11 @@ std::tuple<at::Tensor, at::Tensor> dfl_cpu(const at::Tensor& logits_in, const at
         std::vector<scalar_t> v(bins * kLanes);
         int64_t i = begin;
         for (; i + kLanes <= end; i += kLanes) {
-          dfl_block<B>(x + i * bins, bins, t + i, w + i, l + i, g + i * bins, v.data());
+          dfl_block<B>(x + i * bins, bins, t + i, w ? w + i : nullptr, l + i, g + i * bins, v.data());
         }
         for (; i < end; ++i) {
-          l[i] = w[i] * distribution_focal_single<B>(x + i * bins, bins, t[i], g + i * bins, true, w[i]);
+          const scalar_t wi = w ? w[i] : scalar_t(1);
+          l[i] = wi * distribution_focal_single<B>(x + i * bins, bins, t[i], g + i * bins, true, wi);
         }
       });
     };

@@ -1,0 +1,103 @@
+// CPU only: transposes square tiles of floats or doubles in SIMD registers (GCC / Clang vector
+// extensions), for launchers that compute across rows of short rows (e.g. DFL's 17 bins) and must
+// move them between row-major and column-major layouts. Loops that gather one element per row
+// compile to scalar inserts or permutes from many registers; a tile transpose is log2(n) rounds of
+// n two-register shuffles.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <utility>
+
+namespace d2ext {
+namespace simd {
+
+// Vector width of the target ISA (setup.py builds for the build machine's, -march=native).
+#if defined(__AVX512F__)
+constexpr int kVectorBytes = 64;
+#elif defined(__AVX__)
+constexpr int kVectorBytes = 32;
+#else
+constexpr int kVectorBytes = 16;
+#endif
+
+#define D2EXT_SIMD_INLINE inline __attribute__((always_inline))
+
+template <typename T>
+struct Vector;
+template <>
+struct Vector<float> {
+  typedef float type __attribute__((vector_size(kVectorBytes)));
+  typedef int32_t mask __attribute__((vector_size(kVectorBytes)));
+};
+template <>
+struct Vector<double> {
+  typedef double type __attribute__((vector_size(kVectorBytes)));
+  typedef int64_t mask __attribute__((vector_size(kVectorBytes)));
+};
+
+// Lanes of a vector of T: the tile side.
+template <typename T>
+constexpr int kLanes = kVectorBytes / static_cast<int>(sizeof(T));
+
+// Unaligned loads and stores.
+template <typename T>
+D2EXT_SIMD_INLINE typename Vector<T>::type load(const T* p) {
+  typename Vector<T>::type v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+template <typename T>
+D2EXT_SIMD_INLINE void store(T* p, typename Vector<T>::type v) {
+  std::memcpy(p, &v, sizeof(v));
+}
+
+// One round of the tile transpose: in every 2d x 2d block, swap the upper-right and lower-left
+// d x d blocks. Rounds d = n/2, ..., 1 swap every bit in which an element's row and column differ,
+// which moves (i, j) to (j, i).
+template <typename T, int D, int... L>
+D2EXT_SIMD_INLINE void transpose_round(typename Vector<T>::type* rows, std::integer_sequence<int, L...>) {
+  constexpr int n = sizeof...(L);
+#pragma GCC unroll 16
+  for (int i = 0; i < n; ++i) {
+    if (i & D) {
+      continue;
+    }
+    const auto a = rows[i], b = rows[i + D];
+#if defined(__clang__)
+    rows[i] = __builtin_shufflevector(a, b, ((L & D) ? n + L - D : L)...);
+    rows[i + D] = __builtin_shufflevector(a, b, ((L & D) ? n + L : L + D)...);
+#else
+    using M = typename Vector<T>::mask;
+    rows[i] = __builtin_shuffle(a, b, M{((L & D) ? n + L - D : L)...});
+    rows[i + D] = __builtin_shuffle(a, b, M{((L & D) ? n + L : L + D)...});
+#endif
+  }
+}
+
+template <typename T, int D>
+D2EXT_SIMD_INLINE void transpose_rounds(typename Vector<T>::type* rows) {
+  if constexpr (D >= 1) {
+    transpose_round<T, D>(rows, std::make_integer_sequence<int, kLanes<T>>());
+    transpose_rounds<T, D / 2>(rows);
+  }
+}
+
+// dst[j * dst_stride + i] = src[i * src_stride + j] for i, j < kLanes<T>.
+template <typename T>
+D2EXT_SIMD_INLINE void transpose_tile(const T* src, int64_t src_stride, T* dst, int64_t dst_stride) {
+  constexpr int n = kLanes<T>;
+  typename Vector<T>::type rows[n];
+#pragma GCC unroll 16
+  for (int i = 0; i < n; ++i) {
+    rows[i] = load(src + i * src_stride);
+  }
+  transpose_rounds<T, n / 2>(rows);
+#pragma GCC unroll 16
+  for (int i = 0; i < n; ++i) {
+    store(dst + i * dst_stride, rows[i]);
+  }
+}
+
+}  // namespace simd
+}  // namespace d2ext
