@@ -9,8 +9,9 @@ backward time and peak extra memory per op and the ratios reference / kernel.
     python tools/benchmark_ops.py --no-compile  # skip torch.compile(reference)
     python tools/benchmark_ops.py --only distribution_focal_loss,giou_loss  # some ops only
 
-Times are medians of --repeats runs (more for fast ops: at least 1 s of runs), with large
-blocks reused from glibc's heap (as its dynamic mmap threshold settles after large frees).
+Times are medians of --repeats runs (more for fast ops: at least 1 s of runs), the kernel, the
+reference and the compiled reference taking turns, with large blocks reused from glibc's heap
+(as its dynamic mmap threshold settles after large frees).
 Peak memory: the growth of the process's resident set (VmHWM, reset before each run through
 /proc/self/clear_refs) while glibc returns every freed block to the system, so it counts every
 allocation, not only torch's.
@@ -83,16 +84,32 @@ def _peak_extra_mb(fn: Callable[[], object]) -> Optional[float]:
     return (peak - before) / 1024
 
 
-def seconds(fn: Callable[[], object], repeats: int, min_total: float = 1.0, max_repeats: int = 500) -> float:
-    """Median time of fn over at least `repeats` runs, and more (up to max_repeats) until they
-    add up to min_total seconds: a millisecond op's median over 3 runs is mostly noise here."""
-    fn()  # warm-up (and compilation for torch.compile)
-    times: List[float] = []
-    while len(times) < repeats or (sum(times) < min_total and len(times) < max_repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def interleaved_seconds(
+    fns: Dict[str, Callable[[], object]], repeats: int, min_total: float = 1.0, max_repeats: int = 500,
+    turn: float = 0.05,
+) -> Dict[str, float]:
+    """Median time of each fn over at least `repeats` runs, and more (up to max_repeats) until they
+    add up to min_total seconds: a millisecond op's median over 3 runs is mostly noise here.
+    The fns take turns (about `turn` seconds of runs each), so that a slower or faster spell of
+    this shared machine affects every fn alike instead of the ratios."""
+    times: Dict[str, List[float]] = {name: [] for name in fns}
+
+    def wanted(ts: List[float]) -> bool:
+        return len(ts) < repeats or (sum(ts) < min_total and len(ts) < max_repeats)
+
+    for fn in fns.values():
+        fn()  # warm-up (and compilation for torch.compile)
+    while any(wanted(ts) for ts in times.values()):
+        for name, fn in fns.items():
+            ts, spent = times[name], 0.0
+            while wanted(ts):  # at least one run per turn, then up to `turn` seconds of them
+                start = time.perf_counter()
+                fn()
+                ts.append(time.perf_counter() - start)
+                spent += ts[-1]
+                if spent >= turn:
+                    break
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def forward_backward(loss_fn: Callable, leaf: torch.Tensor, *args, **kwargs) -> Callable[[], object]:
@@ -108,16 +125,22 @@ def forward_backward(loss_fn: Callable, leaf: torch.Tensor, *args, **kwargs) -> 
 
 
 def measure(name: str, impls: Dict[str, Callable[[], object]], repeats: int) -> List[dict]:
-    rows = []
+    rows, working = [], {}
     for impl, fn in impls.items():
         try:
-            t = seconds(fn, repeats)
-            mem = peak_extra_mb(fn)
+            mem = peak_extra_mb(fn)  # also the first run: errors show here
         except Exception as e:  # e.g. torch.compile unavailable: report, keep going
             rows.append({"op": name, "impl": impl, "error": f"{type(e).__name__}: {str(e)[:80]}"})
             continue
-        rows.append({"op": name, "impl": impl, "seconds": t, "peak_mb": mem})
-        print(f"  {name:<28} {impl:<18} {t * 1e3:10.2f} ms   peak +{mem if mem is not None else float('nan'):8.1f} MB")
+        working[impl] = fn
+        rows.append({"op": name, "impl": impl, "peak_mb": mem})
+    times = interleaved_seconds(working, repeats)
+    for row in rows:
+        if "error" in row:
+            continue
+        row["seconds"] = t = times[row["impl"]]
+        mem = row["peak_mb"]
+        print(f"  {name:<28} {row['impl']:<18} {t * 1e3:10.2f} ms   peak +{mem if mem is not None else float('nan'):8.1f} MB")
     return rows
 
 

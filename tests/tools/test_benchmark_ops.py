@@ -1,0 +1,44 @@
+"""tools/benchmark_ops.py's timing: implementations take turns, and every one runs enough."""
+import importlib.util
+import os
+
+import pytest
+
+TOOLS = os.path.join(os.path.dirname(__file__), "..", "..", "tools")
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("benchmark_ops", os.path.join(TOOLS, "benchmark_ops.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_fns_take_turns_and_each_gets_its_runs(bench):
+    log = []
+    fns = {"a": lambda: log.append("a"), "b": lambda: log.append("b")}
+    times = bench.interleaved_seconds(fns, repeats=3, min_total=0.02, max_repeats=400, turn=0.0)
+    assert set(times) == {"a", "b"} and all(t >= 0 for t in times.values())
+    # turn=0: one run per turn after the warm-ups, so the log alternates a, b, a, b, ...
+    assert log[:2] == ["a", "b"]
+    runs = log[2:]
+    assert runs[0::2] == ["a"] * len(runs[0::2]) and runs[1::2] == ["b"] * len(runs[1::2])
+    assert len(runs) == 2 * 400  # the runs never add up to 0.02 s, so up to max_repeats each
+
+
+def test_slow_fn_stops_at_repeats_fast_fn_at_min_total(bench):
+    import time
+
+    counts = {"slow": 0, "fast": 0}
+
+    def slow():
+        counts["slow"] += 1
+        time.sleep(0.03)
+
+    def fast():
+        counts["fast"] += 1
+
+    bench.interleaved_seconds({"slow": slow, "fast": fast}, repeats=2, min_total=0.05, max_repeats=50)
+    assert counts["slow"] == 1 + 2  # warm-up + max(repeats, what adds up to 0.05 s)
+    assert counts["fast"] == 1 + 50  # a no-op never adds up to 0.05 s: max_repeats
