@@ -91,14 +91,12 @@ def interleaved_seconds(
     """Median time of each fn over at least `repeats` runs, and more (up to max_repeats) until they
     add up to min_total seconds: a millisecond op's median over 3 runs is mostly noise here.
     The fns take turns (about `turn` seconds of runs each), so that a slower or faster spell of
-    this shared machine affects every fn alike instead of the ratios."""
+    this shared machine affects every fn alike instead of the ratios. Warm the fns up first."""
     times: Dict[str, List[float]] = {name: [] for name in fns}
 
     def wanted(ts: List[float]) -> bool:
         return len(ts) < repeats or (sum(ts) < min_total and len(ts) < max_repeats)
 
-    for fn in fns.values():
-        fn()  # warm-up (and compilation for torch.compile)
     while any(wanted(ts) for ts in times.values()):
         for name, fn in fns.items():
             ts, spent = times[name], 0.0
@@ -128,7 +126,8 @@ def measure(name: str, impls: Dict[str, Callable[[], object]], repeats: int) -> 
     rows, working = [], {}
     for impl, fn in impls.items():
         try:
-            mem = peak_extra_mb(fn)  # also the first run: errors show here
+            fn()  # warm-up (and compilation for torch.compile); errors show here
+            mem = peak_extra_mb(fn)
         except Exception as e:  # e.g. torch.compile unavailable: report, keep going
             rows.append({"op": name, "impl": impl, "error": f"{type(e).__name__}: {str(e)[:80]}"})
             continue
