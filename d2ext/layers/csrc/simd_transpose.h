@@ -99,5 +99,23 @@ D2EXT_SIMD_INLINE void transpose_tile(const T* src, int64_t src_stride, T* dst, 
   }
 }
 
+// dst[j * dst_stride + i] = src[i * src_stride + j] for i < rows, j < cols: whole tiles in
+// registers, the columns and rows past them element by element.
+template <typename T>
+inline void transpose(const T* src, int64_t src_stride, int64_t rows, int64_t cols, T* dst, int64_t dst_stride) {
+  constexpr int n = kLanes<T>;
+  const int64_t tiled_rows = rows / n * n, tiled_cols = cols / n * n;
+  for (int64_t i0 = 0; i0 < tiled_rows; i0 += n) {
+    for (int64_t j0 = 0; j0 < tiled_cols; j0 += n) {
+      transpose_tile(src + i0 * src_stride + j0, src_stride, dst + j0 * dst_stride + i0, dst_stride);
+    }
+  }
+  for (int64_t i = 0; i < rows; ++i) {
+    for (int64_t j = i < tiled_rows ? tiled_cols : 0; j < cols; ++j) {
+      dst[j * dst_stride + i] = src[i * src_stride + j];
+    }
+  }
+}
+
 }  // namespace simd
 }  // namespace d2ext

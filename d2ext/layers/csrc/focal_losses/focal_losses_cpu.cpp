@@ -71,46 +71,8 @@ at::Tensor sigmoid_loss_cpu(const char* op, const at::Tensor* grad_in, const at:
 
 // DFL of kLanes consecutive rows at once, bin-major: a row's 17 bins (GFL's default) are too few to
 // fill SIMD registers, so the row body's max, exp and sum run across rows instead, on v, a
-// (bins x kLanes) transposed copy. Writes the rows' weighted losses and weighted gradients.
+// (bins x kLanes) copy transposed in SIMD registers. Writes the rows' weighted losses and weighted gradients.
 constexpr int kLanes = 16;
-
-// v[b * kLanes + r] = x[r * bins + b]: kLanes rows of bins to bin-major, in SIMD tiles (the bins
-// past the last whole tile one by one).
-template <typename T>
-void bins_to_lanes(const T* x, int64_t bins, T* v) {
-  constexpr int n = simd::kLanes<T>;
-  static_assert(kLanes % n == 0, "a block's rows must be whole tiles");
-  const int64_t tiled = bins / n * n;
-  for (int r0 = 0; r0 < kLanes; r0 += n) {
-    for (int64_t b0 = 0; b0 < tiled; b0 += n) {
-      simd::transpose_tile(x + r0 * bins + b0, bins, v + b0 * kLanes + r0, kLanes);
-    }
-  }
-  for (int64_t b = tiled; b < bins; ++b) {
-    D2EXT_SIMD
-    for (int r = 0; r < kLanes; ++r) {
-      v[b * kLanes + r] = x[r * bins + b];
-    }
-  }
-}
-
-// The inverse: out[r * bins + b] = v[b * kLanes + r].
-template <typename T>
-void lanes_to_bins(const T* v, int64_t bins, T* out) {
-  constexpr int n = simd::kLanes<T>;
-  const int64_t tiled = bins / n * n;
-  for (int r0 = 0; r0 < kLanes; r0 += n) {
-    for (int64_t b0 = 0; b0 < tiled; b0 += n) {
-      simd::transpose_tile(v + b0 * kLanes + r0, kLanes, out + r0 * bins + b0, bins);
-    }
-  }
-  for (int64_t b = tiled; b < bins; ++b) {
-    D2EXT_SIMD
-    for (int r = 0; r < kLanes; ++r) {
-      out[r * bins + b] = v[b * kLanes + r];
-    }
-  }
-}
 
 template <int kBins, typename T>
 void dfl_block(const T* x, int64_t bins, const T* target, const T* weight_or_null, T* loss, T* grad, T* v) {
@@ -121,7 +83,7 @@ void dfl_block(const T* x, int64_t bins, const T* target, const T* weight_or_nul
   for (int r = 0; r < kLanes; ++r) {
     weight[r] = weight_or_null ? weight_or_null[r] : T(1);
   }
-  bins_to_lanes(x, nb, v);
+  simd::transpose(x, nb, kLanes, nb, v, kLanes);  // v[b * kLanes + r] = x[r * nb + b]
   D2EXT_SIMD
   for (int r = 0; r < kLanes; ++r) {
     max_x[r] = v[r];
@@ -159,7 +121,7 @@ void dfl_block(const T* x, int64_t bins, const T* target, const T* weight_or_nul
       v[b * kLanes + r] = weight[r] * dfl_bin_grad(v[b * kLanes + r] * sum_exp[r], b, left[r], w_left[r], w_right[r]);
     }
   }
-  lanes_to_bins(v, nb, grad);
+  simd::transpose(v, kLanes, nb, kLanes, grad, nb);
 }
 
 std::tuple<at::Tensor, at::Tensor> dfl_cpu(const at::Tensor& logits_in, const at::Tensor& target_in,
