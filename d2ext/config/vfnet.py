@@ -5,9 +5,7 @@ from .atss import add_dense_head_keys
 
 def add_vfnet_config(cfg):
     """
-    Adds MODEL.VFNET (METHODS.md §4.6; defaults are the paper's R-50 1x COCO recipe). Only the
-    ATSS assignment of the official config is implemented (its USE_ATSS=False FCOS assignment
-    is not).
+    Adds MODEL.VFNET (METHODS.md §4.6; defaults are the paper's R-50 1x COCO recipe).
     """
     cfg.MODEL.VFNET = CN()
     _C = cfg.MODEL.VFNET
@@ -27,3 +25,11 @@ def add_vfnet_config(cfg):
     # Initial box = exp(Scale * x) * REG_DENOMS[level] pixels per side (FCOS regress-range
     # upper bounds with the last doubled).
     _C.REG_DENOMS = (64.0, 128.0, 256.0, 512.0, 1024.0)
+    # Assignment: ATSS (the paper's), or with USE_ATSS=False FCOS's without centre sampling (the
+    # official option): a point goes to the smallest GT that contains it and whose largest ltrb
+    # distance from it lies in the point's level range, [-inf, b0], [b0, b1], ..., [b_last, inf]
+    # for FCOS_SIZE_BOUNDS = (b0, ...), one entry less than the levels. The official FCOS mode
+    # puts the points at stride / 2: MODEL.ANCHOR_GENERATOR.OFFSET: 0.5
+    # (configs/VFNet/vfnet_fcos_assign_R_50_FPN_1x.yaml).
+    _C.USE_ATSS = True
+    _C.FCOS_SIZE_BOUNDS = (64.0, 128.0, 256.0, 512.0)

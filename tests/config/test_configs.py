@@ -29,6 +29,7 @@ TWIN_ATTRIBUTES = (
     "smooth_l1_beta", "delta", "interpolated", "per_image_ranking", "global_ranking",
     "vfl_iou_weighted", "loss_box_init_weight", "loss_box_refine_weight", "gate_thresh", "gate_shape",
     "mix_lambda", "rank_topk", "rank_weight", "rank_tau", "warmup_iters", "num_anchors_per_location",
+    "use_atss", "fcos_size_bounds",
 )
 
 
@@ -114,6 +115,7 @@ def test_yaml_and_lazy_twins_agree(stem):
             assert yaml_model.box2box_transform.weights == tuple(lazy_model.box2box_transform.weights)
         yaml_anchors = yaml_model.anchor_generator.cell_anchors
         lazy_anchors = lazy_model.anchor_generator.cell_anchors
+        assert yaml_model.anchor_generator.offset == lazy_model.anchor_generator.offset
     for a, b in zip(yaml_anchors, lazy_anchors, strict=True):
         torch.testing.assert_close(a, b)
     assert lazy.optimizer.lr == cfg.SOLVER.BASE_LR

@@ -20,5 +20,7 @@ model.vfl_gamma = 2.0
 model.vfl_iou_weighted = True
 model.loss_box_init_weight = 1.5
 model.loss_box_refine_weight = 2.0
+model.use_atss = True  # False: FCOS's assignment (with anchor_generator.offset = 0.5)
+model.fcos_size_bounds = [64.0, 128.0, 256.0, 512.0]
 # RetinaNet/ATSS-only arguments.
 del model.reg_loss_weight, model.focal_loss_alpha, model.focal_loss_gamma

@@ -15,6 +15,8 @@ from detectron2.structures import Boxes
 from detectron2.utils.events import get_event_storage
 
 from d2ext.layers import aligned_iou, giou_loss, varifocal_loss
+from d2ext.modeling.assigners import fcos_assign, level_ranges
+from d2ext.modeling.assigners.fcos import DEFAULT_SIZE_BOUNDS
 
 from .atss_base import ATSSBase, positives_sum
 from .vfnet_head import VFNetHead
@@ -35,6 +37,7 @@ class VFNet(ATSSBase):
     The box coding is ltrb distances in pixels from the anchor centre
     (``Box2BoxTransformLinear(normalize_by_size=False)``). The paper's FPN "ReLU before extra
     convs" (ReLU between P6 and the P7 conv) is what Detectron2's ``LastLevelP6P7`` does.
+    With ``use_atss=False`` the points are assigned as FCOS does instead (the official option).
     """
 
     config_node = "VFNET"
@@ -48,15 +51,26 @@ class VFNet(ATSSBase):
         vfl_iou_weighted=True,
         loss_box_init_weight=1.5,
         loss_box_refine_weight=2.0,
+        use_atss=True,
+        fcos_size_bounds=DEFAULT_SIZE_BOUNDS,
         **kwargs,
     ):
         """
         Args:
-            vfl_*, loss_box_*_weight: as the MODEL.VFNET keys of the same name
-                (d2ext/config/vfnet.py).
+            vfl_*, loss_box_*_weight, use_atss, fcos_size_bounds: as the MODEL.VFNET keys of
+                the same name (d2ext/config/vfnet.py).
             kwargs: see :class:`ATSSBase`; the head is a :class:`VFNetHead`.
         """
         super().__init__(**kwargs)
+        num_levels = len(self.anchor_generator.strides)
+        bounds = [float(b) for b in fcos_size_bounds]
+        if len(bounds) != num_levels - 1 or bounds != sorted(bounds):
+            raise ValueError(
+                f"MODEL.VFNET.FCOS_SIZE_BOUNDS (fcos_size_bounds) must be {num_levels - 1} increasing "
+                f"bounds, one between each two of the {num_levels} levels, got {list(fcos_size_bounds)}"
+            )
+        self.use_atss = use_atss
+        self.fcos_size_bounds = tuple(bounds)
         self.vfl_alpha = vfl_alpha
         self.vfl_gamma = vfl_gamma
         self.vfl_iou_weighted = vfl_iou_weighted
@@ -75,6 +89,8 @@ class VFNet(ATSSBase):
             vfl_iou_weighted=node.VFL_IOU_WEIGHTED,
             loss_box_init_weight=node.LOSS_BOX_INIT_WEIGHT,
             loss_box_refine_weight=node.LOSS_BOX_REFINE_WEIGHT,
+            use_atss=node.USE_ATSS,
+            fcos_size_bounds=node.FCOS_SIZE_BOUNDS,
         )
         return args
 
@@ -87,6 +103,23 @@ class VFNet(ATSSBase):
         anchors = self.anchor_generator(features)
         gt_labels, gt_boxes = self.label_anchors(anchors, gt_instances)
         return self.losses(anchors, logits, init_ltrb, refined_ltrb, gt_labels, gt_boxes)
+
+    @torch.no_grad()
+    def label_anchors(self, anchors: List[Boxes], gt_instances):
+        """ATSS assignment (:meth:`ATSSBase.label_anchors`), or FCOS's of the anchor centres."""
+        if self.use_atss:
+            return super().label_anchors(anchors, gt_instances)
+        points_per_level = [len(a) for a in anchors]
+        anchors = Boxes.cat(anchors)
+        points = anchors.get_centers()
+        lower, upper = level_ranges(self.fcos_size_bounds, points_per_level, device=points.device)
+        gt_labels, matched_gt_boxes = [], []
+        for gt_per_image in gt_instances:
+            matched_idxs = fcos_assign(points, lower, upper, gt_per_image.gt_boxes.tensor)
+            labels, boxes = self.matched_targets(matched_idxs, gt_per_image, anchors.tensor)
+            gt_labels.append(labels)
+            matched_gt_boxes.append(boxes)
+        return gt_labels, matched_gt_boxes
 
     def losses(self, anchors: List[Boxes], logits, init_ltrb, refined_ltrb, gt_labels, gt_boxes):
         """
