@@ -4,5 +4,6 @@ from ..ATSS.atss_R_50_FPN_1x import dataloader, lr_multiplier, optimizer, train 
 from ..common.models.gfl import model
 
 model.backbone.bottom_up.freeze_at = 2
+model.quality_iou_plus_one = True  # the GFL v1 repo's iou_target
 lr_multiplier.warmup_method = "linear"
 train.output_dir = "./output/gfl_R_50_FPN_1x"

@@ -22,10 +22,15 @@ def add_dense_head_keys(node):
     # Detectron2's RetinaNet-style moving average of the per-worker count.
     node.LOSS_NORMALIZER = "num_pos"
     # Inference: candidates need sigmoid(cls) > SCORE_THRESH_TEST; the TOPK_CANDIDATES_TEST best
-    # per level are decoded; class-wise NMS; TEST.DETECTIONS_PER_IMAGE kept.
+    # per level are decoded and clipped to the image; class-wise NMS; TEST.DETECTIONS_PER_IMAGE
+    # kept.
     node.SCORE_THRESH_TEST = 0.05
     node.TOPK_CANDIDATES_TEST = 1000
     node.NMS_THRESH_TEST = 0.6
+    # What that top-k ranks (METHODS.md Errata 6): "pair" = (location, class) pairs above the
+    # threshold (Detectron2, official ATSS); "location" = locations by their best class score,
+    # then every (location, class) of those above the threshold (official GFL v1/v2, VFNet).
+    node.TOPK_CANDIDATES_TEST_BY = "pair"
 
 
 def add_atss_config(cfg):
@@ -52,3 +57,8 @@ def add_atss_config(cfg):
     # The FPN feature P6 is built from: "p5" (ATSS, GFL, VFNet, DynamicATSS) or "res5"
     # (Detectron2's RetinaNet). Read by build_resnet_fpn_p6p7_backbone.
     cfg.MODEL.FPN.TOP_LEVELS_IN_FEATURE = "p5"
+    # ReLU before the P6 and the P7 conv (METHODS.md Errata 3). The defaults are Detectron2's
+    # and official ATSS's P7 = conv(relu(P6)); mmdetection's ATSS/GFL and the official GFL
+    # repos have no ReLU (RELU_BEFORE_P7: False). Read by build_resnet_fpn_p6p7_backbone.
+    cfg.MODEL.FPN.RELU_BEFORE_P6 = False
+    cfg.MODEL.FPN.RELU_BEFORE_P7 = True

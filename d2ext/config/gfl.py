@@ -16,6 +16,15 @@ def add_gfl_config(cfg):
     _C.LOSS_CLS_WEIGHT = 1.0
     _C.LOSS_DFL_WEIGHT = 0.25
     _C.LOSS_BOX_WEIGHT = 2.0
+    # The GIoU and DFL losses are divided by W, the sum of the positives' weights (their best
+    # class scores) over workers, clamped at LOC_WEIGHT_SUM_MIN (METHODS.md Errata 5): 0 is the
+    # GFocal repos (v1 and v2; d2ext still keeps W >= 1e-6 so a batch without positives gives 0,
+    # not 0/0), 1.0 is upstream mmdetection.
+    _C.LOC_WEIGHT_SUM_MIN = 0.0
+    # QFL's IoU target with the legacy "+1" widths in stride units, as the GFL v1 repo computes
+    # it (Errata 5; it raises the target of small boxes). False: the plain IoU (GFL v2 repo,
+    # mmdetection).
+    _C.QUALITY_IOU_PLUS_ONE = False
     # GFL v2: the distribution-guided quality predictor multiplies the class score.
     _C.DGQP = False
     # Statistics of each side's distribution fed to the DGQP: its top-k probabilities (+ mean).

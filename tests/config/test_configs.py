@@ -29,7 +29,7 @@ TWIN_ATTRIBUTES = (
     "smooth_l1_beta", "delta", "interpolated", "per_image_ranking", "global_ranking",
     "vfl_iou_weighted", "loss_box_init_weight", "loss_box_refine_weight", "gate_thresh", "gate_shape",
     "mix_lambda", "rank_topk", "rank_weight", "rank_tau", "warmup_iters", "num_anchors_per_location",
-    "use_atss", "fcos_size_bounds",
+    "use_atss", "fcos_size_bounds", "test_topk_by", "loc_weight_sum_min", "quality_iou_plus_one",
 )
 
 
@@ -57,6 +57,14 @@ def rcnn_hyperparameters(model):
     values["roi.pooler"] = [(type(p).__name__, getattr(p, "sampling_ratio", None))
                             for p in heads.box_pooler.level_poolers]
     return values, list(rpn.anchor_generator.cell_anchors)
+
+
+def top_block_layout(backbone):
+    """Where P6 comes from and the ReLUs before P6 / P7 (Detectron2's LastLevelP6P7 has the
+    ReLU before P7 only)."""
+    top = backbone.top_block
+    return (type(top).__name__, getattr(top, "in_feature", None),
+            getattr(top, "relu_before_p6", False), getattr(top, "relu_before_p7", True))
 
 
 def num_params(model):
@@ -116,6 +124,7 @@ def test_yaml_and_lazy_twins_agree(stem):
         yaml_anchors = yaml_model.anchor_generator.cell_anchors
         lazy_anchors = lazy_model.anchor_generator.cell_anchors
         assert yaml_model.anchor_generator.offset == lazy_model.anchor_generator.offset
+        assert top_block_layout(yaml_model.backbone) == top_block_layout(lazy_model.backbone)
     for a, b in zip(yaml_anchors, lazy_anchors, strict=True):
         torch.testing.assert_close(a, b)
     assert lazy.optimizer.lr == cfg.SOLVER.BASE_LR

@@ -112,15 +112,28 @@ def test_qfl_on_the_product_is_qfl_on_probabilities():
     torch.testing.assert_close(ours, expected)
 
 
-def scene_model():
+def scene_model(*opts):
     """v1 model with a single-level, single-image scene: anchors of side 64 at stride 8."""
-    model = build()
+    model = build(*opts)
     model.anchor_generator.strides = [8]
     return model
 
 
-def test_loss_targets_on_a_hand_built_scene():
-    model = scene_model()
+def test_gfl_v1_tiny_config_follows_the_gfl_v1_repo():
+    model = build()
+    assert model.quality_iou_plus_one and model.loc_weight_sum_min == 0.0
+    v2 = build_tiny_model(os.path.join(CONFIGS, "Synthetic", "gflv2_R_18_FPN_tiny.yaml"))
+    assert v2.uses_dgqp and not v2.quality_iou_plus_one and v2.loc_weight_sum_min == 0.0
+
+
+# (QUALITY_IOU_PLUS_ONE, LOC_WEIGHT_SUM_MIN): the GFL v1 repo, the GFL v2 repo, mmdetection.
+GFL_REFERENCES = {"gfl_v1_repo": (True, 0.0), "gfl_v2_repo": (False, 0.0), "mmdet": (False, 1.0)}
+
+
+@pytest.mark.parametrize("reference_name", GFL_REFERENCES)
+def test_loss_targets_on_a_hand_built_scene(reference_name):
+    plus_one, weight_sum_min = GFL_REFERENCES[reference_name]
+    model = scene_model("MODEL.GFL.QUALITY_IOU_PLUS_ONE", plus_one, "MODEL.GFL.LOC_WEIGHT_SUM_MIN", weight_sum_min)
     # Two anchors centred at (100, 100) and (40, 40); the first is positive for a GT of class 3.
     anchors = [Boxes(torch.tensor([[68.0, 68, 132, 132], [8.0, 8, 72, 72]], dtype=torch.float64))]
     gt = torch.tensor([60.0, 80, 180, 300], dtype=torch.float64)
@@ -137,6 +150,10 @@ def test_loss_targets_on_a_hand_built_scene():
     # IoU of (60, 84, 180, 228) with (60, 80, 180, 300): 120 * 144 / (120 * 220).
     quality = 144.0 / 220
     torch.testing.assert_close(reference.aligned_iou(pred_box, gt[None]), torch.tensor([quality], dtype=torch.float64))
+    if plus_one:
+        # In strides, (7.5, 10.5, 22.5, 28.5) vs (7.5, 10, 22.5, 37.5) with widths x2 - x1 + 1:
+        # overlap 16 * 19, areas 16 * 19 and 16 * 28.5.
+        quality = 19.0 / 28.5
     y = torch.zeros(2, 5, dtype=torch.float64)
     y[0, 3] = quality
     p = torch.sigmoid(logits[0])
@@ -144,7 +161,7 @@ def test_loss_targets_on_a_hand_built_scene():
     torch.testing.assert_close(losses["loss_cls"], qfl / 1)  # one positive
 
     weight = torch.sigmoid(torch.tensor(1.0, dtype=torch.float64))  # best class score, detached
-    weight_sum = max(weight.item(), 1.0)  # clamped at 1
+    weight_sum = max(weight.item(), weight_sum_min)  # 0.73: only mmdetection's clamp at 1 acts
     giou = reference.giou_loss(pred_box, gt[None], reduction="sum")
     torch.testing.assert_close(losses["loss_box_reg"], 2.0 * weight * giou / weight_sum)
 
@@ -192,7 +209,7 @@ def test_inference_score_and_box(model):
     (result,) = model.forward_inference(images, level_tensors(64), predictions)
     assert len(result) == 1 and result.pred_classes.item() == 2
     assert result.scores.item() == pytest.approx(expected.item(), rel=1e-5)
-    # Anchor centre (0, 0) (Detectron2's offset 0): box (-8, -16, 24, 32); clipping to the image
-    # happens later, in Detectron2's detector_postprocess.
-    torch.testing.assert_close(result.pred_boxes.tensor, torch.tensor([[-8.0, -16.0, 24.0, 32.0]]))
+    # Anchor centre (0, 0) (offset 0, as mmdetection / the GFL v2 repo): box (-8, -16, 24, 32),
+    # clipped to the image before NMS.
+    torch.testing.assert_close(result.pred_boxes.tensor, torch.tensor([[0.0, 0.0, 24.0, 32.0]]))
     model.train()

@@ -9,6 +9,12 @@ from d2ext.modeling.meta_arch import VFNet, VFNetHead
 from .atss import model
 
 model._target_ = VFNet
+# Official VFNet (METHODS.md Errata 3, 4, 6): P6 from P5 without ReLU, P7 = conv(relu(P6));
+# points at x * stride; top-k over locations.
+model.backbone.top_block.relu_before_p6 = False
+model.backbone.top_block.relu_before_p7 = True
+model.anchor_generator.offset = 0.0
+model.test_topk_by = "location"
 model.box2box_transform = L(Box2BoxTransformLinear)(normalize_by_size=False)
 model.head._target_ = VFNetHead
 model.head.conv_dims = [256, 256, 256]

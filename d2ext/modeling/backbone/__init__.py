@@ -1,9 +1,11 @@
 from .bfp import BalancedFeaturePyramid, NonLocal2d, build_resnet_fpn_bfp_backbone
 from .fpn import build_resnet_any_width_fpn_backbone, build_resnet_fpn_p6p7_backbone
 from .resnet import build_basic_resnet, build_resnet_any_width
+from .top_block import LastLevelP6P7
 
 __all__ = [
     "BalancedFeaturePyramid",
+    "LastLevelP6P7",
     "NonLocal2d",
     "build_basic_resnet",
     "build_resnet_any_width",

@@ -1,8 +1,9 @@
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, FPN
-from detectron2.modeling.backbone.fpn import LastLevelMaxPool, LastLevelP6P7
+from detectron2.modeling.backbone.fpn import LastLevelMaxPool
 
 from .resnet import build_resnet_any_width
+from .top_block import LastLevelP6P7
 
 
 @BACKBONE_REGISTRY.register()
@@ -10,7 +11,8 @@ def build_resnet_fpn_p6p7_backbone(cfg, input_shape: ShapeSpec):
     """
     ResNet (R18/R34 of any width, see build_resnet_any_width) + FPN, with P6/P7 computed from
     the feature named by MODEL.FPN.TOP_LEVELS_IN_FEATURE: "p5" for the ATSS family
-    (METHODS.md §0), "res5" for Detectron2's RetinaNet.
+    (METHODS.md §0), "res5" for Detectron2's RetinaNet, and a ReLU before the P6 and P7 convs
+    where MODEL.FPN.RELU_BEFORE_P6 / RELU_BEFORE_P7 ask for it (METHODS.md Errata 3).
     """
     bottom_up = build_resnet_any_width(cfg, input_shape)
     out_channels = cfg.MODEL.FPN.OUT_CHANNELS
@@ -29,7 +31,13 @@ def build_resnet_fpn_p6p7_backbone(cfg, input_shape: ShapeSpec):
         in_features=cfg.MODEL.FPN.IN_FEATURES,
         out_channels=out_channels,
         norm=cfg.MODEL.FPN.NORM,
-        top_block=LastLevelP6P7(top_in_channels, out_channels, in_feature=in_feature),
+        top_block=LastLevelP6P7(
+            top_in_channels,
+            out_channels,
+            in_feature=in_feature,
+            relu_before_p6=cfg.MODEL.FPN.RELU_BEFORE_P6,
+            relu_before_p7=cfg.MODEL.FPN.RELU_BEFORE_P7,
+        ),
         fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
     )
 

@@ -19,6 +19,8 @@ from d2ext.modeling.assigners import atss_assign
 from d2ext.utils.comm import reduce_mean
 
 LOSS_NORMALIZERS = ("num_pos", "ema")
+# What the pre-NMS top-k of each level ranks (METHODS.md Errata 6).
+TOPK_UNITS = ("pair", "location")
 
 
 class ATSSBase(DenseDetector):
@@ -44,6 +46,7 @@ class ATSSBase(DenseDetector):
         test_topk_candidates=1000,
         test_nms_thresh=0.6,
         max_detections_per_image=100,
+        test_topk_by="pair",
         pixel_mean,
         pixel_std,
         input_format="BGR",
@@ -58,8 +61,12 @@ class ATSSBase(DenseDetector):
             loss_normalizer (str): "num_pos" (positives averaged over workers, every iteration)
                 or "ema" (Detectron2 RetinaNet's moving average).
             test_*: candidates need a class probability > test_score_thresh; the
-                test_topk_candidates best per level are decoded; class-wise NMS at
-                test_nms_thresh; max_detections_per_image kept.
+                test_topk_candidates best per level are decoded; boxes are clipped to the
+                image; class-wise NMS at test_nms_thresh; max_detections_per_image kept.
+            test_topk_by (str): what that per-level top-k ranks: "pair" = the (location, class)
+                pairs above the threshold (Detectron2, official ATSS); "location" = the
+                locations by their best class score, then every (location, class) of those
+                above the threshold (official GFL v1/v2 and VFNet).
         """
         super().__init__(
             backbone, head, head_in_features, pixel_mean=pixel_mean, pixel_std=pixel_std
@@ -68,6 +75,11 @@ class ATSSBase(DenseDetector):
             raise ValueError(
                 f"MODEL.{self.config_node}.LOSS_NORMALIZER must be one of {LOSS_NORMALIZERS}, "
                 f"got {loss_normalizer!r}"
+            )
+        if test_topk_by not in TOPK_UNITS:
+            raise ValueError(
+                f"MODEL.{self.config_node}.TOPK_CANDIDATES_TEST_BY must be one of {TOPK_UNITS}, "
+                f"got {test_topk_by!r}"
             )
         self.num_classes = num_classes
         self.anchor_generator = anchor_generator
@@ -78,6 +90,7 @@ class ATSSBase(DenseDetector):
         self.test_topk_candidates = test_topk_candidates
         self.test_nms_thresh = test_nms_thresh
         self.max_detections_per_image = max_detections_per_image
+        self.test_topk_by = test_topk_by
         self.input_format = input_format
 
     # The config node of the subclass's keys, MODEL.<config_node>.
@@ -107,6 +120,7 @@ class ATSSBase(DenseDetector):
             "test_score_thresh": node.SCORE_THRESH_TEST,
             "test_topk_candidates": node.TOPK_CANDIDATES_TEST,
             "test_nms_thresh": node.NMS_THRESH_TEST,
+            "test_topk_by": node.TOPK_CANDIDATES_TEST_BY,
             "max_detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
@@ -202,11 +216,44 @@ class ATSSBase(DenseDetector):
             box_delta (list[Tensor]): per level (R_l, 4).
         """
         # Scores are > 0 exactly for candidates that passed the classification threshold.
-        pred = self._decode_multi_level_predictions(
-            anchors, scores, box_delta, 0.0, self.test_topk_candidates, image_size
-        )
+        if self.test_topk_by == "location":
+            pred = self._decode_top_locations(anchors, scores, box_delta, image_size)
+        else:
+            pred = self._decode_multi_level_predictions(
+                anchors, scores, box_delta, 0.0, self.test_topk_candidates, image_size
+            )
+        # Every reference of the family clips before NMS (Errata 6): boxes sticking out of the
+        # image would otherwise suppress, or survive, differently.
+        pred.pred_boxes.clip(image_size)
         keep = batched_nms(pred.pred_boxes.tensor, pred.scores, pred.pred_classes, self.test_nms_thresh)
         return pred[keep[: self.max_detections_per_image]]
+
+    def _decode_top_locations(
+        self,
+        anchors: List[Boxes],
+        scores: List[Tensor],
+        box_delta: List[Tensor],
+        image_size: Tuple[int, int],
+    ) -> Instances:
+        """Per level, the test_topk_candidates locations with the highest best-class score, then
+        every (location, class) of those with a score > 0 (a candidate), decoded."""
+        per_level = []
+        for anchors_l, scores_l, deltas_l in zip(anchors, scores, box_delta):
+            num_top = min(self.test_topk_candidates, len(scores_l))
+            locations = scores_l.max(dim=1).values.topk(num_top).indices
+            location_scores = scores_l[locations]
+            rows, classes = torch.nonzero(location_scores > 0, as_tuple=True)
+            kept = locations[rows]
+            boxes = self.box2box_transform.apply_deltas(deltas_l[kept], anchors_l.tensor[kept])
+            per_level.append(
+                Instances(
+                    image_size,
+                    pred_boxes=Boxes(boxes),
+                    scores=location_scores[rows, classes],
+                    pred_classes=classes,
+                )
+            )
+        return Instances.cat(per_level)
 
 
 def dense_head_args(cfg, node_name: str, input_shape: List[ShapeSpec]) -> Dict:

@@ -32,8 +32,9 @@ CIOU_SCHEDULES = ("constant", "up", "down")
 
 def scheduled_pred_weight(schedule: str, weight: float, iteration: int, num_iters: int) -> float:
     """
-    Weight of the predicted-box IoU in the combined IoU at `iteration`: constant, or rising
-    from 0 ("up") / falling to 0 ("down") linearly over num_iters iterations, then constant.
+    Weight of the predicted-box IoU in the combined IoU at `iteration`: constant (the method,
+    as released), or, as d2ext ablations (METHODS.md Errata 10), rising from 0 ("up") /
+    falling to 0 ("down") linearly over num_iters iterations, then constant.
     """
     progress = min(max(iteration, 0) / max(num_iters, 1), 1.0)
     if schedule == "constant":

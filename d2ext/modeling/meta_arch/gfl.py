@@ -21,6 +21,10 @@ from d2ext.layers import aligned_iou, distribution_focal_loss, giou_loss, logit_
 from .atss_base import ATSSBase, positives_sum
 from .gfl_head import GFLHead, integral
 
+# Floor of the localisation normaliser W when LOC_WEIGHT_SUM_MIN is 0: without positives the
+# loss sums are 0 and 0 / 1e-6 is 0, where the GFocal repos divide 0 by 0.
+MIN_WEIGHT_SUM = 1e-6
+
 
 @META_ARCH_REGISTRY.register()
 class GFL(ATSSBase):
@@ -46,12 +50,14 @@ class GFL(ATSSBase):
         loss_dfl_weight=0.25,
         loss_box_weight=2.0,
         dfl_target_eps=0.1,
+        loc_weight_sum_min=0.0,
+        quality_iou_plus_one=False,
         **kwargs,
     ):
         """
         Args:
-            qfl_beta, loss_*_weight, dfl_target_eps: as the MODEL.GFL keys of the same name
-                (d2ext/config/gfl.py).
+            qfl_beta, loss_*_weight, dfl_target_eps, loc_weight_sum_min, quality_iou_plus_one:
+                as the MODEL.GFL keys of the same name (d2ext/config/gfl.py).
             kwargs: see :class:`ATSSBase`; the head is a :class:`GFLHead`.
         """
         super().__init__(**kwargs)
@@ -63,6 +69,10 @@ class GFL(ATSSBase):
         if not 0 < dfl_target_eps < 1:
             raise ValueError(f"MODEL.GFL.DFL_TARGET_EPS must be in (0, 1), got {dfl_target_eps}")
         self.dfl_target_eps = dfl_target_eps
+        if not loc_weight_sum_min >= 0:
+            raise ValueError(f"MODEL.GFL.LOC_WEIGHT_SUM_MIN must be >= 0, got {loc_weight_sum_min}")
+        self.loc_weight_sum_min = loc_weight_sum_min
+        self.quality_iou_plus_one = quality_iou_plus_one
 
     @classmethod
     def from_config(cls, cfg):
@@ -76,6 +86,8 @@ class GFL(ATSSBase):
             loss_dfl_weight=node.LOSS_DFL_WEIGHT,
             loss_box_weight=node.LOSS_BOX_WEIGHT,
             dfl_target_eps=node.DFL_TARGET_EPS,
+            loc_weight_sum_min=node.LOC_WEIGHT_SUM_MIN,
+            quality_iou_plus_one=node.QUALITY_IOU_PLUS_ONE,
         )
         return args
 
@@ -121,8 +133,7 @@ class GFL(ATSSBase):
         logits = cat(score_logits, dim=1)
 
         pred_boxes = self.box2box_transform.apply_deltas(integral(pos_dist) * strides[:, None], pos_anchors)
-        # QFL's soft target: IoU of the detached predicted box (scale-invariant, so pixels do).
-        quality = aligned_iou(pred_boxes.detach(), pos_gt)
+        quality = self.quality_targets(pred_boxes.detach(), pos_gt, strides)
         scores = torch.zeros(gt_labels.shape, dtype=logits.dtype, device=logits.device)
         scores[pos_mask] = quality.to(logits.dtype)
         loss_cls = quality_focal_loss(
@@ -130,9 +141,9 @@ class GFL(ATSSBase):
         )
 
         # Localisation terms: each positive weighted by its detached best class score, both
-        # normalised by the weights' sum over workers, clamped at 1 as the official code.
+        # normalised by the weights' sum over workers (clamped as loc_weight_sum_min says).
         weight = logits[pos_mask].detach().sigmoid().max(dim=1).values  # (P,)
-        weight_sum = positives_sum(weight, 1.0)
+        weight_sum = positives_sum(weight, max(self.loc_weight_sum_min, MIN_WEIGHT_SUM))
         loss_box = giou_loss(pred_boxes, pos_gt, weight=weight, reduction="sum")
         loss_dfl = distribution_focal_loss(
             pos_dist.reshape(-1, self.reg_max + 1),
@@ -145,6 +156,17 @@ class GFL(ATSSBase):
             "loss_box_reg": self.loss_box_weight * loss_box / weight_sum,
             "loss_dfl": self.loss_dfl_weight * loss_dfl / 4 / weight_sum,
         }
+
+    def quality_targets(self, pred_boxes: Tensor, gt_boxes: Tensor, strides: Tensor) -> Tensor:
+        """(P,) QFL's soft target: the IoU of each detached predicted box with its GT. With
+        quality_iou_plus_one, GFL v1's legacy IoU whose widths and heights are one stride
+        larger (x2 - x1 + 1 in stride units), which equals the IoU of both boxes with x2, y2
+        moved out by a stride."""
+        if self.quality_iou_plus_one:
+            grow = torch.zeros_like(pred_boxes)
+            grow[:, 2:] = strides[:, None]
+            pred_boxes, gt_boxes = pred_boxes + grow, gt_boxes + grow
+        return aligned_iou(pred_boxes, gt_boxes)
 
     def dfl_targets(self, anchors: Tensor, gt_boxes: Tensor, strides: Tensor) -> Tensor:
         """(P, 4) ltrb distances of each anchor centre to its GT in strides, clamped to

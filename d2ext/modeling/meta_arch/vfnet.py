@@ -35,8 +35,9 @@ class VFNet(ATSSBase):
     sigmoid(IACS).
 
     The box coding is ltrb distances in pixels from the anchor centre
-    (``Box2BoxTransformLinear(normalize_by_size=False)``). The paper's FPN "ReLU before extra
-    convs" (ReLU between P6 and the P7 conv) is what Detectron2's ``LastLevelP6P7`` does.
+    (``Box2BoxTransformLinear(normalize_by_size=False)``). The official FPN's "ReLU before extra
+    convs" on the FPN output (P6 = conv(P5), P7 = conv(relu(P6))) is MODEL.FPN.RELU_BEFORE_P6
+    False, RELU_BEFORE_P7 True (Base-VFNet.yaml).
     With ``use_atss=False`` the points are assigned as FCOS does instead (the official option).
     """
 
