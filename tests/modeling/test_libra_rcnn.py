@@ -44,7 +44,7 @@ def test_tiny_config_builds_every_libra_piece(model):
     assert isinstance(model.proposal_generator, LibraRPN) and model.proposal_generator.neg_pos_ub == 5
     heads = model.roi_heads
     assert isinstance(heads, LibraROIHeads) and heads.iou_balanced_neg and heads.instance_balanced_pos
-    assert heads.num_iou_bins == 3 and heads.floor_thresh == -1.0
+    assert heads.num_iou_bins == 3 and heads.floor_thresh == 0.0  # mmdet trains with tau = 0
     assert isinstance(heads.box_predictor, LibraFastRCNNOutputLayers)
     assert heads.box_predictor.box_reg_loss_type == "balanced_l1"
     assert (heads.box_predictor.balanced_l1_alpha, heads.box_predictor.balanced_l1_gamma) == (0.5, 1.5)
@@ -125,6 +125,8 @@ def test_rpn_negatives_bounded_per_positive(model):
 def test_bad_config_values_name_the_key():
     with pytest.raises(ValueError, match="MODEL.LIBRA.NUM_IOU_BINS"):
         build_model(tiny_cfg("MODEL.LIBRA.NUM_IOU_BINS", "0"))
+    with pytest.raises(ValueError, match=r"MODEL.LIBRA.FLOOR_THRESH.*-0.5"):
+        build_model(tiny_cfg("MODEL.LIBRA.FLOOR_THRESH", "-0.5"))
     with pytest.raises(ValueError, match="MODEL.LIBRA.BFP_REFINE_TYPE"):
         build_model(tiny_cfg("MODEL.LIBRA.BFP_REFINE_TYPE", "gc"))
     with pytest.raises(ValueError, match="MODEL.LIBRA.BFP_BASE_BACKBONE"):

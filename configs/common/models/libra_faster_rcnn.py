@@ -18,7 +18,9 @@ def to_libra(model):
     model.roi_heads._target_ = LibraROIHeads
     model.roi_heads.iou_balanced_neg = True
     model.roi_heads.num_iou_bins = 3
-    model.roi_heads.floor_thresh = -1.0
+    # mmdet's config says floor_thr=-1, but its IoUBalancedNegSampler turns -1 into 0 on the first
+    # call (the Libra repo's final config says 0): IoU-0 negatives only top up the IoU > 0 bins.
+    model.roi_heads.floor_thresh = 0.0
     model.roi_heads.floor_fraction = 0.0
     model.roi_heads.instance_balanced_pos = True
 
