@@ -30,7 +30,7 @@ def add_libra_config(cfg):
     _C.INSTANCE_BALANCED_POS = True
     # Balanced feature pyramid: index (into the FPN outputs, finest first) of the level the
     # others are gathered to (2 = P4 of P2-P6), and its refinement: "non_local" (embedded
-    # Gaussian), "conv" (3x3 conv) or "none" (integrate and scatter only).
+    # Gaussian), "conv" (3x3 conv + ReLU, mmdet's ConvModule) or "none" (integrate and scatter only).
     _C.BFP_REFINE_LEVEL = 2
     _C.BFP_REFINE_TYPE = "non_local"
     # The FPN backbone builder (BACKBONE_REGISTRY name) BFP wraps. d2ext's builder is Detectron2's
