@@ -40,6 +40,7 @@ def add_libra_config(cfg):
     _C.BALANCED_L1_ALPHA = 0.5
     _C.BALANCED_L1_GAMMA = 1.5
     _C.BALANCED_L1_BETA = 1.0
-    # RPN: at most RPN_NEG_POS_UB negatives per sampled positive anchor (read by "LibraRPN");
-    # -1 = no bound (Detectron2's RPN).
+    # RPN: at most RPN_NEG_POS_UB negatives per sampled positive anchor (read by "LibraRPN"), and
+    # the RPN losses divided by the anchors actually sampled (mmdet's avg_factor with a sampler),
+    # not by BATCH_SIZE_PER_IMAGE x #images; -1 = no bound and Detectron2's normaliser (its RPN).
     _C.RPN_NEG_POS_UB = 5

@@ -1,5 +1,6 @@
 # Libra R-CNN (METHODS.md §7) as a lazy graph over Faster R-CNN: the FPN wrapped in a balanced
-# feature pyramid, an RPN with negatives <= 5 x positives, Libra sampling, balanced L1.
+# feature pyramid, an RPN with negatives <= 5 x positives (losses divided by the anchors sampled),
+# Libra sampling, balanced L1.
 from detectron2.config import LazyCall as L
 
 from d2ext.modeling import BalancedFeaturePyramid, LibraFastRCNNOutputLayers, LibraROIHeads, LibraRPN
@@ -13,7 +14,7 @@ def to_libra(model):
         fpn=model.backbone, refine_level=2, refine_type="non_local"  # P4 of P2-P6
     )
     model.proposal_generator._target_ = LibraRPN
-    model.proposal_generator.neg_pos_ub = 5
+    model.proposal_generator.neg_pos_ub = 5  # mmdet's RPN sampler: also losses / anchors sampled
 
     model.roi_heads._target_ = LibraROIHeads
     model.roi_heads.iou_balanced_neg = True
