@@ -14,6 +14,9 @@ def to_libra(model):
         fpn=model.backbone, refine_level=2, refine_type="non_local"  # P4 of P2-P6
     )
     model.proposal_generator._target_ = LibraRPN
+    # Anchor centres at x * stride, as mmdetection v2/v3 (center_offset=0), whose Libra config and
+    # checkpoint we follow; the Libra repo (mmdet v1) puts them at x * stride + (stride - 1) / 2.
+    model.proposal_generator.anchor_generator.offset = 0.0
     model.proposal_generator.neg_pos_ub = 5  # mmdet's RPN sampler: also losses / anchors sampled
 
     model.roi_heads._target_ = LibraROIHeads
