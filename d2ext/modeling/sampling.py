@@ -93,7 +93,7 @@ def iou_balanced_neg_sample(
     num_expected: int,
     *,
     num_bins: int = 3,
-    floor_thresh: float = -1.0,
+    floor_thresh: float = 0.0,
     floor_fraction: float = 0.0,
     generator: Optional[torch.Generator] = None,
 ) -> torch.Tensor:
@@ -108,8 +108,13 @@ def iou_balanced_neg_sample(
         num_bins: K; the IoU set is split into K equal-width bins, each sampled up to
             floor(N_iou / K), and the shortfall topped up uniformly from the rest of the IoU set.
             K < 2 samples the IoU set uniformly.
-        floor_thresh: > 0: negatives with IoU in [0, thresh) form the floor set; 0: the floor set
-            is IoU == 0; < 0: no floor set (bins then start at 0).
+        floor_thresh: tau. > 0: negatives with IoU in [0, tau) form the floor set, the bins
+            cover [tau, max IoU); 0 (default): the floor set is IoU == 0, the bins cover IoU > 0,
+            so IoU-0 negatives only top up what the bins leave; -1: no floor set, every negative
+            (IoU 0 included) goes into bins over [0, max IoU). mmdet's Libra config says -1, but
+            its IoUBalancedNegSampler rewrites -1 to 0 on the sampler the first time it runs, so
+            training is the 0 behaviour from the second image on (the Libra repo's final config
+            says 0 outright); -1 here is the literal reading, for ablations.
         floor_fraction: share of `num_expected` drawn uniformly from the floor set; the IoU set
             gets floor(num_expected * (1 - floor_fraction)).
 
@@ -118,6 +123,8 @@ def iou_balanced_neg_sample(
     """
     if not 0.0 <= floor_fraction <= 1.0:
         raise ValueError(f"floor_fraction must be in [0, 1], got {floor_fraction}")
+    if not (floor_thresh >= 0 or floor_thresh == -1):
+        raise ValueError(f"floor_thresh must be >= 0 or -1, got {floor_thresh}")
     num_neg = int(negative.sum())
     if num_neg <= num_expected:
         return nonzero_tuple(negative)[0]
@@ -129,7 +136,7 @@ def iou_balanced_neg_sample(
         floor = max_ious == 0
         iou_set = max_ious > 0
         lower = 0.0
-    else:
+    else:  # -1: no floor set
         floor = torch.zeros_like(negative)
         iou_set = max_ious > floor_thresh
         lower = 0.0
@@ -200,7 +207,7 @@ def libra_subsample_labels(
     matched_idxs: Optional[torch.Tensor] = None,
     iou_balanced_neg: bool = True,
     num_bins: int = 3,
-    floor_thresh: float = -1.0,
+    floor_thresh: float = 0.0,
     floor_fraction: float = 0.0,
     instance_balanced_pos: bool = True,
     neg_pos_ub: int = -1,

@@ -54,6 +54,7 @@ def rcnn_hyperparameters(model):
     values.update(pick(heads.box_predictor, PREDICTOR_ATTRIBUTES, "box."))
     values["box.weights"] = tuple(heads.box_predictor.box2box_transform.weights)
     values["rpn.weights"] = tuple(rpn.box2box_transform.weights)
+    values["rpn.anchor_offset"] = rpn.anchor_generator.offset
     values["roi.pooler"] = [(type(p).__name__, getattr(p, "sampling_ratio", None))
                             for p in heads.box_pooler.level_poolers]
     return values, list(rpn.anchor_generator.cell_anchors)

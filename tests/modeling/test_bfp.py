@@ -105,6 +105,21 @@ def test_non_local_starts_as_identity_and_matches_its_formula():
     torch.testing.assert_close(block(x), x + block.conv_out(y))
 
 
+def test_conv_refine_is_conv_then_relu():
+    # METHODS.md Errata 2: refine_type "conv" is mmdet's ConvModule, a 3x3 conv followed by ReLU.
+    feats = pyramid()
+    bfp = BalancedFeaturePyramid(FixedPyramid(feats), refine_level=2, refine_type="conv")
+    x = torch.randn(2, 8, 4, 6, generator=torch.Generator().manual_seed(1))
+    conv = torch.nn.functional.conv2d(x, bfp.refine.weight, bfp.refine.bias, padding=1)
+    assert (conv < 0).any()  # so the ReLU has something to clip
+    refined = bfp.refine(x)
+    assert (refined >= 0).all()
+    torch.testing.assert_close(refined, conv.clamp(min=0))
+    # Through the whole pyramid: every level gains a non-negative residual.
+    out = bfp(None)
+    assert all((out[k] >= feats[k]).all() for k in feats)
+
+
 def test_gradients_reach_the_pyramid_and_the_refinement():
     feats = pyramid()
     base = FixedPyramid(feats)

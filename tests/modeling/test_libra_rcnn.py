@@ -44,7 +44,7 @@ def test_tiny_config_builds_every_libra_piece(model):
     assert isinstance(model.proposal_generator, LibraRPN) and model.proposal_generator.neg_pos_ub == 5
     heads = model.roi_heads
     assert isinstance(heads, LibraROIHeads) and heads.iou_balanced_neg and heads.instance_balanced_pos
-    assert heads.num_iou_bins == 3 and heads.floor_thresh == -1.0
+    assert heads.num_iou_bins == 3 and heads.floor_thresh == 0.0  # mmdet trains with tau = 0
     assert isinstance(heads.box_predictor, LibraFastRCNNOutputLayers)
     assert heads.box_predictor.box_reg_loss_type == "balanced_l1"
     assert (heads.box_predictor.balanced_l1_alpha, heads.box_predictor.balanced_l1_gamma) == (0.5, 1.5)
@@ -122,9 +122,52 @@ def test_rpn_negatives_bounded_per_positive(model):
         rpn.neg_pos_ub = 5
 
 
+def test_rpn_losses_divided_by_the_sampled_anchors(model):
+    # METHODS.md Errata 9: with neg_pos_ub mmdet divides both RPN losses by the anchors sampled
+    # (per image max(#pos, 1) + max(#neg, 1)), not Detectron2's batch_size_per_image x N.
+    from detectron2.structures import Boxes
+
+    rpn = model.proposal_generator
+    anchors = torch.tensor([[0.0, 0.0, 16.0, 16.0], [8.0, 8.0, 40.0, 24.0], [0.0, 0.0, 32.0, 32.0]] * 10)
+    # Image 0: 2 positives + 10 negatives; image 1: no positive, 5 negatives (counted 1 + 5).
+    labels = [torch.tensor([1, 1] + [0] * 10 + [-1] * 18), torch.tensor([0] * 5 + [-1] * 25)]
+    gt_boxes = [anchors + torch.tensor([2.0, -1.0, 4.0, 3.0]), anchors.clone()]
+    logits = torch.linspace(-2.0, 3.0, 60).view(2, 30)
+    deltas = torch.zeros(2, 30, 4)
+    with EventStorage():
+        losses = rpn.losses([Boxes(anchors)], [logits], labels, [deltas], gt_boxes)
+    # By hand: BCE over the sampled anchors, smooth L1 (beta = rpn.smooth_l1_beta) of the
+    # positives' target deltas (the prediction is 0).
+    y = torch.stack(labels).float()
+    valid = y >= 0
+    bce = (torch.nn.functional.softplus(logits) - y * logits)[valid].sum()
+    target = rpn.box2box_transform.get_deltas(anchors[:2], gt_boxes[0][:2]).abs()
+    beta = rpn.smooth_l1_beta
+    box = (target - 0.5 * beta if beta < 1e-5 else
+           torch.where(target < beta, 0.5 * target**2 / beta, target - 0.5 * beta)).sum()
+    assert box > 0
+    num_sampled = (2 + 10) + (1 + 5)
+    torch.testing.assert_close(losses["loss_rpn_cls"], bce / num_sampled)
+    torch.testing.assert_close(losses["loss_rpn_loc"], box / num_sampled)
+    assert num_sampled < rpn.batch_size_per_image * 2  # Detectron2's normaliser would be 256
+    assert not torch.allclose(losses["loss_rpn_cls"], bce / (rpn.batch_size_per_image * 2))
+    # Without the bound: Detectron2's RPN, normaliser batch_size_per_image x N.
+    rpn.neg_pos_ub = -1
+    try:
+        with EventStorage():
+            losses = rpn.losses([Boxes(anchors)], [logits], labels, [deltas], gt_boxes)
+        torch.testing.assert_close(losses["loss_rpn_cls"], bce / (rpn.batch_size_per_image * 2))
+    finally:
+        rpn.neg_pos_ub = 5
+
+
 def test_bad_config_values_name_the_key():
     with pytest.raises(ValueError, match="MODEL.LIBRA.NUM_IOU_BINS"):
         build_model(tiny_cfg("MODEL.LIBRA.NUM_IOU_BINS", "0"))
+    with pytest.raises(ValueError, match=r"MODEL.LIBRA.FLOOR_THRESH.*-0.5"):
+        build_model(tiny_cfg("MODEL.LIBRA.FLOOR_THRESH", "-0.5"))
+    with pytest.raises(ValueError, match=r"MODEL.LIBRA.RPN_NEG_POS_UB.*-2"):
+        build_model(tiny_cfg("MODEL.LIBRA.RPN_NEG_POS_UB", "-2"))
     with pytest.raises(ValueError, match="MODEL.LIBRA.BFP_REFINE_TYPE"):
         build_model(tiny_cfg("MODEL.LIBRA.BFP_REFINE_TYPE", "gc"))
     with pytest.raises(ValueError, match="MODEL.LIBRA.BFP_BASE_BACKBONE"):

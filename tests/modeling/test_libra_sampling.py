@@ -85,6 +85,46 @@ def test_floor_threshold_and_fraction():
     assert idx.numel() == 150 and int((ious[idx] == 0).sum()) == 40
 
 
+def test_default_floor_draws_iou0_negatives_only_to_top_up():
+    # METHODS.md Errata 1: mmdet trains with tau = 0 (its sampler rewrites -1 to 0 on the first
+    # call). 25 % of the negatives at IoU 0, plenty above 0: the bins (width 1/3 over (0, 1))
+    # take floor(400 / 3) = 133 from [0, 1/3) and 133 from [1/3, 2/3) (all at 0.1 and 0.4), the
+    # empty top bin's 134 come from the IoU > 0 rest, so no IoU-0 negative is drawn.
+    ious, negative = scene((0.0, 500), (0.1, 1000), (0.4, 500))
+    for seed in range(3):
+        idx = iou_balanced_neg_sample(ious, negative, 400, generator=gen(seed))
+        zero, low, mid = counts(ious, idx, (0.0, 0.1, 0.4))
+        assert idx.numel() == 400 and zero == 0 and low >= 133 and mid >= 133
+        pos, neg = libra_subsample_labels(
+            torch.where(negative, 5, 2), 401, 0.25, 5, max_ious=ious,
+            matched_idxs=torch.zeros_like(ious, dtype=torch.long), generator=gen(seed),
+        )
+        assert neg.numel() == 400 and int((ious[neg] == 0).sum()) == 0
+    # The literal -1 (no floor set) bins IoU 0 with 0.1 in [0, 1/3): 133 drawn from those 1500
+    # (~44 at IoU 0), and the top-up of 134 from the 1734 left (~456 at IoU 0, ~35): ~80.
+    zero = [counts(ious, iou_balanced_neg_sample(ious, negative, 400, floor_thresh=-1.0, generator=gen(s)),
+                   (0.0,))[0] for s in range(5)]
+    assert 60 <= sum(zero) / len(zero) <= 100
+
+
+def test_default_floor_tops_up_with_iou0_negatives():
+    # Too few IoU > 0 negatives (10 + 5) for 40: all 15 of them, then 25 of the IoU-0 ones.
+    ious, negative = scene((0.0, 100), (0.2, 10), (0.45, 5))
+    idx = iou_balanced_neg_sample(ious, negative, 40, generator=gen())
+    assert idx.numel() == 40 and counts(ious, idx, (0.0, 0.2, 0.45)) == [25, 10, 5]
+    # Enough IoU > 0 negatives for the bins but not for the bins' top-up: 30 wanted, 10 per bin,
+    # bins hold 12 / 5 / 0, so 10 + 5 then the IoU > 0 rest (2), then 13 from IoU 0.
+    ious, negative = scene((0.0, 100), (0.2, 12), (0.45, 5))
+    idx = iou_balanced_neg_sample(ious, negative, 30, generator=gen())
+    assert counts(ious, idx, (0.0, 0.2, 0.45)) == [13, 12, 5]
+
+
+def test_floor_thresh_must_be_nonnegative_or_minus_one():
+    ious, negative = scene((0.1, 10))
+    with pytest.raises(ValueError, match="floor_thresh"):
+        iou_balanced_neg_sample(ious, negative, 5, floor_thresh=-0.5)
+
+
 def test_one_bin_is_uniform_over_the_iou_set():
     ious, negative = scene((0.05, 900), (0.45, 100))
     low = [counts(ious, iou_balanced_neg_sample(ious, negative, 100, num_bins=1, generator=gen(s)), (0.05,))[0]

@@ -1,5 +1,6 @@
 # Libra R-CNN (METHODS.md §7) as a lazy graph over Faster R-CNN: the FPN wrapped in a balanced
-# feature pyramid, an RPN with negatives <= 5 x positives, Libra sampling, balanced L1.
+# feature pyramid, an RPN with negatives <= 5 x positives (losses divided by the anchors sampled),
+# Libra sampling, balanced L1.
 from detectron2.config import LazyCall as L
 
 from d2ext.modeling import BalancedFeaturePyramid, LibraFastRCNNOutputLayers, LibraROIHeads, LibraRPN
@@ -13,12 +14,17 @@ def to_libra(model):
         fpn=model.backbone, refine_level=2, refine_type="non_local"  # P4 of P2-P6
     )
     model.proposal_generator._target_ = LibraRPN
-    model.proposal_generator.neg_pos_ub = 5
+    # Anchor centres at x * stride, as mmdetection v2/v3 (center_offset=0), whose Libra config and
+    # checkpoint we follow; the Libra repo (mmdet v1) puts them at x * stride + (stride - 1) / 2.
+    model.proposal_generator.anchor_generator.offset = 0.0
+    model.proposal_generator.neg_pos_ub = 5  # mmdet's RPN sampler: also losses / anchors sampled
 
     model.roi_heads._target_ = LibraROIHeads
     model.roi_heads.iou_balanced_neg = True
     model.roi_heads.num_iou_bins = 3
-    model.roi_heads.floor_thresh = -1.0
+    # mmdet's config says floor_thr=-1, but its IoUBalancedNegSampler turns -1 into 0 on the first
+    # call (the Libra repo's final config says 0): IoU-0 negatives only top up the IoU > 0 bins.
+    model.roi_heads.floor_thresh = 0.0
     model.roi_heads.floor_fraction = 0.0
     model.roi_heads.instance_balanced_pos = True
 

@@ -1,7 +1,7 @@
 """
 Balanced feature pyramid (Libra R-CNN, Pang et al., CVPR 2019, §3.2; METHODS.md §7.3): every FPN
 level is resized to one refine level and averaged, the average is refined (embedded-Gaussian
-non-local block, or a 3x3 conv), then resized back and added to each level.
+non-local block, or a 3x3 conv + ReLU), then resized back and added to each level.
 """
 import torch
 import torch.nn.functional as F
@@ -53,7 +53,8 @@ class BalancedFeaturePyramid(Backbone):
         gather:    finer levels -> adaptive max-pool, coarser -> nearest upsampling, to the size
                    of level `refine_level` (index into the outputs, finest first)
         integrate: plain average over levels
-        refine:    NonLocal2d ("non_local"), 3x3 conv ("conv") or nothing ("none")
+        refine:    NonLocal2d ("non_local"), 3x3 conv + ReLU ("conv", mmdet's ConvModule) or
+                   nothing ("none")
         scatter:   back to every level (finer: nearest upsampling, coarser: adaptive max-pool),
                    added to the level (residual)
     """
@@ -77,7 +78,8 @@ class BalancedFeaturePyramid(Backbone):
         if refine_type == "non_local":
             self.refine = NonLocal2d(channels)
         elif refine_type == "conv":
-            self.refine = Conv2d(channels, channels, kernel_size=3, padding=1)
+            # mmdet's BFP builds a ConvModule, whose default act_cfg adds a ReLU after the conv.
+            self.refine = Conv2d(channels, channels, kernel_size=3, padding=1, activation=F.relu)
             nn.init.xavier_uniform_(self.refine.weight)
             nn.init.zeros_(self.refine.bias)
         elif refine_type == "none":

@@ -1,3 +1,5 @@
+import torch
+
 from detectron2.config import configurable
 from detectron2.modeling import PROPOSAL_GENERATOR_REGISTRY
 from detectron2.modeling.proposal_generator import RPN
@@ -8,14 +10,19 @@ from ..sampling import libra_subsample_labels
 @PROPOSAL_GENERATOR_REGISTRY.register()
 class LibraRPN(RPN):
     """
-    Detectron2's RPN whose anchor sampling caps the negatives at `neg_pos_ub` per sampled
-    positive (at least one), as Libra R-CNN's RPN sampler does (neg_pos_ub = 5, METHODS.md §7.5;
-    Detectron2 has no such bound). neg_pos_ub = -1 is Detectron2's RPN exactly.
+    Detectron2's RPN with Libra R-CNN's RPN sampler (mmdet's RandomSampler with neg_pos_ub = 5,
+    METHODS.md §7.5; Detectron2 has no such bound): the negatives are capped at `neg_pos_ub` per
+    sampled positive (at least one), and both RPN losses (objectness and box) are divided by the
+    number of anchors actually sampled, as mmdet's anchor head does with a sampler
+    (avg_factor = num_total_pos + num_total_neg, each image counting at least 1 + 1), not by
+    Detectron2's fixed batch_size_per_image x #images. neg_pos_ub = -1 is Detectron2's RPN exactly.
     """
 
     @configurable
     def __init__(self, *, neg_pos_ub: int = -1, **kwargs):
         super().__init__(**kwargs)
+        if neg_pos_ub < 0 and neg_pos_ub != -1:
+            raise ValueError(f"MODEL.LIBRA.RPN_NEG_POS_UB must be >= 0 or -1, got {neg_pos_ub}")
         self.neg_pos_ub = neg_pos_ub
 
     @classmethod
@@ -33,3 +40,16 @@ class LibraRPN(RPN):
         label.scatter_(0, pos_idx, 1)
         label.scatter_(0, neg_idx, 0)
         return label
+
+    def losses(self, anchors, pred_objectness_logits, gt_labels, pred_anchor_deltas, gt_boxes):
+        losses = super().losses(anchors, pred_objectness_logits, gt_labels, pred_anchor_deltas, gt_boxes)
+        if self.neg_pos_ub < 0:
+            return losses
+        # Detectron2 divides by batch_size_per_image * N; with the bound far fewer anchors may be
+        # sampled (e.g. 2 positives -> 12 anchors), and mmdet divides by that count (per image
+        # max(#pos, 1) + max(#neg, 1), summed over the batch).
+        labels = torch.stack(gt_labels)
+        num_pos = (labels == 1).sum(dim=1).clamp(min=1)
+        num_neg = (labels == 0).sum(dim=1).clamp(min=1)
+        scale = self.batch_size_per_image * len(gt_labels) / (num_pos + num_neg).sum()
+        return {k: v * scale for k, v in losses.items()}

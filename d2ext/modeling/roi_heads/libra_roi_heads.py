@@ -34,7 +34,7 @@ class LibraROIHeads(StandardROIHeads):
         *,
         iou_balanced_neg: bool = True,
         num_iou_bins: int = 3,
-        floor_thresh: float = -1.0,
+        floor_thresh: float = 0.0,
         floor_fraction: float = 0.0,
         instance_balanced_pos: bool = True,
         **kwargs,
@@ -42,6 +42,8 @@ class LibraROIHeads(StandardROIHeads):
         super().__init__(**kwargs)
         if num_iou_bins < 1:
             raise ValueError(f"MODEL.LIBRA.NUM_IOU_BINS must be >= 1, got {num_iou_bins}")
+        if not (floor_thresh >= 0 or floor_thresh == -1):
+            raise ValueError(f"MODEL.LIBRA.FLOOR_THRESH must be >= 0 or -1, got {floor_thresh}")
         if not 0.0 <= floor_fraction <= 1.0:
             raise ValueError(f"MODEL.LIBRA.FLOOR_FRACTION must be in [0, 1], got {floor_fraction}")
         self.iou_balanced_neg = iou_balanced_neg
