@@ -20,8 +20,9 @@ model.box2box_transform.weights = [10.0, 10.0, 5.0, 5.0]
 
 model.delta = 1.0
 model.interpolated = True
-model.per_image_ranking = False
-model.global_ranking = False
+# One ranking = 8 images, as the released code (2 GPUs x 8), whatever the number of processes
+# (MODEL.AP_LOSS.RANKING_IMAGES; 0 = each process' minibatch).
+model.ranking_images = 8
 model.smooth_l1_beta = 1.0
 model.test_score_thresh = 0.01
 model.test_topk_candidates = 1000
