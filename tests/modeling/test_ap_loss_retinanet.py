@@ -59,6 +59,10 @@ def test_paper_config_builds_the_paper_model():
     assert model.anchor_matcher.allow_low_quality_matches
     assert (model.delta, model.interpolated, model.smooth_l1_beta) == (1.0, True, 1.0)
     assert model.ranking_images == 8  # the released code's 8 images per GPU, whatever the processes
+    # Anchor centres (x + 1/2) * s: the released code's x * s + (s - 1) / 2 (3.5, 11.5 at P3),
+    # up to 0.5 px.
+    p3 = model.anchor_generator([torch.zeros(1, 1, 2, 2)] * 5)[0].get_centers()
+    torch.testing.assert_close(p3[::6], torch.tensor([[4.0, 4.0], [12.0, 4.0], [4.0, 12.0], [12.0, 12.0]]))
     assert (model.test_score_thresh, model.test_nms_thresh) == (0.01, 0.5)
 
 
