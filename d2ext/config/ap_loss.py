@@ -19,11 +19,16 @@ def add_ap_loss_config(cfg):
     # Interpolated AP (the released code): each positive's precision is raised to the best
     # precision of the positives ranked below it.
     _C.INTERPOLATED = True
-    # Rank each image on its own instead of the whole per-process minibatch jointly.
-    _C.PER_IMAGE_RANKING = False
-    # Rank the minibatches of all processes jointly (all-gather of scores and labels; every
-    # process back-propagates the global update of its own entries).
-    _C.GLOBAL_RANKING = False
+    # Images ranked together (one ranking = all their (anchor, class) entries). 0: the whole
+    # per-process minibatch, whatever its size. k >= 1: groups of k consecutive images of the
+    # global batch, loss = mean over the groups; 1 = per-image ranking, SOLVER.IMS_PER_BATCH =
+    # one global ranking. A group larger than a process' minibatch spans consecutive processes:
+    # their scores and labels are all-gathered and each process back-propagates the group's
+    # update of its own entries, so the ranking does not depend on the number of processes.
+    # The released code ranks 8 images (2 GPUs x 8, METHODS.md Errata 7): the COCO configs set
+    # 8. k must divide the images per process or be a multiple of them dividing the global
+    # batch (ValueError otherwise).
+    _C.RANKING_IMAGES = 0
     # Anchor labels: max IoU >= 0.5 positive, < 0.4 negative, in between ignored; with low-quality
     # matches every GT's best anchors (ties included) are positives whatever their IoU.
     _C.IOU_THRESHOLDS = [0.4, 0.5]

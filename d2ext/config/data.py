@@ -7,20 +7,30 @@ def add_data_config(cfg):
     the keys of the SSD-style pipeline of the AP-loss recipe (METHODS.md §6.5).
     """
     # "detectron2": Detectron2's DatasetMapper with ResizeShortestEdge (INPUT.MIN_SIZE_TRAIN ...)
-    # and RandomFlip. "ssd": photometric distortion, zoom-out, min-IoU random crop, resize to a
-    # square INPUT.SSD.SIZE, flip (d2ext.data.ssd_augmentations).
+    # and RandomFlip. "ssd": the AP-loss code's pipeline (METHODS.md Errata 8): photometric
+    # distortion, expand, min-IoU random crop, flip, resize to a square INPUT.SSD.SIZE
+    # (d2ext.data.ssd_augmentations); the model subtracts MODEL.PIXEL_MEAN.
     cfg.INPUT.TRAIN_PIPELINE = "detectron2"
     cfg.INPUT.SSD = CN()
     # Side of the square training input.
     cfg.INPUT.SSD.SIZE = 512
-    # Zoom-out: with probability ZOOM_OUT_PROB the image is placed at a random position on a
-    # canvas ZOOM_OUT_RATIO[0]..[1] times larger, filled with PIXEL_FILL (the reference fills
-    # with the pixel mean).
+    # Photometric distortion on a float, never clipped image, each step with probability 1/2:
+    # + U(-BRIGHTNESS_DELTA, BRIGHTNESS_DELTA); contrast x U(CONTRAST_RANGE) before or after
+    # (1/2 each) the HSV steps: saturation x U(SATURATION_RANGE), hue + U(-HUE_DELTA, HUE_DELTA)
+    # degrees; then PCA lighting noise, alpha ~ N(0, LIGHTING_STD^2) (ImageNet eigenvectors).
+    cfg.INPUT.SSD.BRIGHTNESS_DELTA = 32.0
+    cfg.INPUT.SSD.CONTRAST_RANGE = (0.5, 1.5)
+    cfg.INPUT.SSD.SATURATION_RANGE = (0.5, 1.5)
+    cfg.INPUT.SSD.HUE_DELTA = 18.0
+    cfg.INPUT.SSD.LIGHTING_STD = 0.1
+    # Expand: with probability ZOOM_OUT_PROB the image is placed at a random position on a
+    # canvas ZOOM_OUT_RATIO[0]..[1] times larger, filled with MODEL.PIXEL_MEAN (0 once
+    # normalised, as the reference).
     cfg.INPUT.SSD.ZOOM_OUT_PROB = 0.5
     cfg.INPUT.SSD.ZOOM_OUT_RATIO = (1.0, 4.0)
-    cfg.INPUT.SSD.PIXEL_FILL = 114.0
-    # Min-IoU random crop: a crop keeps every box with IoU >= one of MIN_IOUS (drawn at random,
-    # or no crop), sides >= MIN_CROP_SIZE of the image; boxes whose centre leaves the crop are
-    # dropped.
-    cfg.INPUT.SSD.MIN_IOUS = (0.1, 0.3, 0.5, 0.7, 0.9)
+    # Min-IoU random crop: modes "no crop", each of MIN_IOUS, "any" (uniform); a patch (sides
+    # MIN_CROP_SIZE..1 of the image) is accepted when the largest IoU of a box with it reaches
+    # the threshold and a box centre is inside; boxes whose centre leaves it are dropped.
+    # The reference has no 0.5 mode.
+    cfg.INPUT.SSD.MIN_IOUS = (0.1, 0.3, 0.7, 0.9)
     cfg.INPUT.SSD.MIN_CROP_SIZE = 0.3

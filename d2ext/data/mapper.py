@@ -28,6 +28,9 @@ class BoxAwareDatasetMapper(DatasetMapper):
         image = utils.read_image(dataset_dict["file_name"], format=self.image_format)
         utils.check_image_size(dataset_dict, image)
         annos = dataset_dict.get("annotations", []) if self.is_train else []
+        # Crowd boxes are dropped below (as by DatasetMapper); they must not steer the crop
+        # either (the reference loads no crowd annotation).
+        annos = [a for a in annos if a.get("iscrowd", 0) == 0]
         boxes = np.array(
             [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in annos],
             dtype=np.float32,

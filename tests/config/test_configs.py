@@ -26,7 +26,7 @@ TWIN_ATTRIBUTES = (
     "focal_loss_gamma", "ciou_anchor_weight", "ciou_pred_weight", "ciou_schedule",
     "ciou_schedule_iters", "cls_loss", "qfl_beta", "vfl_alpha", "vfl_gamma", "iou_loss_weight",
     "reg_max", "uses_dgqp", "loss_cls_weight", "loss_dfl_weight", "loss_box_weight", "dfl_target_eps",
-    "smooth_l1_beta", "delta", "interpolated", "per_image_ranking", "global_ranking",
+    "smooth_l1_beta", "delta", "interpolated", "ranking_images",
     "vfl_iou_weighted", "loss_box_init_weight", "loss_box_refine_weight", "gate_thresh", "gate_shape",
     "mix_lambda", "rank_topk", "rank_weight", "rank_tau", "warmup_iters", "num_anchors_per_location",
     "use_atss", "fcos_size_bounds", "test_topk_by", "loc_weight_sum_min", "quality_iou_plus_one",

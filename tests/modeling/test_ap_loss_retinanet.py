@@ -58,7 +58,11 @@ def test_paper_config_builds_the_paper_model():
     assert model.anchor_matcher.thresholds[1:-1] == [0.4, 0.5]
     assert model.anchor_matcher.allow_low_quality_matches
     assert (model.delta, model.interpolated, model.smooth_l1_beta) == (1.0, True, 1.0)
-    assert not model.per_image_ranking and not model.global_ranking
+    assert model.ranking_images == 8  # the released code's 8 images per GPU, whatever the processes
+    # Anchor centres (x + 1/2) * s: the released code's x * s + (s - 1) / 2 (3.5, 11.5 at P3),
+    # up to 0.5 px.
+    p3 = model.anchor_generator([torch.zeros(1, 1, 2, 2)] * 5)[0].get_centers()
+    torch.testing.assert_close(p3[::6], torch.tensor([[4.0, 4.0], [12.0, 4.0], [4.0, 12.0], [12.0, 12.0]]))
     assert (model.test_score_thresh, model.test_nms_thresh) == (0.01, 0.5)
 
 
@@ -164,7 +168,7 @@ def minibatch_and_per_image(shift, interpolated):
     logits[1] += shift
     out = {}
     for per_image in (False, True):
-        m = build_model(make_cfg(TINY, "MODEL.AP_LOSS.PER_IMAGE_RANKING", per_image,
+        m = build_model(make_cfg(TINY, "MODEL.AP_LOSS.RANKING_IMAGES", int(per_image),
                                  "MODEL.AP_LOSS.INTERPOLATED", interpolated))
         out[per_image] = ranking_grad(m, logits, labels)[:2]
     return logits, labels, out
@@ -270,7 +274,7 @@ def test_ranking_counts():
 
 
 @pytest.mark.parametrize("opts, match", [
-    (["MODEL.AP_LOSS.PER_IMAGE_RANKING", True, "MODEL.AP_LOSS.GLOBAL_RANKING", True], "exclude each other"),
+    (["MODEL.AP_LOSS.RANKING_IMAGES", -1], "MODEL.AP_LOSS.RANKING_IMAGES must be >= 0, got -1"),
     (["MODEL.AP_LOSS.DELTA", 0.0], "MODEL.AP_LOSS.DELTA must be > 0, got 0.0"),
 ])
 def test_bad_config_names_the_key(opts, match):
@@ -280,7 +284,7 @@ def test_bad_config_names_the_key(opts, match):
 
 # --- Global ranking across processes (2 CPU processes, gloo) ---------------------------------
 
-ROWS = {0: (1, 20), 1: (2, 15)}  # (images, anchors per image) of each rank: 20 and 30 rows
+ROWS = {0: (2, 20), 1: (2, 15)}  # (images, anchors per image) of each rank: 40 and 30 rows
 
 
 def global_batch():
@@ -299,7 +303,7 @@ def _global_ranking_worker(rank, init_file, results):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     try:
         torch.set_num_threads(1)
-        model = build_model(make_cfg(TINY, "MODEL.AP_LOSS.GLOBAL_RANKING", True))
+        model = build_model(make_cfg(TINY, "MODEL.AP_LOSS.RANKING_IMAGES", 4))  # both processes
         logits, labels = global_batch()[rank]
         loss, grad, storage = ranking_grad(model, logits, labels)
         results[rank] = (loss, grad, storage.history("ap_loss/num_pos").latest())
@@ -321,7 +325,8 @@ def test_global_ranking_across_two_processes(tmp_path):
         torch.testing.assert_close(loss, ref_loss)  # both report the global 1 - AP
         assert logged_pos == num_pos
         rows = grad.flatten(0, 1).shape[0]
-        # DDP averages the two workers' gradients: each holds world size x its global update.
+        # DDP averages the two workers' gradients: each holds 2 (processes per ranking) x its
+        # share of the global update.
         torch.testing.assert_close(grad.flatten(0, 1) / 2, ref_grad[start : start + rows])
         start += rows
     # Global differs from what each process would rank alone.
@@ -329,14 +334,85 @@ def test_global_ranking_across_two_processes(tmp_path):
     assert alone.item() != pytest.approx(ref_loss.item())
 
 
-def test_global_ranking_in_one_process_is_the_minibatch_ranking(model):
+def test_ranking_of_the_whole_minibatch_in_one_process_is_the_default(model):
     g = torch.Generator().manual_seed(5)
     logits, labels = torch.randn(2, 20, 5, generator=g), torch.randint(-1, 6, (2, 20), generator=g)
     base = ranking_grad(model, logits, labels)
-    model.global_ranking = True
+    model.ranking_images = 2
     try:
         glob = ranking_grad(model, logits, labels)
     finally:
-        model.global_ranking = False
+        model.ranking_images = 0
     torch.testing.assert_close(glob[0], base[0])
     torch.testing.assert_close(glob[1], base[1])
+
+
+# --- Ranking groups of 8 images (METHODS.md Errata 7) ------------------------------------------
+
+def eight_image_batches(num_images, seed=6):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(num_images, 12, 3, generator=g, dtype=torch.float64) * 2
+    labels = torch.randint(-1, 4, (num_images, 12), generator=g)
+    labels[:, 0] = torch.arange(num_images) % 3  # a positive in every image
+    return logits, labels
+
+
+def with_ranking_images(model, k, fn):
+    model.ranking_images = k
+    try:
+        return fn()
+    finally:
+        model.ranking_images = 0
+
+
+def test_group_of_8_images_is_one_ranking_of_their_rows(model):
+    logits, labels = eight_image_batches(16)
+    loss, grad, storage = with_ranking_images(model, 8, lambda: ranking_grad(model, logits, labels))
+    # Two rankings: images 0-7 and 8-15, each the reference ranking of its rows; mean of both.
+    refs = [reference.ap_loss(logits[i : i + 8].flatten(0, 1), labels[i : i + 8].flatten()) for i in (0, 8)]
+    torch.testing.assert_close(loss, (refs[0][0] + refs[1][0]) / 2)
+    torch.testing.assert_close(grad.flatten(0, 1), torch.cat([refs[0][1], refs[1][1]]) / 2)
+    assert storage.history("ap_loss/num_pos").latest() == int(((labels >= 0) & (labels < 3)).sum())
+    # Not the ranking of pairs (a per-process minibatch of 2 on 8 GPUs) nor of all 16.
+    pairs = with_ranking_images(model, 2, lambda: ranking_grad(model, logits, labels))[0]
+    whole = ranking_grad(model, logits, labels)[0]
+    assert pairs.item() != pytest.approx(loss.item()) and whole.item() != pytest.approx(loss.item())
+
+
+def test_group_of_8_images_across_4_processes_of_2(model, monkeypatch):
+    """8 processes x 2 images, as the 16-image batch on 8 GPUs: rank 5 ranks the images of
+    ranks 4-7 together. The all-gather is simulated."""
+    import d2ext.modeling.meta_arch.ap_loss_retinanet as module
+
+    logits, labels = eight_image_batches(16, seed=7)
+    parts = [(logits[2 * r : 2 * r + 2].flatten(0, 1), labels[2 * r : 2 * r + 2].flatten()) for r in range(8)]
+    monkeypatch.setattr(module.comm, "get_world_size", lambda: 8)
+    monkeypatch.setattr(module.comm, "get_rank", lambda: 5)
+
+    def fake_all_gather_rows(value):
+        index = 0 if value.dim() == 2 else 1  # logits (rows, K) or labels (rows,)
+        mine = parts[5][index]
+        assert value.shape == mine.shape and torch.equal(value.detach(), mine)
+        return [p[index].clone() for p in parts]
+
+    monkeypatch.setattr(module, "all_gather_rows", fake_all_gather_rows)
+    loss, grad, _ = with_ranking_images(model, 8, lambda: ranking_grad(model, logits[10:12], labels[10:12]))
+    ref_loss, ref_grad = reference.ap_loss(logits[8:16].flatten(0, 1), labels[8:16].flatten())
+    torch.testing.assert_close(loss, ref_loss)
+    # Rank 5 holds rows 24..47 of the group's 96; x4: DDP's average over 8 processes of the
+    # 2 groups' updates must give their mean.
+    torch.testing.assert_close(grad.flatten(0, 1), 4 * ref_grad[24:48])
+    alone = with_ranking_images(model, 0, lambda: ranking_grad(model, logits[10:12], labels[10:12]))[0]
+    assert alone.item() != pytest.approx(ref_loss.item())
+
+
+@pytest.mark.parametrize("num_images, world_size, group", [(2, 3, 8), (3, 1, 2), (2, 8, 6)])
+def test_ranking_images_that_cannot_be_honoured(model, monkeypatch, num_images, world_size, group):
+    import d2ext.modeling.meta_arch.ap_loss_retinanet as module
+
+    monkeypatch.setattr(module.comm, "get_world_size", lambda: world_size)
+    logits, labels = eight_image_batches(num_images)
+    match = (f"MODEL.AP_LOSS.RANKING_IMAGES={group} cannot group the {num_images} images per "
+             f"process x {world_size} processes")
+    with pytest.raises(ValueError, match=match):
+        with_ranking_images(model, group, lambda: ranking_grad(model, logits, labels))

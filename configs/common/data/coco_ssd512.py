@@ -1,5 +1,7 @@
-# COCO with the SSD-style 512x512 training pipeline of the AP-loss recipe (METHODS.md §6.5) and
-# testing at short side 500 (long side <= 833).
+# COCO with the released AP-loss code's 512x512 training pipeline (METHODS.md §6.5, Errata 8:
+# photometric distortion with hue and PCA lighting, expand on a pixel-mean canvas, min-IoU crop
+# by the largest IoU, flip, resize; d2ext.data.ssd_augmentations) and testing at short side 500
+# (long side <= 833). The expand canvas is Detectron2's MSRA mean, the model's pixel_mean.
 import detectron2.data.transforms as T
 from detectron2.config import LazyCall as L
 from detectron2.model_zoo import get_config

@@ -5,7 +5,7 @@ Letters: N images, R anchors per image (all levels), K classes, P positive and Q
 (anchor, class) entries in a ranking.
 """
 import logging
-from typing import List, Tuple
+from typing import Tuple
 
 import torch
 from torch import Tensor
@@ -40,8 +40,7 @@ class APLossRetinaNet(RetinaNet):
         *,
         delta: float = 1.0,
         interpolated: bool = True,
-        per_image_ranking: bool = False,
-        global_ranking: bool = False,
+        ranking_images: int = 0,
         smooth_l1_beta: float = 1.0,
         **kwargs,
     ):
@@ -49,25 +48,24 @@ class APLossRetinaNet(RetinaNet):
         Args:
             delta (float): half-width of the linear part of the step function (δ, §6.3).
             interpolated (bool): interpolated AP, as the released code.
-            per_image_ranking (bool): rank each image on its own; the loss is the mean over the
-                images that have positives. Default: the per-process minibatch is one ranking.
-            global_ranking (bool): rank the minibatches of all processes jointly.
+            ranking_images (int): images ranked together, consecutive in the global batch
+                (process 0's images first). 0: this process' whole minibatch, whatever its size.
+                k >= 1: groups of k images, the loss being the mean over the groups; groups
+                larger than a process' minibatch span consecutive processes (all-gather).
+                1 is per-image ranking, the global batch size one global ranking. The released
+                code ranks 8 images (one GPU of 2 x 8, METHODS.md Errata 7).
             smooth_l1_beta (float): β of the smooth-L1 box loss.
             kwargs: the arguments of :class:`RetinaNet` (except the focal-loss and
                 box-loss-type ones, which AP-loss does not use).
         """
         if delta <= 0:
             raise ValueError(f"MODEL.AP_LOSS.DELTA must be > 0, got {delta}")
-        if per_image_ranking and global_ranking:
-            raise ValueError(
-                "MODEL.AP_LOSS.PER_IMAGE_RANKING and MODEL.AP_LOSS.GLOBAL_RANKING exclude each "
-                "other: choose per-image or cross-process ranking"
-            )
+        if ranking_images < 0:
+            raise ValueError(f"MODEL.AP_LOSS.RANKING_IMAGES must be >= 0, got {ranking_images}")
         super().__init__(smooth_l1_beta=smooth_l1_beta, box_reg_loss_type="smooth_l1", **kwargs)
         self.delta = delta
         self.interpolated = interpolated
-        self.per_image_ranking = per_image_ranking
-        self.global_ranking = global_ranking
+        self.ranking_images = ranking_images
 
     @classmethod
     def from_config(cls, cfg):
@@ -88,8 +86,7 @@ class APLossRetinaNet(RetinaNet):
                 "test_nms_thresh": _C.NMS_THRESH_TEST,
                 "delta": _C.DELTA,
                 "interpolated": _C.INTERPOLATED,
-                "per_image_ranking": _C.PER_IMAGE_RANKING,
-                "global_ranking": _C.GLOBAL_RANKING,
+                "ranking_images": _C.RANKING_IMAGES,
             }
         )
         return ret
@@ -128,39 +125,56 @@ class APLossRetinaNet(RetinaNet):
 
     def ranking_loss(self, logits: Tensor, gt_labels: Tensor) -> Tensor:
         """
-        AP-loss of the (anchor, class) entries, ranked as configured, and its statistics logged
-        to the event storage.
+        AP-loss of the (anchor, class) entries, ranked in groups of ``ranking_images`` images,
+        and its statistics logged to the event storage.
 
         Args:
             logits: (N, R, K) raw classification scores of this process.
             gt_labels: (N, R) anchor labels, -1 ignored, K background.
 
         Returns:
-            0-dim tensor 1 - AP whose gradient, with respect to this process' logits, is the
-            error-driven update of the configured ranking (§6.3 step 5).
+            0-dim tensor 1 - AP (mean over the groups) whose gradient, with respect to this
+            process' logits, is the error-driven update of the configured ranking (§6.3 step 5).
         """
         num_images = logits.shape[0]
         logits, labels = logits.flatten(0, 1), gt_labels.flatten()  # (N*R, K), (N*R,)
-        rows_per_image = [len(labels) // num_images] * num_images if self.per_image_ranking else None
-        world_size = comm.get_world_size()
-        if self.global_ranking and world_size > 1:
-            logits, labels, rows_per_image = _gather_ranking(logits, labels)
-        loss = ap_loss(logits, labels, self.delta, self.interpolated, rows_per_image)
-        self._log_ranking(loss, logits, labels, rows_per_image)
-        if self.global_ranking and world_size > 1:
-            # DDP averages the workers' gradients; each worker holds the global update of its own
-            # entries, so scale by the world size to apply the global ranking's exact update.
-            # The value (and what is logged) stays 1 - AP.
-            loss = loss + (world_size - 1) * (loss - loss.detach())
+        group, processes_per_group = self._ranking_group(num_images)
+        rows_per_group = None
+        if group < num_images:  # several rankings in this process
+            rows_per_group = [len(labels) // num_images * group] * (num_images // group)
+        if processes_per_group > 1:
+            logits, labels = _gather_group(logits, labels, processes_per_group)
+        loss = ap_loss(logits, labels, self.delta, self.interpolated, rows_per_group)
+        self._log_ranking(loss, logits, labels, rows_per_group)
+        if processes_per_group > 1:
+            # DDP averages the gradients of the W processes; the processes of a group each hold
+            # the group's update of their own entries, so the average is sum_g grad_g / W where
+            # the mean over the W / m groups is wanted: scale by m. The value stays 1 - AP.
+            loss = loss + (processes_per_group - 1) * (loss - loss.detach())
         return loss
 
+    def _ranking_group(self, num_images: int) -> Tuple[int, int]:
+        """(images per ranking, processes per ranking) for `num_images` images per process."""
+        group = self.ranking_images or num_images
+        world_size = comm.get_world_size()
+        if group <= num_images:
+            if num_images % group == 0:
+                return group, 1
+        elif group % num_images == 0 and world_size % (group // num_images) == 0:
+            return group, group // num_images
+        raise ValueError(
+            f"MODEL.AP_LOSS.RANKING_IMAGES={group} cannot group the {num_images} images per "
+            f"process x {world_size} processes: it must divide the images per process, or be a "
+            "multiple of them that divides the total"
+        )
+
     @torch.no_grad()
-    def _log_ranking(self, loss, logits, labels, rows_per_image) -> None:
+    def _log_ranking(self, loss, logits, labels, rows_per_group) -> None:
         """Logs the interpolated AP of the ranking(s) and the ranked entry counts."""
-        if rows_per_image is None:
-            rows_per_image = [len(labels)]
+        if rows_per_group is None:
+            rows_per_group = [len(labels)]
         num_pos, num_neg, num_active = 0, 0, 0
-        for x, y in zip(logits.split(rows_per_image), labels.split(rows_per_image)):
+        for x, y in zip(logits.split(rows_per_group), labels.split(rows_per_group)):
             p, q, a = ranking_counts(x, y, self.delta)
             num_pos, num_neg, num_active = num_pos + p, num_neg + q, num_active + a
         storage = get_event_storage()
@@ -170,16 +184,23 @@ class APLossRetinaNet(RetinaNet):
         if num_pos == 0:
             return
         if not self.interpolated:
-            loss = ap_loss(logits.detach(), labels, self.delta, True, rows_per_image)
+            loss = ap_loss(logits.detach(), labels, self.delta, True, rows_per_group)
         storage.put_scalar("ap_loss/interpolated_ap", 1.0 - loss.item())
 
 
-def _gather_ranking(logits: Tensor, labels: Tensor) -> Tuple[Tensor, Tensor, None]:
-    """All workers' entries in rank order, this worker's logits keeping their gradient."""
+def _gather_group(logits: Tensor, labels: Tensor, processes_per_group: int) -> Tuple[Tensor, Tensor]:
+    """
+    The entries of this worker's group of `processes_per_group` consecutive ranks, in rank
+    order, this worker's logits keeping their gradient. Gathers from every worker (one
+    collective, no sub-groups to create); only the group's rows are kept.
+    """
     all_logits = all_gather_rows(logits)
     all_labels = all_gather_rows(labels)
-    all_logits[comm.get_rank()] = logits
-    return cat(all_logits), cat(all_labels), None
+    rank = comm.get_rank()
+    all_logits[rank] = logits
+    first = rank - rank % processes_per_group
+    members = slice(first, first + processes_per_group)
+    return cat(all_logits[members]), cat(all_labels[members])
 
 
 @torch.no_grad()
