@@ -129,8 +129,9 @@ def test_inference_score_is_sqrt_of_cls_times_centerness(model):
     assert len(result) == 1 and result.pred_classes.item() == 2
     expected = math.sqrt(torch.sigmoid(torch.tensor(2.0)) * torch.sigmoid(torch.tensor(-1.0)))
     assert result.scores.item() == pytest.approx(expected, rel=1e-5)
-    # Zero deltas decode to the anchor itself: side 8 x stride 8 = 64, centred at (0, 0).
-    torch.testing.assert_close(result.pred_boxes.tensor, torch.tensor([[-32.0, -32.0, 32.0, 32.0]]))
+    # Zero deltas decode to the anchor itself: side 8 x stride 8 = 64, centred at (4, 4) (offset
+    # 0.5, official ATSS), then clipped to the image before NMS.
+    torch.testing.assert_close(result.pred_boxes.tensor, torch.tensor([[0.0, 0.0, 36.0, 36.0]]))
     model.train()
 
 

@@ -200,4 +200,6 @@ def test_inference_score_is_sigmoid_cls(model):
     model.train()
     assert len(result) == 1 and result.pred_classes.item() == 4
     assert result.scores.item() == pytest.approx(torch.sigmoid(torch.tensor(0.5)).item(), rel=1e-6)
-    torch.testing.assert_close(result.pred_boxes.tensor, torch.tensor([[-24.0, -32.0, 40.0, 32.0]]))
+    # Anchor of P3 cell (0, 1) centred at (12, 4) (offset 0.5, as ATSS): (-20, -28, 44, 36),
+    # clipped to the image before NMS.
+    torch.testing.assert_close(result.pred_boxes.tensor, torch.tensor([[0.0, 0.0, 44.0, 36.0]]))
