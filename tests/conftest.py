@@ -1,8 +1,12 @@
 import os
 import sys
 
-import pytest
-import torch
+# Before torch loads: idle OpenMP threads sleep instead of spin-waiting, which on a shared CPU
+# made a step ~5x slower (README "Threads"; `make test` sets it too). An explicit OMP_WAIT_POLICY wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO_ROOT, "configs")

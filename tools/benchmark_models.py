@@ -12,8 +12,13 @@ median step time of each is printed with its ratio to the baseline's.
 
 A step is forward + backward + SGD update, as in Detectron2's SimpleTrainer, without data loading.
 """
-import argparse
 import os
+
+# Before torch loads: idle OpenMP threads sleep instead of spin-waiting, which on a shared CPU
+# made a step ~5x slower (README "Threads"). An explicit OMP_WAIT_POLICY wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse
 import statistics
 import time
 

@@ -16,6 +16,12 @@ Peak memory: the growth of the process's resident set (VmHWM, reset before each 
 /proc/self/clear_refs) while glibc returns every freed block to the system, so it counts every
 allocation, not only torch's.
 """
+import os
+
+# Before torch loads: idle OpenMP threads sleep instead of spin-waiting, which on a shared CPU
+# made a step ~5x slower (README "Threads"). An explicit OMP_WAIT_POLICY wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
 import gc
 import statistics

@@ -9,6 +9,12 @@ Trains or evaluates a d2ext (or any Detectron2) model, from a yaml or a lazy (.p
 
 Without GPUs, --num-gpus N runs N processes on the CPU (gloo).
 """
+import os
+
+# Before torch loads: idle OpenMP threads sleep instead of spin-waiting, which on a shared CPU
+# made a step ~5x slower (README "Threads"). An explicit OMP_WAIT_POLICY wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser, launch
 from detectron2.evaluation import verify_results

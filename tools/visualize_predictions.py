@@ -7,6 +7,12 @@ Visualizer), ground truth on the left, predictions on the right, into one PNG.
         --output output/atss_R_18_FPN_tiny/predictions.png \
         MODEL.WEIGHTS output/atss_R_18_FPN_tiny/model_final.pth
 """
+import os
+
+# Before torch loads: idle OpenMP threads sleep instead of spin-waiting, which on a shared CPU
+# made a step ~5x slower (README "Threads"). An explicit OMP_WAIT_POLICY wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
 import logging
 
