@@ -9,7 +9,6 @@
 """
 import logging
 import os
-import pickle
 import re
 
 from detectron2.checkpoint import DetectionCheckpointer
@@ -59,7 +58,9 @@ class SafeResumeCheckpointer(DetectionCheckpointer):
     def _torch_load(self, f):
         try:
             return super()._torch_load(f)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as e:
+        except OSError:  # unreadable, not invalid: torch's message names the file
+            raise
+        except Exception as e:  # torch.load's errors on bad bytes vary (UnpicklingError, IndexError, ...)
             # from None: torch's message suggests weights_only=False, i.e. running the file.
             raise InvalidCheckpointError(
                 f"{f} is not a valid checkpoint: torch.load failed ({type(e).__name__}: {_reason(e)}). "
