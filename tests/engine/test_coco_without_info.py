@@ -8,8 +8,6 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 from detectron2.structures import Boxes, Instances
 
-from d2ext.evaluation import add_missing_info
-
 
 @pytest.fixture
 def dataset_without_info(tmp_path):
@@ -46,6 +44,8 @@ def test_trainer_evaluator(dataset_without_info, tmp_path):
 
 def test_lazy_evaluator(dataset_without_info, tmp_path):
     from detectron2.evaluation import COCOEvaluator
+
+    from d2ext.evaluation import add_missing_info
 
     evaluator = add_missing_info(COCOEvaluator(dataset_without_info, output_dir=str(tmp_path)))
     assert _evaluate(evaluator)["bbox"]["AP"] == pytest.approx(100.0)
