@@ -42,7 +42,11 @@ def check_loader_classes(cfg, model, loader_key):
     if names is None or num_classes is None:
         return
     names = [names] if isinstance(names, str) else list(names)
-    check_num_classes(names, num_classes, num_classes_key(cfg))
+    try:
+        key = num_classes_key(cfg)
+    except KeyError:  # the count is the model's default, not in the config
+        key = "model.num_classes"
+    check_num_classes(names, num_classes, key)
 
 
 def do_test(cfg, model):
