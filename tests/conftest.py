@@ -31,10 +31,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 def tiny_cfg(config_path, *opts):
     """A d2ext config from a yaml file, with `opts` (key, value, ...) merged in."""
-    from d2ext.config import get_cfg
+    from d2ext.config import get_cfg, merge_from_file
 
-    cfg = get_cfg()
-    cfg.merge_from_file(config_path)
+    cfg = merge_from_file(get_cfg(), config_path)
     cfg.merge_from_list(list(opts))
     return cfg
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 import d2ext  # noqa: F401  (registers the models)
-from d2ext.config import get_cfg
+from d2ext.config import get_cfg, merge_from_file
 from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.modeling import build_model
 from detectron2.solver import build_optimizer
@@ -60,7 +60,7 @@ def fixed_batch(cfg, size):
 class Runner:
     def __init__(self, path, batch):
         cfg = get_cfg()
-        cfg.merge_from_file(path)
+        merge_from_file(cfg, path)
         cfg.MODEL.DEVICE = "cpu"
         torch.manual_seed(0)
         self.name = os.path.splitext(os.path.basename(path))[0]
@@ -84,7 +84,7 @@ class Runner:
 def main():
     args = parse_args()
     cfg = get_cfg()
-    cfg.merge_from_file(args.configs[0])
+    merge_from_file(cfg, args.configs[0])
     batch = fixed_batch(cfg, args.batch)
     runners = [Runner(path, batch) for path in args.configs]
     for runner in runners:  # warm-up

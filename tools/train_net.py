@@ -7,7 +7,8 @@ Trains or evaluates a d2ext (or any Detectron2) model, from a yaml or a lazy (.p
         MODEL.WEIGHTS output/atss_R_50_FPN_1x/model_final.pth
     python tools/train_net.py --config-file configs/ATSS/atss_R_50_FPN_1x.py train.max_iter=100
 
-Without GPUs, --num-gpus N runs N processes on the CPU (gloo).
+Without GPUs, --num-gpus N runs N processes on the CPU (gloo). Yaml configs load with safe yaml:
+--allow-unsafe-yaml (or D2EXT_ALLOW_UNSAFE_YAML=1) lets a trusted file's python tags run.
 """
 import os
 
@@ -15,12 +16,13 @@ import os
 # made a step ~5x slower (README "Threads"). An explicit OMP_WAIT_POLICY wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser, launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 
 import d2ext  # noqa: F401  (registers d2ext's models and datasets)
+from d2ext.checkpoint import SafeResumeCheckpointer
+from d2ext.config import ALLOW_UNSAFE_YAML_ENV
 from d2ext.engine import Trainer, do_train, evaluate_lazy, setup_lazy, setup_yaml
 
 
@@ -32,9 +34,14 @@ def main(args):
     cfg = setup_yaml(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume
-        )
+        checkpointer = SafeResumeCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
+        if not cfg.MODEL.WEIGHTS and not (args.resume and checkpointer.has_checkpoint()):
+            # Detectron2 would evaluate the randomly initialised model.
+            raise FileNotFoundError(
+                "--eval-only has no weights to evaluate: MODEL.WEIGHTS is empty"
+                + (f" and OUTPUT_DIR={cfg.OUTPUT_DIR!r} has no last_checkpoint" if args.resume else "")
+            )
+        checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         results = Trainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, results)
@@ -45,7 +52,14 @@ def main(args):
 
 
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
+    parser = default_argument_parser()
+    parser.add_argument(
+        "--allow-unsafe-yaml", action="store_true",
+        help="load yaml configs with python tags (yaml.unsafe_load: the file can run code)",
+    )
+    args = parser.parse_args()
+    if args.allow_unsafe_yaml:
+        os.environ[ALLOW_UNSAFE_YAML_ENV] = "1"  # inherited by the processes launch() starts
     print("Command Line Args:", args)
     launch(
         main,

@@ -27,7 +27,7 @@ from detectron2.utils.logger import setup_logger
 from detectron2.utils.visualizer import Visualizer
 
 import d2ext  # noqa: F401  (registers d2ext's models and datasets)
-from d2ext.config import get_cfg
+from d2ext.config import get_cfg, merge_from_file
 
 
 def parse_args():
@@ -52,7 +52,7 @@ def main():
     args = parse_args()
     setup_logger(name="d2ext")
     cfg = get_cfg()
-    cfg.merge_from_file(args.config_file)
+    merge_from_file(cfg, args.config_file)
     cfg.merge_from_list(args.opts)
     if not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"

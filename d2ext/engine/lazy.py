@@ -1,11 +1,17 @@
 """Training and evaluation from lazy (Python) configs, as Detectron2's lazyconfig_train_net."""
 import logging
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import LazyConfig, instantiate
 from detectron2.engine import AMPTrainer, SimpleTrainer, default_setup, default_writers, hooks
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
+from omegaconf import OmegaConf
+
+from d2ext.checkpoint import SafeResumeCheckpointer
+from d2ext.config import num_classes_key
+from d2ext.config.lazy_overrides import apply_overrides
+from d2ext.data.class_count import check_num_classes
+from d2ext.evaluation import add_missing_info
 
 from .ddp import create_ddp_model
 
@@ -14,17 +20,43 @@ logger = logging.getLogger("detectron2")
 
 def setup_lazy(args):
     cfg = LazyConfig.load(args.config_file)
-    cfg = LazyConfig.apply_overrides(cfg, args.opts)
+    # Unlike LazyConfig.apply_overrides, an override of a key that does not exist is an error.
+    cfg = apply_overrides(cfg, args.opts)
     default_setup(cfg, args)
     return cfg
+
+
+def model_num_classes(model):
+    """The class count of a built detector (dense: model.num_classes; R-CNN: its ROI heads')."""
+    model = getattr(model, "module", model)  # DistributedDataParallel
+    if hasattr(model, "num_classes"):
+        return model.num_classes
+    roi_heads = getattr(model, "roi_heads", None)
+    return getattr(roi_heads, "num_classes", None)
+
+
+def check_loader_classes(cfg, model, loader_key):
+    """The model's class count against the datasets of cfg.dataloader.<loader_key>."""
+    names = OmegaConf.select(cfg, f"dataloader.{loader_key}.dataset.names", default=None)
+    num_classes = model_num_classes(model)
+    if names is None or num_classes is None:
+        return
+    names = [names] if isinstance(names, str) else list(names)
+    try:
+        key = num_classes_key(cfg)
+    except KeyError:  # the count is the model's default, not in the config
+        key = "model.num_classes"
+    check_num_classes(names, num_classes, key)
 
 
 def do_test(cfg, model):
     if "evaluator" not in cfg.dataloader:
         return {}
-    results = inference_on_dataset(
-        model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator)
-    )
+    loader = instantiate(cfg.dataloader.test)
+    check_loader_classes(cfg, model, "test")
+    # pycocotools 2.0.10 needs an "info" block in the ground truth (d2ext.evaluation).
+    evaluator = add_missing_info(instantiate(cfg.dataloader.evaluator))
+    results = inference_on_dataset(model, loader, evaluator)
     print_csv_format(results)
     return results
 
@@ -36,9 +68,10 @@ def do_train(args, cfg):
     cfg.optimizer.params.model = model
     optimizer = instantiate(cfg.optimizer)
     train_loader = instantiate(cfg.dataloader.train)
+    check_loader_classes(cfg, model, "train")
     model = create_ddp_model(model, **cfg.train.ddp)
     trainer = (AMPTrainer if cfg.train.amp.enabled else SimpleTrainer)(model, train_loader, optimizer)
-    checkpointer = DetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer)
+    checkpointer = SafeResumeCheckpointer(model, cfg.train.output_dir, trainer=trainer)
     trainer.register_hooks(
         [
             hooks.IterationTimer(),
@@ -63,8 +96,22 @@ def do_train(args, cfg):
 
 
 def evaluate_lazy(args, cfg):
+    """Evaluates the last checkpoint of train.output_dir (--resume, when it has one) or
+    train.init_checkpoint; an error when neither gives weights (it would score a random model)."""
     model = instantiate(cfg.model)
     model.to(cfg.train.device)
     model = create_ddp_model(model)
-    DetectionCheckpointer(model).load(cfg.train.init_checkpoint)
+    checkpointer = SafeResumeCheckpointer(model, cfg.train.output_dir)
+    if args.resume and checkpointer.has_checkpoint():
+        path = checkpointer.get_checkpoint_file()
+    elif cfg.train.init_checkpoint:
+        path = cfg.train.init_checkpoint
+    else:
+        raise FileNotFoundError(
+            f"--eval-only has no weights to evaluate: "
+            + (f"train.output_dir={cfg.train.output_dir!r} has no last_checkpoint and " if args.resume else "")
+            + "train.init_checkpoint is empty; pass train.init_checkpoint=<file>"
+            + ("" if args.resume else " or --resume to load the last checkpoint of train.output_dir")
+        )
+    checkpointer.load(path)
     return do_test(cfg, model)

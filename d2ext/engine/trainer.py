@@ -3,10 +3,13 @@ import os
 
 from detectron2.data import MetadataCatalog, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, default_setup
-from detectron2.evaluation import COCOEvaluator
 
-from d2ext.config import get_cfg
+from d2ext.checkpoint import SafeResumeCheckpointer
+from d2ext.config import get_cfg, get_num_classes, merge_from_file, num_classes_key
 from d2ext.data import build_train_mapper
+from d2ext.data.class_count import check_num_classes
+from d2ext.evaluation import COCOEvaluator
+from d2ext.modeling.input_checks import check_pixel_std
 
 from . import ddp  # noqa: F401  (CPU-aware DDP for DefaultTrainer)
 
@@ -25,23 +28,59 @@ def build_evaluator(cfg, dataset_name, output_folder=None):
     return COCOEvaluator(dataset_name, output_dir=output_folder)
 
 
+def check_dataset_classes(cfg, dataset_names):
+    """The configured method's NUM_CLASSES against the datasets' thing_classes (skipped, with a
+    warning, for a meta-architecture d2ext.config does not know)."""
+    try:
+        key = num_classes_key(cfg)
+    except KeyError as e:
+        logger.warning(f"Class count not checked against {list(dataset_names)}: {e}")
+        return
+    check_num_classes(dataset_names, get_num_classes(cfg), key)
+
+
 class Trainer(DefaultTrainer):
     """Detectron2's DefaultTrainer with COCO evaluation and the training pipeline chosen by
-    INPUT.TRAIN_PIPELINE ("detectron2": Detectron2's own; "ssd": the AP-loss recipe's)."""
+    INPUT.TRAIN_PIPELINE ("detectron2": Detectron2's own; "ssd": the AP-loss recipe's), which
+    checks MODEL.PIXEL_STD and the class count when it builds the model and the loaders, and
+    resumes only from checkpoints inside OUTPUT_DIR."""
+
+    @classmethod
+    def build_model(cls, cfg):
+        check_pixel_std(cfg.MODEL.PIXEL_STD)
+        return super().build_model(cfg)
 
     @classmethod
     def build_train_loader(cls, cfg):
-        return build_detection_train_loader(cfg, mapper=build_train_mapper(cfg))
+        loader = build_detection_train_loader(cfg, mapper=build_train_mapper(cfg))
+        # After the loader: loading a registered json is what fills its thing_classes.
+        check_dataset_classes(cfg, cfg.DATASETS.TRAIN)
+        return loader
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        loader = super().build_test_loader(cfg, dataset_name)
+        check_dataset_classes(cfg, [dataset_name])
+        return loader
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         return build_evaluator(cfg, dataset_name, output_folder)
 
+    def build_hooks(self):
+        # DefaultTrainer.__init__ makes self.checkpointer just before it calls build_hooks (whose
+        # PeriodicCheckpointer saves through it): swap in d2ext's, same model and checkpointables.
+        self.checkpointer = SafeResumeCheckpointer(
+            self.checkpointer.model, self.cfg.OUTPUT_DIR, **self.checkpointer.checkpointables
+        )
+        return super().build_hooks()
+
 
 def setup_yaml(args):
-    """Detectron2 config with every d2ext key, merged from args.config_file and args.opts."""
+    """Detectron2 config with every d2ext key, merged from args.config_file (safe yaml, see
+    d2ext.config.safe_yaml) and args.opts."""
     cfg = get_cfg()
-    cfg.merge_from_file(args.config_file)
+    merge_from_file(cfg, args.config_file)
     cfg.merge_from_list(args.opts)
     cfg.freeze()
     default_setup(cfg, args)

@@ -39,11 +39,9 @@ def get_config(config_path: str, trained: bool = False):
         )
     cfg_file = get_config_file(config_path)
     if cfg_file.endswith(".yaml"):
-        from d2ext.config import get_cfg
+        from d2ext.config import get_cfg, merge_from_file
 
-        cfg = get_cfg()
-        cfg.merge_from_file(cfg_file)
-        return cfg
+        return merge_from_file(get_cfg(), cfg_file)
     if cfg_file.endswith(".py"):
         return LazyConfig.load(cfg_file)
     raise ValueError(f"{config_path} is neither a .yaml nor a .py config")

@@ -18,8 +18,8 @@ FAST = [
 ]
 
 
-def run(*args, expect_ok=True):
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+def run(*args, expect_ok=True, returncode=None, env=None):
+    env = dict(os.environ, OMP_NUM_THREADS="1", **(env or {}))
     result = subprocess.run(
         [sys.executable, TRAIN_NET, *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
         timeout=600,
@@ -27,6 +27,8 @@ def run(*args, expect_ok=True):
     output = result.stdout + result.stderr
     if expect_ok:
         assert result.returncode == 0, output[-4000:]
+    if returncode is not None:  # e.g. 1 for an exception, never a signal (negative)
+        assert result.returncode == returncode, (result.returncode, output[-4000:])
     return output
 
 

@@ -20,6 +20,7 @@ from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
 
 from d2ext.layers import ap_loss
+from d2ext.modeling.input_checks import check_pixel_std
 from d2ext.utils.comm import all_gather_rows, reduce_mean
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class APLossRetinaNet(RetinaNet):
             kwargs: the arguments of :class:`RetinaNet` (except the focal-loss and
                 box-loss-type ones, which AP-loss does not use).
         """
+        check_pixel_std(kwargs["pixel_std"], "MODEL.PIXEL_STD (model.pixel_std)")
         if delta <= 0:
             raise ValueError(f"MODEL.AP_LOSS.DELTA must be > 0, got {delta}")
         if ranking_images < 0:

@@ -16,6 +16,7 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import get_event_storage
 
 from d2ext.modeling.assigners import atss_assign
+from d2ext.modeling.input_checks import check_pixel_std
 from d2ext.utils.comm import reduce_mean
 
 LOSS_NORMALIZERS = ("num_pos", "ema")
@@ -68,6 +69,7 @@ class ATSSBase(DenseDetector):
                 locations by their best class score, then every (location, class) of those
                 above the threshold (official GFL v1/v2 and VFNet).
         """
+        check_pixel_std(pixel_std, "MODEL.PIXEL_STD (model.pixel_std)")
         super().__init__(
             backbone, head, head_in_features, pixel_mean=pixel_mean, pixel_std=pixel_std
         )

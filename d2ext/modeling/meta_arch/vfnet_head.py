@@ -53,6 +53,26 @@ def star_offsets(boxes: Tensor, stride: float, grad_mul: float = 0.1) -> Tensor:
     return torch.stack(offsets, dim=1)
 
 
+def check_dcn_inputs(offsets: Tensor, reg_feature: Tensor, cls_feature: Tensor, level: int, stride: float):
+    """Raises FloatingPointError naming what is NaN/Inf among a level's deformable-conv inputs.
+    torchvision's CPU deform_conv2d reads out of bounds on NaN offsets and kills the process
+    (SIGSEGV) instead of raising, so a diverging run or a NaN input must stop here."""
+    inputs = {
+        "star offsets (from the initial boxes)": offsets,
+        "regression-tower features": reg_feature,
+        "classification-tower features": cls_feature,
+    }
+    finite = torch.stack([torch.isfinite(t).all() for t in inputs.values()]).tolist()  # one sync
+    if all(finite):
+        return
+    bad = [name for name, ok in zip(inputs, finite) if not ok]
+    raise FloatingPointError(
+        f"VFNet head, level {level} (stride {stride:g}): non-finite (NaN/Inf) {' and '.join(bad)} "
+        f"before the deformable convolution; the training diverged (e.g. SOLVER.BASE_LR too high) "
+        f"or the input is not finite (MODEL.PIXEL_MEAN / PIXEL_STD, images)."
+    )
+
+
 def _conv_norm_relu(channels: int, norm) -> nn.Sequential:
     layers = [nn.Conv2d(channels, channels, kernel_size=3, padding=1)]
     if norm:
@@ -143,6 +163,7 @@ class VFNetHead(RetinaNetHead):
             init = torch.exp(init_log.clamp(max=MAX_LOG_FACTOR)) * self.reg_denoms[level]
             # Offsets in the feature dtype: DeformConv2d needs them equal under autocast.
             offsets = star_offsets(init, self.strides[level], self.dcn_grad_mul).to(reg_feature.dtype)
+            check_dcn_inputs(offsets, reg_feature, cls_feature, level, self.strides[level])
             refine_log = self.refine_pred(F.relu(self.refine_dcn(reg_feature, offsets))).float()
             factor = torch.exp((refine_log * self.refine_scales[level]).clamp(max=MAX_LOG_FACTOR))
             logits.append(self.cls_score(F.relu(self.cls_dcn(cls_feature, offsets))))

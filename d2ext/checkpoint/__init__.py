@@ -1,0 +1,3 @@
+from .safe_resume import InvalidCheckpointError, SafeResumeCheckpointer, UnsafeCheckpointPathError
+
+__all__ = ["InvalidCheckpointError", "SafeResumeCheckpointer", "UnsafeCheckpointPathError"]

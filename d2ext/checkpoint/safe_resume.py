@@ -1,0 +1,68 @@
+"""Detectron2's checkpointer with two guards on what it loads.
+
+- Resuming follows ``save_dir/last_checkpoint``. Detectron2 joins whatever that file names to
+  save_dir, so an absolute path or ``..`` makes it unpickle a file outside the run's folder; here
+  the named checkpoint must lie inside save_dir.
+- A file torch cannot load raises an error that names the file and says it is not a valid
+  checkpoint. torch's own message names neither and advises ``weights_only=False``, which would
+  let the file run code.
+"""
+import logging
+import os
+import re
+
+from detectron2.checkpoint import DetectionCheckpointer
+
+logger = logging.getLogger(__name__)
+
+
+class UnsafeCheckpointPathError(ValueError):
+    """last_checkpoint names a file outside the checkpointer's save_dir."""
+
+
+class InvalidCheckpointError(ValueError):
+    """A checkpoint file that torch.load cannot read (corrupt, truncated, not a checkpoint)."""
+
+
+def _reason(error: Exception) -> str:
+    """The part of torch.load's message that says what is wrong, without its advice to load
+    with weights_only=False."""
+    text = str(error)
+    found = re.search(r"WeightsUnpickler error:\s*(.*?)\s*(Check the documentation|$)", text, re.S)
+    if found:
+        text = found.group(1)
+    return " ".join(text.split(". ")[0].split()) or type(error).__name__
+
+
+class SafeResumeCheckpointer(DetectionCheckpointer):
+    """DetectionCheckpointer that resumes only from checkpoints inside save_dir and names the
+    file when one cannot be read."""
+
+    def get_checkpoint_file(self) -> str:
+        path = super().get_checkpoint_file()
+        if not path:
+            return path
+        with self.path_manager.open(os.path.join(self.save_dir, "last_checkpoint"), "r") as f:
+            named = f.read().strip()
+        root = os.path.abspath(self.save_dir)
+        resolved = os.path.abspath(path)
+        if os.path.isabs(named) or os.path.commonpath([root, resolved]) != root:
+            raise UnsafeCheckpointPathError(
+                f"{os.path.join(self.save_dir, 'last_checkpoint')} names {named!r}, which resolves to "
+                f"{resolved}, outside the output folder {root}; --resume only loads checkpoints "
+                f"inside it. Fix or delete last_checkpoint, or pass the file as MODEL.WEIGHTS "
+                f"(train.init_checkpoint) without --resume."
+            )
+        return path
+
+    def _torch_load(self, f):
+        try:
+            return super()._torch_load(f)
+        except OSError:  # unreadable, not invalid: torch's message names the file
+            raise
+        except Exception as e:  # torch.load's errors on bad bytes vary (UnpicklingError, IndexError, ...)
+            # from None: torch's message suggests weights_only=False, i.e. running the file.
+            raise InvalidCheckpointError(
+                f"{f} is not a valid checkpoint: torch.load failed ({type(e).__name__}: {_reason(e)}). "
+                f"The file may be corrupt or truncated, or not a PyTorch checkpoint."
+            ) from None
