@@ -40,7 +40,7 @@ def script_model(model: nn.Module) -> torch.jit.ScriptModule:
     """``torch.jit.script`` of an eval-mode model; raises what the compiler raises."""
     if model.training:
         raise ValueError("Export needs an eval-mode model: call model.eval() first")
-    adapter = _ScriptableRCNN(model) if isinstance(model, GeneralizedRCNN) else _ScriptableDense(model)
+    adapter = (_ScriptableRCNN if isinstance(model, GeneralizedRCNN) else _ScriptableDense)(model).eval()
     return scripting_with_instances(adapter, FIELDS)
 
 

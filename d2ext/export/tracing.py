@@ -14,6 +14,8 @@ from torch import Tensor, nn
 from detectron2.export import TracingAdapter
 from detectron2.modeling import GeneralizedRCNN
 
+from .onnx_ops import register_onnx_ops
+
 # Opset of the ONNX files: 19 is the first with DeformConv (VFNet's head) and is at least the
 # 17 that GFL's Tensor.unflatten needs.
 ONNX_OPSET = 19
@@ -68,6 +70,9 @@ def export_onnx(model: nn.Module, image: Tensor, path: str, opset: int = ONNX_OP
     Uses the TorchScript-based exporter (``dynamo=False``), the one that exports
     Detectron2's traced post-processing (data-dependent shapes after NMS).
     """
+    if opset < 17:
+        raise ValueError(f"ONNX opset {opset} is too old: GFL's head needs 17 (unflatten), VFNet's 19 (DeformConv)")
+    register_onnx_ops(opset)
     adapter = tracing_adapter(model, image)
     names = output_names(adapter, image)
     dynamic_axes = {"image": {1: "height", 2: "width"}}

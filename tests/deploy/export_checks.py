@@ -15,6 +15,7 @@ BOX_ATOL = 1e-2  # pixels
 # Traced at the first size, checked at both (the second is not a multiple of the strides).
 IMAGE_SIZES = [(96, 128), (130, 170)]
 
+# name -> tiny config, or (tiny config, *opts).
 TINY_CONFIGS = {
     "atss": "atss_R_18_FPN_tiny.yaml",
     "dynamic_atss": "dynamic_atss_R_18_FPN_tiny.yaml",
@@ -24,6 +25,9 @@ TINY_CONFIGS = {
     "musu": "musu_R_18_FPN_tiny.yaml",
     "aploss_retinanet": "aploss_retinanet_R_18_FPN_tiny.yaml",
     "libra_faster_rcnn": "libra_faster_rcnn_R_18_FPN_tiny.yaml",
+    # 2 locations per level: P7 has 1 at the traced size and 4 at the second, so the graph must
+    # keep min(2, locations) as a computation, not the traced constant 1.
+    "gfl_top2_locations": ("gfl_R_18_FPN_tiny.yaml", "MODEL.GFL.TOPK_CANDIDATES_TEST", "2"),
 }
 
 
@@ -38,7 +42,8 @@ def _spread(layer: nn.Module, bias: float, generator: torch.Generator):
 
 def detecting_model(name: str) -> nn.Module:
     """The tiny model of ``name``, randomly initialised (seed 0) so that it detects something."""
-    model = build_tiny_model(os.path.join(CONFIGS, "Synthetic", TINY_CONFIGS[name]), "MODEL.DEVICE", "cpu")
+    config, *opts = TINY_CONFIGS[name] if isinstance(TINY_CONFIGS[name], tuple) else (TINY_CONFIGS[name],)
+    model = build_tiny_model(os.path.join(CONFIGS, "Synthetic", config), "MODEL.DEVICE", "cpu", *opts)
     g = torch.Generator().manual_seed(0)
     if hasattr(model, "head"):
         _spread(model.head.cls_score, -math.log(1 / 0.1 - 1), g)
