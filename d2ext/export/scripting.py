@@ -50,3 +50,17 @@ def export_scripting(model: nn.Module, path: str) -> torch.jit.ScriptModule:
     scripted = script_model(model)
     torch.jit.save(scripted, path)
     return scripted
+
+
+def postprocess_scripted(fields: Dict[str, Tensor], height: int, width: int):
+    """The post-processing the scripted graph leaves out (as Detectron2's): the fields of one
+    image run at its original size (height, width) as Instances, boxes clipped to the image and
+    empty boxes dropped (``detector_postprocess``; no rescale at the original size)."""
+    from detectron2.modeling.postprocessing import detector_postprocess
+    from detectron2.structures import Instances
+
+    fields = dict(fields)
+    if isinstance(fields.get("pred_boxes"), Tensor):  # the scripted Instances return Boxes' tensor
+        fields["pred_boxes"] = Boxes(fields["pred_boxes"])
+    instances = Instances((height, width), **fields)
+    return detector_postprocess(instances, height, width)

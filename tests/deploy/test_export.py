@@ -5,7 +5,7 @@ import torch
 
 from export_checks import IMAGE_SIZES, TINY_CONFIGS, detecting_model, max_differences, pytorch_detections, sample_image
 
-from d2ext.export import export_onnx, export_torchscript_tracing, script_model
+from d2ext.export import export_onnx, export_torchscript_tracing, postprocess_scripted, script_model
 
 MODELS = list(TINY_CONFIGS)
 
@@ -47,17 +47,32 @@ def test_onnx(model_and_name, tmp_path):
         print(f"{name} onnx {size}: max |score| {diffs[0]:.2e}, max |box| {diffs[1]:.2e} px")
 
 
-def test_scripting(model_and_name):
+# Why scripting fails, per model (README "Deployment"); strict: a fix must remove the entry.
+SCRIPTING_FAILS = {
+    name: "ATSS-family inference methods (inference_scores_and_deltas, forward_inference, ...) "
+    "have no type hints: TorchScript infers `predictions` as a Tensor, not List[List[Tensor]]"
+    for name in ("atss", "dynamic_atss", "gfl", "gflv2", "musu", "gfl_top2_locations")
+}
+SCRIPTING_FAILS["vfnet"] = (
+    "VFNetHead.forward uses the module-level float MAX_LOG_FACTOR and the float lists "
+    "self.strides / self.reg_denoms, which TorchScript cannot read as constants"
+)
+SCRIPTING_FAILS["libra_faster_rcnn"] = "BalancedFeaturePyramid.forward returns {**features, **out} (no dict expansion in TorchScript)"
+
+
+def test_scripting(model_and_name, request):
     model, name = model_and_name
+    if name in SCRIPTING_FAILS:
+        request.applymarker(pytest.mark.xfail(reason=SCRIPTING_FAILS[name], strict=True, raises=(RuntimeError, torch.jit.frontend.NotSupportedError)))
     scripted = script_model(model)
     for size in IMAGE_SIZES:
         image = sample_image(size, seed=1)
         with torch.no_grad():
-            fields = scripted(({"image": image},))[0]
+            instances = postprocess_scripted(scripted(({"image": image},))[0], *size)
         got = {
-            "pred_boxes": fields["pred_boxes"].tensor.numpy() if hasattr(fields["pred_boxes"], "tensor") else fields["pred_boxes"].numpy(),
-            "scores": fields["scores"].numpy(),
-            "pred_classes": fields["pred_classes"].numpy(),
+            "pred_boxes": instances.pred_boxes.tensor.numpy(),
+            "scores": instances.scores.numpy(),
+            "pred_classes": instances.pred_classes.numpy(),
         }
         diffs = max_differences(pytorch_detections(model, image), got, f"{name} scripting {size}")
         print(f"{name} scripting {size}: max |score| {diffs[0]:.2e}, max |box| {diffs[1]:.2e} px")
