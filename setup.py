@@ -97,4 +97,12 @@ setup(
     package_data={"d2ext.model_zoo": get_model_zoo_configs()},
     ext_modules=get_extensions(),
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    # The tools of tools/*.py, for installed packages (tools/ is not shipped).
+    entry_points={
+        "console_scripts": [
+            "d2ext-train=d2ext.tools.train_net:main",
+            "d2ext-demo=d2ext.tools.demo:main",
+            "d2ext-export=d2ext.tools.export_model:main",
+        ]
+    },
 )

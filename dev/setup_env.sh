@@ -16,11 +16,13 @@ if [ ! -x "$PY" ]; then
   python3 -m venv "$VENV"
 fi
 
-stamp="$VENV/.d2ext-requirements-$(sha256sum requirements.txt dev/setup_env.sh | sha256sum | cut -c1-16)"
+stamp="$VENV/.d2ext-requirements-$(sha256sum requirements.txt requirements-export-test.txt dev/setup_env.sh | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   echo "[setup] installing requirements.txt into $VENV (first run takes a few minutes)"
   "$PY" -m pip install -q --upgrade "pip<26" wheel
   "$PY" -m pip install -q -r requirements.txt
+  # onnx / onnxruntime for the export tests (tests/deploy), pinned to numpy < 2 as Detectron2.
+  "$PY" -m pip install -q -r requirements-export-test.txt -c requirements.txt
 
   if "$PY" -c "import detectron2" 2>/dev/null; then
     echo "[setup] keeping the Detectron2 already importable in $VENV"

@@ -27,7 +27,7 @@ from detectron2.utils.logger import setup_logger
 from detectron2.utils.visualizer import Visualizer
 
 import d2ext  # noqa: F401  (registers d2ext's models and datasets)
-from d2ext.config import get_cfg, merge_from_file
+from d2ext.config import get_cfg, merge_from_file, score_thresh_key
 
 
 def parse_args():
@@ -35,17 +35,23 @@ def parse_args():
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--output", required=True, help="PNG file to write")
     parser.add_argument("--num-images", type=int, default=6)
-    parser.add_argument("--score-thresh", type=float, default=0.5, help="draw predictions above this")
+    parser.add_argument("--score-thresh", type=float, default=0.5, help="draw predictions with at least this score")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides (KEY VALUE ...)")
     return parser.parse_args()
+
+
+def _titled(image_rgb, title):
+    header = np.full((18, image_rgb.shape[1], 3), 255, dtype=np.uint8)
+    cv2.putText(header, title, (4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.vstack([header, image_rgb])
 
 
 def side_by_side(image_rgb, record, outputs, metadata, score_thresh):
     gt = Visualizer(image_rgb, metadata).draw_dataset_dict(record).get_image()
     instances = outputs["instances"].to("cpu")
-    instances = instances[instances.scores > score_thresh]
+    instances = instances[instances.scores >= score_thresh]
     pred = Visualizer(image_rgb, metadata).draw_instance_predictions(instances).get_image()
-    return np.hstack([gt, pred])
+    return np.hstack([_titled(gt, "ground truth"), _titled(pred, f"prediction (score >= {score_thresh})")])
 
 
 def main():
@@ -54,6 +60,13 @@ def main():
     cfg = get_cfg()
     merge_from_file(cfg, args.config_file)
     cfg.merge_from_list(args.opts)
+    # The model's own test threshold (MODEL.<METHOD>.SCORE_THRESH_TEST) no higher than the
+    # drawing threshold, or the picture would miss detections --score-thresh asks for.
+    key = score_thresh_key(cfg)
+    model_thresh = cfg
+    for part in key.split("."):
+        model_thresh = model_thresh[part]
+    cfg.merge_from_list([key, min(model_thresh, args.score_thresh)])
     if not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"
     cfg.freeze()

@@ -5,7 +5,7 @@ non-local block, or a 3x3 conv + ReLU), then resized back and added to each leve
 """
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from detectron2.layers import Conv2d
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
@@ -103,7 +103,7 @@ class BalancedFeaturePyramid(Backbone):
         levels = [features[name] for name in self.level_names]
         size = levels[self.refine_level].shape[-2:]
         gathered = [
-            F.adaptive_max_pool2d(f, size) if i < self.refine_level
+            _adaptive_max_pool2d(f, size, 2 ** (self.refine_level - i)) if i < self.refine_level
             else F.interpolate(f, size=size, mode="nearest")
             for i, f in enumerate(levels)
         ]
@@ -113,10 +113,31 @@ class BalancedFeaturePyramid(Backbone):
             if i < self.refine_level:
                 residual = F.interpolate(balanced, size=f.shape[-2:], mode="nearest")
             else:
-                residual = F.adaptive_max_pool2d(balanced, f.shape[-2:])
+                residual = _adaptive_max_pool2d(balanced, f.shape[-2:], 2 ** (i - self.refine_level))
             out[name] = f + residual
         # Outputs other than the pyramid's levels (none for FPN) pass through.
         return {**features, **out}
+
+
+def _adaptive_max_pool2d(x: Tensor, size, ratio: int) -> Tensor:
+    """F.adaptive_max_pool2d(x, size) for a size about 1/ratio of x's. While tracing, the same
+    maxima from gathers, because ONNX has no adaptive pooling to a size known only at run time
+    (the exported graph must follow every image size)."""
+    if not torch.jit.is_tracing():
+        return F.adaptive_max_pool2d(x, size)
+    # Adaptive pooling's window i is [floor(i * in / out), ceil((i + 1) * in / out)), at most
+    # ratio + 2 long: the max of that many shifted gathers, each clamped to the window's last
+    # element; row windows, then column windows (max pooling is separable).
+    for dim, out in ((2, size[0]), (3, size[1])):
+        length = x.shape[dim]
+        i = torch.arange(out, device=x.device)
+        start = torch.div(i * length, out, rounding_mode="floor")
+        end = torch.div((i + 1) * length + out - 1, out, rounding_mode="floor")
+        pooled = x.index_select(dim, start)
+        for k in range(1, ratio + 2):
+            pooled = torch.maximum(pooled, x.index_select(dim, torch.minimum(start + k, end - 1)))
+        x = pooled
+    return x
 
 
 @BACKBONE_REGISTRY.register()

@@ -241,8 +241,7 @@ class ATSSBase(DenseDetector):
         every (location, class) of those with a score > 0 (a candidate), decoded."""
         per_level = []
         for anchors_l, scores_l, deltas_l in zip(anchors, scores, box_delta):
-            num_top = min(self.test_topk_candidates, len(scores_l))
-            locations = scores_l.max(dim=1).values.topk(num_top).indices
+            locations = scores_l.max(dim=1).values.topk(self._num_top(scores_l)).indices
             location_scores = scores_l[locations]
             rows, classes = torch.nonzero(location_scores > 0, as_tuple=True)
             kept = locations[rows]
@@ -256,6 +255,14 @@ class ATSSBase(DenseDetector):
                 )
             )
         return Instances.cat(per_level)
+
+    def _num_top(self, scores: Tensor):
+        """min(test_topk_candidates, len(scores)); a tensor while tracing (as Detectron2's
+        decoding), so an exported graph keeps the min for every image size."""
+        size = scores.shape[0]
+        if isinstance(size, Tensor):
+            return torch.clamp(size, max=self.test_topk_candidates)
+        return min(size, self.test_topk_candidates)
 
 
 def dense_head_args(cfg, node_name: str, input_shape: List[ShapeSpec]) -> Dict:

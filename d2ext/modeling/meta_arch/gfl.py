@@ -175,10 +175,19 @@ class GFL(ATSSBase):
         return ltrb.clamp(min=0, max=self.reg_max - self.dfl_target_eps)
 
     def inference_scores_and_deltas(self, anchors, predictions):
-        score_logits, distributions = self.split_predictions(predictions)
+        bins = 4 * (self.reg_max + 1)
+        if self.uses_dgqp:
+            # GFL v2's score sigmoid(cls) * sigmoid(quality) as the plain product: the same value
+            # (up to rounding) as sigmoid(logit_of_product), whose expm1 ONNX has no operator for.
+            logits, distributions, quality = self._transpose_dense_predictions(
+                predictions, [self.num_classes, bins, 1]
+            )
+            probs = [c.sigmoid() * q.sigmoid() for c, q in zip(logits, quality)]
+        else:
+            logits, distributions = self._transpose_dense_predictions(predictions, [self.num_classes, bins])
+            probs = [c.sigmoid() for c in logits]
         scores = []
-        for logits in score_logits:
-            prob = logits.sigmoid()
+        for prob in probs:
             scores.append(torch.where(prob > self.test_score_thresh, prob, 0.0))
         deltas = [
             integral(dist) * stride for dist, stride in zip(distributions, self.anchor_generator.strides)
