@@ -30,6 +30,7 @@ TWIN_ATTRIBUTES = (
     "vfl_iou_weighted", "loss_box_init_weight", "loss_box_refine_weight", "gate_thresh", "gate_shape",
     "mix_lambda", "rank_topk", "rank_weight", "rank_tau", "warmup_iters", "num_anchors_per_location",
     "use_atss", "fcos_size_bounds", "test_topk_by", "loc_weight_sum_min", "quality_iou_plus_one",
+    "test_score", "input_format",
 )
 
 
@@ -128,6 +129,10 @@ def test_yaml_and_lazy_twins_agree(stem):
         assert top_block_layout(yaml_model.backbone) == top_block_layout(lazy_model.backbone)
     for a, b in zip(yaml_anchors, lazy_anchors, strict=True):
         torch.testing.assert_close(a, b)
+    # Input: padding, normalisation (the MMDet/ configs' differ from Detectron2's defaults).
+    assert yaml_model.backbone.size_divisibility == lazy_model.backbone.size_divisibility
+    torch.testing.assert_close(yaml_model.pixel_mean, lazy_model.pixel_mean, rtol=0, atol=0)
+    torch.testing.assert_close(yaml_model.pixel_std, lazy_model.pixel_std, rtol=0, atol=0)
     assert lazy.optimizer.lr == cfg.SOLVER.BASE_LR
     assert lazy.train.max_iter == cfg.SOLVER.MAX_ITER
 

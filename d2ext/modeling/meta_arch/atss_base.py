@@ -3,10 +3,10 @@ label assignment, the loss normaliser and per-level top-k + NMS inference.
 
 Letters: N images, R anchors per image (all levels), M ground truths, K classes.
 """
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec, batched_nms
@@ -187,10 +187,13 @@ class ATSSBase(DenseDetector):
 
     def forward_inference(self, images, features, predictions):
         anchors = self.anchor_generator(features)
-        scores, deltas = self.inference_scores_and_deltas(anchors, predictions)
+        outputs = self.inference_scores_and_deltas(anchors, predictions)
+        scores, deltas = outputs[:2]
+        factors = outputs[2] if len(outputs) > 2 else None
         return [
             self.inference_single_image(
-                anchors, [s[i] for s in scores], [d[i] for d in deltas], image_size
+                anchors, [s[i] for s in scores], [d[i] for d in deltas], image_size,
+                None if factors is None else [f[i] for f in factors],
             )
             for i, image_size in enumerate(images.image_sizes)
         ]
@@ -198,8 +201,11 @@ class ATSSBase(DenseDetector):
     def inference_scores_and_deltas(self, anchors: List[Boxes], predictions):
         """
         Returns:
-            scores: per level (N, R_l, K) final scores, 0 where a location is not a candidate.
+            scores: per level (N, R_l, K) ranking scores, 0 where a location is not a candidate.
             deltas: per level (N, R_l, 4) regression in box2box_transform's coding.
+            factors (optional third output): per level (N, R_l, 1) factors the selected
+                candidates' scores are multiplied by after the per-level top-k (mmdetection's
+                score_factors: ranked by one score, reported as another).
         """
         raise NotImplementedError
 
@@ -209,15 +215,18 @@ class ATSSBase(DenseDetector):
         scores: List[Tensor],
         box_delta: List[Tensor],
         image_size: Tuple[int, int],
+        factors: Optional[List[Tensor]] = None,
     ) -> Instances:
         """
         Args:
-            scores (list[Tensor]): per level (R_l, K) final scores, 0 where not a candidate.
+            scores (list[Tensor]): per level (R_l, K) ranking scores, 0 where not a candidate.
             box_delta (list[Tensor]): per level (R_l, 4).
+            factors (list[Tensor] or None): per level (R_l, 1), see
+                :meth:`inference_scores_and_deltas`.
         """
         # Scores are > 0 exactly for candidates that passed the classification threshold.
-        if self.test_topk_by == "location":
-            pred = self._decode_top_locations(anchors, scores, box_delta, image_size)
+        if self.test_topk_by == "location" or factors is not None:
+            pred = self._decode_top_k(anchors, scores, box_delta, image_size, factors)
         else:
             pred = self._decode_multi_level_predictions(
                 anchors, scores, box_delta, 0.0, self.test_topk_candidates, image_size
@@ -225,31 +234,50 @@ class ATSSBase(DenseDetector):
         # Every reference of the family clips before NMS (Errata 6): boxes sticking out of the
         # image would otherwise suppress, or survive, differently.
         pred.pred_boxes.clip(image_size)
+        # A box clipped to zero width or height cannot be a detection (mmdetection drops it
+        # before NMS, min_bbox_size=0; Detectron2's postprocess after): it must not take one
+        # of the max_detections_per_image places.
+        pred = pred[pred.pred_boxes.nonempty()]
         keep = batched_nms(pred.pred_boxes.tensor, pred.scores, pred.pred_classes, self.test_nms_thresh)
         return pred[keep[: self.max_detections_per_image]]
 
-    def _decode_top_locations(
+    def _decode_top_k(
         self,
         anchors: List[Boxes],
         scores: List[Tensor],
         box_delta: List[Tensor],
         image_size: Tuple[int, int],
+        factors: Optional[List[Tensor]] = None,
     ) -> Instances:
-        """Per level, the test_topk_candidates locations with the highest best-class score, then
-        every (location, class) of those with a score > 0 (a candidate), decoded."""
+        """
+        Per level, the test_topk_candidates best candidates (scores > 0), decoded: with
+        test_topk_by "location" the locations with the highest best-class score, then every
+        (location, class) of those that is a candidate; with "pair" the (location, class) pairs.
+        The kept scores are multiplied by their location's factor where factors are given.
+        """
         per_level = []
-        for anchors_l, scores_l, deltas_l in zip(anchors, scores, box_delta):
-            num_top = min(self.test_topk_candidates, len(scores_l))
-            locations = scores_l.max(dim=1).values.topk(num_top).indices
-            location_scores = scores_l[locations]
-            rows, classes = torch.nonzero(location_scores > 0, as_tuple=True)
-            kept = locations[rows]
+        for level, (anchors_l, scores_l, deltas_l) in enumerate(zip(anchors, scores, box_delta)):
+            if self.test_topk_by == "location":
+                num_top = min(self.test_topk_candidates, len(scores_l))
+                locations = scores_l.max(dim=1).values.topk(num_top).indices
+                location_scores = scores_l[locations]
+                rows, classes = torch.nonzero(location_scores > 0, as_tuple=True)
+                kept = locations[rows]
+                kept_scores = location_scores[rows, classes]
+            else:
+                candidates = torch.nonzero(scores_l > 0)  # (C, 2): location, class
+                candidate_scores = scores_l[candidates[:, 0], candidates[:, 1]]
+                num_top = min(self.test_topk_candidates, len(candidate_scores))
+                kept_scores, order = candidate_scores.topk(num_top)
+                kept, classes = candidates[order].unbind(dim=1)
+            if factors is not None:
+                kept_scores = kept_scores * factors[level][kept, 0]
             boxes = self.box2box_transform.apply_deltas(deltas_l[kept], anchors_l.tensor[kept])
             per_level.append(
                 Instances(
                     image_size,
                     pred_boxes=Boxes(boxes),
-                    scores=location_scores[rows, classes],
+                    scores=kept_scores,
                     pred_classes=classes,
                 )
             )
@@ -272,7 +300,17 @@ def dense_head_args(cfg, node_name: str, input_shape: List[ShapeSpec]) -> Dict:
         "prior_prob": node.PRIOR_PROB,
         "norm": node.NORM,
         "num_anchors": num_anchors[0],
+        "tower_conv_bias": node.TOWER_CONV_BIAS,
     }
+
+
+def drop_tower_conv_bias(*towers: nn.Module) -> None:
+    """Removes the bias of the convs of these towers (mmdetection's conv + norm ConvModules
+    have none; Detectron2's RetinaNetHead always adds one): MODEL.<METHOD>.TOWER_CONV_BIAS."""
+    for tower in towers:
+        for module in tower.modules():
+            if isinstance(module, nn.Conv2d):
+                module.bias = None
 
 
 def positives_sum(values: Tensor, min_value: float) -> Tensor:
