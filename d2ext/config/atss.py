@@ -34,6 +34,11 @@ def add_dense_head_keys(node):
     # threshold (Detectron2, official ATSS); "location" = locations by their best class score,
     # then every (location, class) of those above the threshold (official GFL v1/v2, VFNet).
     node.TOPK_CANDIDATES_TEST_BY = "pair"
+    # Training: 0 = every anchor of the padded batch is assigned and trained on (Detectron2,
+    # the official repos); N > 0 = anchors at grid locations beyond the image's own size rounded
+    # up to a multiple of N (another image of the batch is larger) are ignored: no assignment,
+    # no loss (mmdetection's valid_flags with its per-image pad_shape, N = 32).
+    node.VALID_ANCHORS_PAD_DIVISOR = 0
 
 
 def add_atss_config(cfg):

@@ -1,10 +1,12 @@
 import logging
 import os
+import weakref
 
 from detectron2.data import MetadataCatalog, build_detection_train_loader
-from detectron2.engine import DefaultTrainer, default_setup
+from detectron2.engine import DefaultTrainer, default_setup, hooks
 from detectron2.evaluation import COCOEvaluator
 
+from d2ext.checkpoint import Checkpointer
 from d2ext.config import get_cfg
 from d2ext.data import build_train_mapper
 
@@ -27,7 +29,17 @@ def build_evaluator(cfg, dataset_name, output_folder=None):
 
 class Trainer(DefaultTrainer):
     """Detectron2's DefaultTrainer with COCO evaluation and the training pipeline chosen by
-    INPUT.TRAIN_PIPELINE ("detectron2": Detectron2's own; "ssd": the AP-loss recipe's)."""
+    INPUT.TRAIN_PIPELINE ("detectron2": Detectron2's own; "ssd": the AP-loss recipe's), and
+    d2ext's Checkpointer (loads mmdetection / torchvision files, d2ext/checkpoint)."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.checkpointer = Checkpointer(
+            self._trainer.model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
+        )
+        for hook in self._hooks:
+            if isinstance(hook, hooks.PeriodicCheckpointer):
+                hook.checkpointer = self.checkpointer
 
     @classmethod
     def build_train_loader(cls, cfg):

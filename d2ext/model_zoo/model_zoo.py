@@ -4,9 +4,10 @@ from typing import Optional
 
 import torch
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode, LazyConfig, instantiate
 from detectron2.modeling import build_model
+
+from d2ext.checkpoint import Checkpointer
 
 CONFIG_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 
@@ -66,11 +67,11 @@ def get(config_path: str, trained: bool = False, device: Optional[str] = None):
         if device is not None:
             cfg.MODEL.DEVICE = device
         model = build_model(cfg)
-        DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+        Checkpointer(model).load(cfg.MODEL.WEIGHTS)
         return model
     model = instantiate(cfg.model)
     if device is not None:
         model = model.to(device)
     if "train" in cfg and "init_checkpoint" in cfg.train:
-        DetectionCheckpointer(model).load(cfg.train.init_checkpoint)
+        Checkpointer(model).load(cfg.train.init_checkpoint)
     return model

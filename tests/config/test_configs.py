@@ -30,7 +30,7 @@ TWIN_ATTRIBUTES = (
     "vfl_iou_weighted", "loss_box_init_weight", "loss_box_refine_weight", "gate_thresh", "gate_shape",
     "mix_lambda", "rank_topk", "rank_weight", "rank_tau", "warmup_iters", "num_anchors_per_location",
     "use_atss", "fcos_size_bounds", "test_topk_by", "loc_weight_sum_min", "quality_iou_plus_one",
-    "test_score", "input_format",
+    "test_score", "input_format", "valid_anchors_pad_divisor",
 )
 
 

@@ -1,7 +1,8 @@
 # The backbone of mmdetection's ResNet-50-FPN zoo models (configs/MMDet/), applied to a lazy
 # ATSS-family model graph: torchvision-style R-50 (stride in the 3x3 conv, BN in eval mode with
 # trainable scale/bias, stem + res2 frozen), FPN P3-P7 with P6 = conv(P5) and images padded to
-# 32, RGB input with torchvision's mean/std, anchor centres at x * stride.
+# 32, RGB input with torchvision's mean/std, anchor centres at x * stride, bias-free tower
+# convs, and training on the anchors inside each image's own padding.
 from detectron2.config import LazyCall as L
 
 from d2ext.modeling.backbone import FPN, train_frozen_bn_affine
@@ -28,4 +29,6 @@ def mmdet_r50_fpn(model, *, relu_before_p6=False, relu_before_p7=False):
     model.pixel_std = [58.395, 57.12, 57.375]
     model.input_format = "RGB"
     model.head.tower_conv_bias = False
+    # Training ignores the anchors beyond each image's own size padded to 32 (valid_flags).
+    model.valid_anchors_pad_divisor = 32
     return model

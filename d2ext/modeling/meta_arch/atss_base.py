@@ -47,6 +47,7 @@ class ATSSBase(DenseDetector):
         test_nms_thresh=0.6,
         max_detections_per_image=100,
         test_topk_by="pair",
+        valid_anchors_pad_divisor=0,
         pixel_mean,
         pixel_std,
         input_format="BGR",
@@ -67,6 +68,10 @@ class ATSSBase(DenseDetector):
                 pairs above the threshold (Detectron2, official ATSS); "location" = the
                 locations by their best class score, then every (location, class) of those
                 above the threshold (official GFL v1/v2 and VFNet).
+            valid_anchors_pad_divisor (int): 0 = every anchor of the padded batch is assigned
+                and trained on; N > 0 = anchors at grid locations beyond the image's own size
+                rounded up to a multiple of N are ignored (no assignment, no loss), as
+                mmdetection's valid_flags with its per-image pad_shape (N = 32).
         """
         super().__init__(
             backbone, head, head_in_features, pixel_mean=pixel_mean, pixel_std=pixel_std
@@ -91,6 +96,12 @@ class ATSSBase(DenseDetector):
         self.test_nms_thresh = test_nms_thresh
         self.max_detections_per_image = max_detections_per_image
         self.test_topk_by = test_topk_by
+        if valid_anchors_pad_divisor < 0:
+            raise ValueError(
+                f"MODEL.{self.config_node}.VALID_ANCHORS_PAD_DIVISOR must be >= 0, got "
+                f"{valid_anchors_pad_divisor}"
+            )
+        self.valid_anchors_pad_divisor = valid_anchors_pad_divisor
         self.input_format = input_format
 
     # The config node of the subclass's keys, MODEL.<config_node>.
@@ -121,6 +132,7 @@ class ATSSBase(DenseDetector):
             "test_topk_candidates": node.TOPK_CANDIDATES_TEST,
             "test_nms_thresh": node.NMS_THRESH_TEST,
             "test_topk_by": node.TOPK_CANDIDATES_TEST_BY,
+            "valid_anchors_pad_divisor": node.VALID_ANCHORS_PAD_DIVISOR,
             "max_detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
@@ -131,11 +143,12 @@ class ATSSBase(DenseDetector):
     @torch.no_grad()
     def label_anchors(self, anchors: List[Boxes], gt_instances: List[Instances]):
         """
-        Plain ATSS assignment of every image.
+        Plain ATSS assignment of every image (of its valid anchors, see
+        :meth:`valid_anchors`).
 
         Returns:
-            gt_labels: list[Tensor] of N (R,) tensors: class of the matched GT, or num_classes
-                for background.
+            gt_labels: list[Tensor] of N (R,) tensors: class of the matched GT, num_classes
+                for background, -1 for anchors ignored as outside the image's padding.
             matched_gt_boxes: list[Tensor] of N (R, 4) tensors: box of the matched GT
                 (meaningless for background anchors).
         """
@@ -143,13 +156,44 @@ class ATSSBase(DenseDetector):
         anchors = Boxes.cat(anchors).tensor  # (R, 4)
         gt_labels, matched_gt_boxes = [], []
         for gt_per_image in gt_instances:
-            matched_idxs, _, _ = atss_assign(
-                anchors, num_anchors_per_level, gt_per_image.gt_boxes.tensor, self.topk
-            )
+            valid = self.valid_anchors(anchors, num_anchors_per_level, gt_per_image.image_size)
+            if valid is None:
+                matched_idxs, _, _ = atss_assign(
+                    anchors, num_anchors_per_level, gt_per_image.gt_boxes.tensor, self.topk
+                )
+            else:
+                valid_per_level = [int(v.sum()) for v in valid.split(num_anchors_per_level)]
+                matched_valid, _, _ = atss_assign(
+                    anchors[valid], valid_per_level, gt_per_image.gt_boxes.tensor, self.topk
+                )
+                matched_idxs = torch.full((len(anchors),), -1, dtype=matched_valid.dtype,
+                                          device=anchors.device)
+                matched_idxs[valid] = matched_valid
             labels, boxes = self.matched_targets(matched_idxs, gt_per_image, anchors)
+            if valid is not None:
+                labels[~valid] = -1
             gt_labels.append(labels)
             matched_gt_boxes.append(boxes)
         return gt_labels, matched_gt_boxes
+
+    def valid_anchors(self, anchors: Tensor, num_anchors_per_level: List[int], image_size):
+        """
+        (R,) bool: the anchors whose grid location lies inside the image's size rounded up to
+        valid_anchors_pad_divisor (mmdetection's valid_flags), or None when all are valid.
+        """
+        if not self.valid_anchors_pad_divisor:
+            return None
+        div = self.valid_anchors_pad_divisor
+        pad_h, pad_w = (-(-int(size) // div) * div for size in image_size)
+        strides = torch.cat([
+            torch.full((n,), float(s), device=anchors.device)
+            for n, s in zip(num_anchors_per_level, self.anchor_generator.strides)
+        ])
+        centers = (anchors[:, :2] + anchors[:, 2:]) / 2
+        # Grid index of each anchor: its centre is at (index + offset) * stride.
+        index = torch.floor(centers / strides[:, None] - self.anchor_generator.offset + 0.5)
+        limit = torch.stack([torch.ceil(pad_w / strides), torch.ceil(pad_h / strides)], dim=1)
+        return (index < limit).all(dim=1)
 
     def matched_targets(self, matched_idxs: Tensor, gt_per_image: Instances, anchors: Tensor):
         """(R,) class per anchor (num_classes = background) and (R, 4) matched GT box."""
