@@ -30,6 +30,11 @@ MODELS = {
         "MMDet/atss_r50_fpn_1x_coco.yaml",
         {"loss_cls": "loss_cls", "loss_bbox": "loss_box_reg", "loss_centerness": "loss_centerness"},
     ),
+    "gfl": (
+        "gfl/gfl_r50_fpn_1x_coco.py",
+        "MMDet/gfl_r50_fpn_1x_coco.yaml",
+        {"loss_cls": "loss_cls", "loss_bbox": "loss_box_reg", "loss_dfl": "loss_dfl"},
+    ),
 }
 # Sizes not divisible by 32 (mmdetection and d2ext both pad to 32).
 IMAGE_SIZES = [(200, 300), (190, 257)]
@@ -65,16 +70,31 @@ def images():
     return [(torch.rand(3, h, w, generator=g) * 255).to(torch.uint8) for h, w in IMAGE_SIZES]
 
 
+_BUILT = {}
+
+
+def built_pair(name, tmp_path_factory):
+    """(name, mmdetection model, d2ext model loaded from its checkpoint, checkpoint path),
+    built once per test session."""
+    if name not in _BUILT:
+        import_mmdet()
+        logging.getLogger("mmengine").setLevel(logging.ERROR)
+        mm_config, config, _ = MODELS[name]
+        mm_model, _ = build_random_mmdet_model(mm_config)
+        path = str(tmp_path_factory.mktemp("mmdet") / f"{name}.pth")
+        save_mmdet_checkpoint(mm_model, path)
+        _BUILT[name] = (name, mm_model, d2ext_model(config, path), path)
+    return _BUILT[name]
+
+
 @pytest.fixture(scope="module", params=sorted(MODELS))
 def pair(request, tmp_path_factory):
-    """(name, mmdetection model, d2ext model loaded from its checkpoint, checkpoint path)."""
-    import_mmdet()
-    logging.getLogger("mmengine").setLevel(logging.ERROR)
-    mm_config, config, _ = MODELS[request.param]
-    mm_model, _ = build_random_mmdet_model(mm_config)
-    path = str(tmp_path_factory.mktemp("mmdet") / f"{request.param}.pth")
-    save_mmdet_checkpoint(mm_model, path)
-    return request.param, mm_model, d2ext_model(config, path), path
+    return built_pair(request.param, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def atss_pair(tmp_path_factory):
+    return built_pair("atss", tmp_path_factory)
 
 
 def mm_inputs(mm_model, imgs, with_gt=False):
@@ -172,14 +192,12 @@ def test_training_losses(pair):
     assert set(losses) == set(loss_names.values())
 
 
-def test_wrong_settings_are_caught(pair):
+def test_wrong_settings_are_caught(atss_pair):
     """The comparisons above can fail: a ReLU before P7 changes P7, official ATSS's scores change
     the detections, a bias in the towers is a checkpoint key the file cannot fill."""
     from d2ext.checkpoint import ConversionError
 
-    name, mm_model, _, path = pair
-    if name != "atss":
-        pytest.skip("checked once, on ATSS")
+    name, mm_model, _, path = atss_pair
     imgs = images()
     with torch.no_grad():
         x = mm_inputs(mm_model, imgs)["inputs"]
@@ -192,10 +210,8 @@ def test_wrong_settings_are_caught(pair):
         d2ext_model(MODELS[name][1], path, "MODEL.ATSS.TOWER_CONV_BIAS", True)
 
 
-def test_unmapped_keys_are_reported(pair, tmp_path, caplog):
-    name, mm_model, _, path = pair
-    if name != "atss":
-        pytest.skip("checked once, on ATSS")
+def test_unmapped_keys_are_reported(atss_pair, tmp_path, caplog):
+    name, mm_model, _, path = atss_pair
     checkpoint = torch.load(path)
     checkpoint["state_dict"]["bbox_head.extra_conv.weight"] = torch.zeros(1)
     changed = str(tmp_path / "extra.pth")
@@ -203,6 +219,33 @@ def test_unmapped_keys_are_reported(pair, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="d2ext.checkpoint.conversion"):
         d2ext_model(MODELS[name][1], changed)
     assert "bbox_head.extra_conv.weight" in caplog.text
+
+
+def test_convert_tool(atss_pair, tmp_path):
+    """tools/convert_mmdet_checkpoint.py writes a Detectron2-format file that Detectron2's own
+    checkpointer loads into the same model, bit-identical."""
+    import sys
+
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.modeling import build_model
+
+    from conftest import REPO_ROOT, tiny_cfg
+
+    name, _, model, path = atss_pair
+    sys.path.insert(0, os.path.join(REPO_ROOT, "tools"))
+    try:
+        import convert_mmdet_checkpoint
+    finally:
+        sys.path.pop(0)
+    out = str(tmp_path / "converted.pth")
+    config = os.path.join(CONFIGS, MODELS[name][1])
+    convert_mmdet_checkpoint.main([path, out, "--config-file", config])
+    converted = build_model(tiny_cfg(config, "MODEL.DEVICE", "cpu"))
+    DetectionCheckpointer(converted).load(out)
+    expected = model.state_dict()
+    assert converted.state_dict().keys() == expected.keys()
+    for key, value in converted.state_dict().items():
+        assert torch.equal(value, expected[key]), key
 
 
 def test_torchvision_resnet_loads():
