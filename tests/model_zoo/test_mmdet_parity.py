@@ -35,6 +35,11 @@ MODELS = {
         "MMDet/gfl_r50_fpn_1x_coco.yaml",
         {"loss_cls": "loss_cls", "loss_bbox": "loss_box_reg", "loss_dfl": "loss_dfl"},
     ),
+    "vfnet": (
+        "vfnet/vfnet_r50_fpn_1x_coco.py",
+        "MMDet/vfnet_r50_fpn_1x_coco.yaml",
+        {"loss_cls": "loss_cls", "loss_bbox": "loss_box_init", "loss_bbox_rf": "loss_box_refine"},
+    ),
 }
 # Sizes not divisible by 32 (mmdetection and d2ext both pad to 32).
 IMAGE_SIZES = [(200, 300), (190, 257)]
@@ -143,7 +148,12 @@ def test_input_features_and_head_outputs(pair):
         assert a.shape == b.shape
         assert rel_diff(a, b) <= 1e-5, f"{name} P{level + 3}: {rel_diff(a, b)}"
 
-    for output, (mm_levels, levels) in enumerate(zip(mm_model.bbox_head(mm_features), model.head(features))):
+    outputs = model.head(features)
+    if name == "vfnet":  # mmdetection's VFNetHead returns no initial boxes in eval mode
+        outputs = (outputs[0], outputs[2])
+    mm_outputs = mm_model.bbox_head(mm_features)
+    assert len(mm_outputs) == len(outputs)
+    for output, (mm_levels, levels) in enumerate(zip(mm_outputs, outputs)):
         for level, (a, b) in enumerate(zip(mm_levels, levels)):
             assert a.shape == b.shape
             assert rel_diff(a, b) <= 1e-5, f"{name} output {output} level {level}: {rel_diff(a, b)}"
