@@ -11,6 +11,7 @@ model.test_topk_by = "pair"
 
 # Bias LR x2 without bias weight decay (Detectron2 applies both to norm biases too, mmengine
 # not); warmup from 0.1.
+optimizer.params.base_lr = "${..lr}"
 optimizer.params.bias_lr_factor = 2.0
 optimizer.params.weight_decay_bias = 0.0
 lr_multiplier.warmup_factor = 0.1

@@ -144,8 +144,33 @@ def test_model_zoo_paths_and_errors():
     assert "model" in model_zoo.get_config("ATSS/atss_R_50_FPN_1x.py")
     with pytest.raises(RuntimeError, match="not available in d2ext's model zoo"):
         model_zoo.get_config_file("ATSS/nope.yaml")
-    with pytest.raises(NotImplementedError, match="no trained checkpoint"):
+    with pytest.raises(RuntimeError, match="no published checkpoint for ATSS/atss_R_50_FPN_1x.yaml"):
         model_zoo.get_config("ATSS/atss_R_50_FPN_1x.yaml", trained=True)
+
+
+@pytest.mark.parametrize("name", ["atss", "gfl", "vfnet"])
+def test_model_zoo_published_checkpoints(name):
+    """MODEL_ZOO.md's rows: each config with a published checkpoint gets its URL as weights."""
+    config = f"MMDet/{name}_r50_fpn_1x_coco"
+    url = model_zoo.get_checkpoint_url(config + ".yaml")
+    assert url.startswith("https://download.openmmlab.com/mmdetection/v2.0/")
+    assert url == model_zoo.get_checkpoint_url(config + ".py")
+    assert model_zoo.get_config(config + ".yaml", trained=True).MODEL.WEIGHTS == url
+    assert model_zoo.get_config(config + ".py", trained=True).train.init_checkpoint == url
+    with open(os.path.join(os.path.dirname(CONFIGS), "MODEL_ZOO.md")) as f:
+        assert url in f.read()
+
+
+def test_model_zoo_offline_error_names_the_url(monkeypatch):
+    from detectron2.utils.file_io import PathManager
+
+    def offline(path, **kwargs):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(PathManager, "get_local_path", offline)
+    url = model_zoo.get_checkpoint_url("MMDet/atss_r50_fpn_1x_coco.yaml")
+    with pytest.raises(RuntimeError, match="could not download " + url.replace(".", r"\.")):
+        model_zoo.get("MMDet/atss_r50_fpn_1x_coco.yaml", trained=True)
 
 
 def test_model_zoo_get_builds_models():
