@@ -3,6 +3,7 @@
 # Idempotent: a second run with unchanged requirements only re-runs the (incremental) op build.
 #   VENV=path   where the environment lives (default .venv)
 #   D2EXT_SKIP_BUILD=1   set up the environment only
+# Installs requirements.txt, Detectron2, requirements-test.txt (the tests' mmdetection oracle) and d2ext.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -16,7 +17,7 @@ if [ ! -x "$PY" ]; then
   python3 -m venv "$VENV"
 fi
 
-stamp="$VENV/.d2ext-requirements-$(sha256sum requirements.txt requirements-export-test.txt dev/setup_env.sh | sha256sum | cut -c1-16)"
+stamp="$VENV/.d2ext-requirements-$(sha256sum requirements.txt requirements-test.txt requirements-export-test.txt dev/setup_env.sh | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   echo "[setup] installing requirements.txt into $VENV (first run takes a few minutes)"
   "$PY" -m pip install -q --upgrade "pip<26" wheel
@@ -38,6 +39,9 @@ if [ ! -f "$stamp" ]; then
     "$PY" -m pip install -q "$tmp/sal_detectron2-0.7.2-py3-none-any.whl" -c requirements.txt
     rm -rf "$tmp"
   fi
+  # The tests' oracle (mmdetection); --no-deps: requirements-test.txt lists its dependencies,
+  # so none of them can move a pin of requirements.txt.
+  "$PY" -m pip install -q --no-deps -r requirements-test.txt
   # d2ext itself, editable and without dependencies (they come from requirements.txt above).
   "$PY" -m pip install -q --no-deps --no-build-isolation -e . 
   rm -f "$VENV"/.d2ext-requirements-*

@@ -6,6 +6,8 @@ Trains or evaluates a d2ext (or any Detectron2) model, from a yaml or a lazy (.p
     python tools/train_net.py --config-file configs/ATSS/atss_R_50_FPN_1x.yaml --eval-only \
         MODEL.WEIGHTS output/atss_R_50_FPN_1x/model_final.pth
     python tools/train_net.py --config-file configs/ATSS/atss_R_50_FPN_1x.py train.max_iter=100
+    python tools/train_net.py --config-file configs/MMDet/atss_r50_fpn_1x_coco.yaml --eval-only \
+        MODEL.WEIGHTS atss_r50_fpn_1x_coco_20200209-985f7bd0.pth   # an mmdetection checkpoint
 
 Without GPUs, --num-gpus N runs N processes on the CPU (gloo). Yaml configs load with safe yaml:
 --allow-unsafe-yaml (or D2EXT_ALLOW_UNSAFE_YAML=1) lets a trusted file's python tags run.
@@ -21,7 +23,7 @@ from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 
 import d2ext  # noqa: F401  (registers d2ext's models and datasets)
-from d2ext.checkpoint import SafeResumeCheckpointer
+from d2ext.checkpoint import Checkpointer
 from d2ext.config import ALLOW_UNSAFE_YAML_ENV
 from d2ext.engine import Trainer, do_train, evaluate_lazy, setup_lazy, setup_yaml
 
@@ -34,7 +36,7 @@ def main(args):
     cfg = setup_yaml(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        checkpointer = SafeResumeCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
+        checkpointer = Checkpointer(model, save_dir=cfg.OUTPUT_DIR)
         if not cfg.MODEL.WEIGHTS and not (args.resume and checkpointer.has_checkpoint()):
             # Detectron2 would evaluate the randomly initialised model.
             raise FileNotFoundError(

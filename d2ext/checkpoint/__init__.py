@@ -1,3 +1,17 @@
+from .checkpointer import Checkpointer
+from .conversion import ConversionError
+from .mmdet import convert_mmdet_checkpoint, is_mmdet_checkpoint
 from .safe_resume import InvalidCheckpointError, SafeResumeCheckpointer, UnsafeCheckpointPathError
+from .torchvision import convert_torchvision_resnet, is_torchvision_resnet
 
-__all__ = ["InvalidCheckpointError", "SafeResumeCheckpointer", "UnsafeCheckpointPathError"]
+__all__ = [
+    "Checkpointer",
+    "ConversionError",
+    "InvalidCheckpointError",
+    "SafeResumeCheckpointer",
+    "UnsafeCheckpointPathError",
+    "convert_mmdet_checkpoint",
+    "convert_torchvision_resnet",
+    "is_mmdet_checkpoint",
+    "is_torchvision_resnet",
+]

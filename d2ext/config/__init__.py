@@ -2,6 +2,7 @@ from detectron2.config import get_cfg as _get_detectron2_cfg
 
 from .ap_loss import add_ap_loss_config
 from .atss import add_atss_config
+from .backbone import add_backbone_config
 from .data import add_data_config
 from .defaults import add_d2ext_config
 from .dynamic_atss import add_dynamic_atss_config
@@ -32,6 +33,7 @@ __all__ = [
     "UnsafeYamlError",
     "add_ap_loss_config",
     "add_atss_config",
+    "add_backbone_config",
     "add_d2ext_config",
     "add_data_config",
     "add_dynamic_atss_config",

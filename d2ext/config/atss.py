@@ -13,6 +13,9 @@ def add_dense_head_keys(node):
     node.NUM_CONVS = 4
     # Norm of the tower convs; the papers use GroupNorm(32) shared across levels.
     node.NORM = "GN"
+    # Bias in the tower convs: True = Detectron2's RetinaNetHead; mmdetection's conv + GN
+    # modules have none (a bias before GN changes nothing but the parameter count).
+    node.TOWER_CONV_BIAS = True
     # Prior probability of a positive at initialisation (sets the classifier bias).
     node.PRIOR_PROB = 0.01
     # Candidates per FPN level and GT (k), taken by anchor-centre to GT-centre distance.
@@ -31,6 +34,11 @@ def add_dense_head_keys(node):
     # threshold (Detectron2, official ATSS); "location" = locations by their best class score,
     # then every (location, class) of those above the threshold (official GFL v1/v2, VFNet).
     node.TOPK_CANDIDATES_TEST_BY = "pair"
+    # Training: 0 = every anchor of the padded batch is assigned and trained on (Detectron2,
+    # the official repos); N > 0 = anchors at grid locations beyond the image's own size rounded
+    # up to a multiple of N (another image of the batch is larger) are ignored: no assignment,
+    # no loss (mmdetection's valid_flags with its per-image pad_shape, N = 32).
+    node.VALID_ANCHORS_PAD_DIVISOR = 0
 
 
 def add_atss_config(cfg):
@@ -52,7 +60,11 @@ def add_atss_config(cfg):
     _C.CLS_LOSS = "FL"
     _C.VFL_ALPHA = 0.75
     _C.VFL_GAMMA = 2.0
-    # At inference the score is sqrt(cls * centerness), ranked among the candidates by it.
+    # Inference score (METHODS.md §1.4): "sqrt" = sqrt(cls * centerness), candidates ranked by
+    # it (official ATSS); "product_ranked_by_cls" = the per-level top-k ranks sigmoid(cls)
+    # alone and the kept candidates score cls * centerness (mmdetection 3.x's ATSSHead,
+    # score_factors). Both threshold sigmoid(cls) at SCORE_THRESH_TEST.
+    _C.TEST_SCORE = "sqrt"
 
     # The FPN feature P6 is built from: "p5" (ATSS, GFL, VFNet, DynamicATSS) or "res5"
     # (Detectron2's RetinaNet). Read by build_resnet_fpn_p6p7_backbone.

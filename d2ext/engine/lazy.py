@@ -7,7 +7,7 @@ from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 from omegaconf import OmegaConf
 
-from d2ext.checkpoint import SafeResumeCheckpointer
+from d2ext.checkpoint import Checkpointer
 from d2ext.config import num_classes_key
 from d2ext.config.lazy_overrides import apply_overrides
 from d2ext.data.class_count import check_num_classes
@@ -71,7 +71,7 @@ def do_train(args, cfg):
     check_loader_classes(cfg, model, "train")
     model = create_ddp_model(model, **cfg.train.ddp)
     trainer = (AMPTrainer if cfg.train.amp.enabled else SimpleTrainer)(model, train_loader, optimizer)
-    checkpointer = SafeResumeCheckpointer(model, cfg.train.output_dir, trainer=trainer)
+    checkpointer = Checkpointer(model, cfg.train.output_dir, trainer=trainer)
     trainer.register_hooks(
         [
             hooks.IterationTimer(),
@@ -101,7 +101,7 @@ def evaluate_lazy(args, cfg):
     model = instantiate(cfg.model)
     model.to(cfg.train.device)
     model = create_ddp_model(model)
-    checkpointer = SafeResumeCheckpointer(model, cfg.train.output_dir)
+    checkpointer = Checkpointer(model, cfg.train.output_dir)
     if args.resume and checkpointer.has_checkpoint():
         path = checkpointer.get_checkpoint_file()
     elif cfg.train.init_checkpoint:

@@ -4,7 +4,7 @@ import os
 from detectron2.data import MetadataCatalog, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, default_setup
 
-from d2ext.checkpoint import SafeResumeCheckpointer
+from d2ext.checkpoint import Checkpointer
 from d2ext.config import get_cfg, get_num_classes, merge_from_file, num_classes_key
 from d2ext.data import build_train_mapper
 from d2ext.data.class_count import check_num_classes
@@ -43,7 +43,8 @@ class Trainer(DefaultTrainer):
     """Detectron2's DefaultTrainer with COCO evaluation and the training pipeline chosen by
     INPUT.TRAIN_PIPELINE ("detectron2": Detectron2's own; "ssd": the AP-loss recipe's), which
     checks MODEL.PIXEL_STD and the class count when it builds the model and the loaders, and
-    resumes only from checkpoints inside OUTPUT_DIR."""
+    d2ext's Checkpointer (resumes only from checkpoints inside OUTPUT_DIR; loads mmdetection /
+    torchvision files, d2ext/checkpoint)."""
 
     @classmethod
     def build_model(cls, cfg):
@@ -70,7 +71,7 @@ class Trainer(DefaultTrainer):
     def build_hooks(self):
         # DefaultTrainer.__init__ makes self.checkpointer just before it calls build_hooks (whose
         # PeriodicCheckpointer saves through it): swap in d2ext's, same model and checkpointables.
-        self.checkpointer = SafeResumeCheckpointer(
+        self.checkpointer = Checkpointer(
             self.checkpointer.model, self.cfg.OUTPUT_DIR, **self.checkpointer.checkpointables
         )
         return super().build_hooks()

@@ -4,11 +4,42 @@ from typing import Optional
 
 import torch
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode, LazyConfig, instantiate
 from detectron2.modeling import build_model
+from detectron2.utils.file_io import PathManager
+
+from d2ext.checkpoint import Checkpointer
 
 CONFIG_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+
+# Published checkpoints d2ext loads (MODEL_ZOO.md): config (without extension) -> URL. They are
+# mmdetection's own files, converted on load by d2ext's Checkpointer; their COCO AP is the
+# source's published number, not re-evaluated by d2ext.
+_CHECKPOINTS = {
+    "MMDet/atss_r50_fpn_1x_coco": "https://download.openmmlab.com/mmdetection/v2.0/atss/"
+    "atss_r50_fpn_1x_coco/atss_r50_fpn_1x_coco_20200209-985f7bd0.pth",
+    "MMDet/gfl_r50_fpn_1x_coco": "https://download.openmmlab.com/mmdetection/v2.0/gfl/"
+    "gfl_r50_fpn_1x_coco/gfl_r50_fpn_1x_coco_20200629_121244-25944287.pth",
+    "MMDet/vfnet_r50_fpn_1x_coco": "https://download.openmmlab.com/mmdetection/v2.0/vfnet/"
+    "vfnet_r50_fpn_1x_coco/vfnet_r50_fpn_1x_coco_20201027-38db6f58.pth",
+}
+
+
+def get_checkpoint_url(config_path: str) -> str:
+    """
+    The URL of the published checkpoint of a d2ext config (MODEL_ZOO.md).
+
+    Args:
+        config_path (str): e.g. "MMDet/atss_r50_fpn_1x_coco.yaml" (or .py).
+    """
+    stem = os.path.splitext(config_path)[0]
+    if stem not in _CHECKPOINTS:
+        raise RuntimeError(
+            f"d2ext has no published checkpoint for {config_path}; configs with one: "
+            f"{sorted(_CHECKPOINTS)} (MODEL_ZOO.md). Train one with tools/train_net.py and set "
+            f"MODEL.WEIGHTS (or train.init_checkpoint) to it"
+        )
+    return _CHECKPOINTS[stem]
 
 
 def get_config_file(config_path: str) -> str:
@@ -30,27 +61,44 @@ def get_config(config_path: str, trained: bool = False):
     omegaconf DictConfig for lazy (.py) configs.
 
     Args:
-        trained (bool): d2ext publishes no trained checkpoints yet, so True raises.
+        trained (bool): set the weights (MODEL.WEIGHTS / train.init_checkpoint) to the
+            config's published checkpoint (:func:`get_checkpoint_url`); raises if it has none.
     """
-    if trained:
-        raise NotImplementedError(
-            f"d2ext has no trained checkpoint for {config_path}: train one with "
-            f"tools/train_net.py, then set MODEL.WEIGHTS (or train.init_checkpoint) to it"
-        )
+    url = get_checkpoint_url(config_path) if trained else None
     cfg_file = get_config_file(config_path)
     if cfg_file.endswith(".yaml"):
         from d2ext.config import get_cfg, merge_from_file
 
-        return merge_from_file(get_cfg(), cfg_file)
+        cfg = merge_from_file(get_cfg(), cfg_file)
+        if url:
+            cfg.MODEL.WEIGHTS = url
+        return cfg
     if cfg_file.endswith(".py"):
-        return LazyConfig.load(cfg_file)
+        cfg = LazyConfig.load(cfg_file)
+        if url:
+            cfg.train.init_checkpoint = url
+        return cfg
     raise ValueError(f"{config_path} is neither a .yaml nor a .py config")
+
+
+def _local_weights(path: str) -> str:
+    """A local copy of the weights file (downloaded, as Detectron2 does, when it is a URL)."""
+    if not path or "://" not in path:
+        return path
+    try:
+        return PathManager.get_local_path(path)
+    except Exception as e:  # offline, proxy, 404 ...: say which file is needed
+        raise RuntimeError(
+            f"could not download {path} ({type(e).__name__}: {e}). Download it where you are "
+            f"online and point MODEL.WEIGHTS (or train.init_checkpoint) at the file"
+        ) from e
 
 
 def get(config_path: str, trained: bool = False, device: Optional[str] = None):
     """
     Builds the model of a d2ext config, with the weights its config names (MODEL.WEIGHTS or
-    train.init_checkpoint), in training mode.
+    train.init_checkpoint), or with ``trained=True`` its published checkpoint (downloaded when
+    online; offline, an error names the URL), in training mode.
 
     Example::
 
@@ -64,11 +112,11 @@ def get(config_path: str, trained: bool = False, device: Optional[str] = None):
         if device is not None:
             cfg.MODEL.DEVICE = device
         model = build_model(cfg)
-        DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+        Checkpointer(model).load(_local_weights(cfg.MODEL.WEIGHTS))
         return model
     model = instantiate(cfg.model)
     if device is not None:
         model = model.to(device)
     if "train" in cfg and "init_checkpoint" in cfg.train:
-        DetectionCheckpointer(model).load(cfg.train.init_checkpoint)
+        Checkpointer(model).load(_local_weights(cfg.train.init_checkpoint))
     return model

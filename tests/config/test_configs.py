@@ -30,6 +30,7 @@ TWIN_ATTRIBUTES = (
     "vfl_iou_weighted", "loss_box_init_weight", "loss_box_refine_weight", "gate_thresh", "gate_shape",
     "mix_lambda", "rank_topk", "rank_weight", "rank_tau", "warmup_iters", "num_anchors_per_location",
     "use_atss", "fcos_size_bounds", "test_topk_by", "loc_weight_sum_min", "quality_iou_plus_one",
+    "test_score", "input_format", "valid_anchors_pad_divisor",
 )
 
 
@@ -128,6 +129,10 @@ def test_yaml_and_lazy_twins_agree(stem):
         assert top_block_layout(yaml_model.backbone) == top_block_layout(lazy_model.backbone)
     for a, b in zip(yaml_anchors, lazy_anchors, strict=True):
         torch.testing.assert_close(a, b)
+    # Input: padding, normalisation (the MMDet/ configs' differ from Detectron2's defaults).
+    assert yaml_model.backbone.size_divisibility == lazy_model.backbone.size_divisibility
+    torch.testing.assert_close(yaml_model.pixel_mean, lazy_model.pixel_mean, rtol=0, atol=0)
+    torch.testing.assert_close(yaml_model.pixel_std, lazy_model.pixel_std, rtol=0, atol=0)
     assert lazy.optimizer.lr == cfg.SOLVER.BASE_LR
     assert lazy.train.max_iter == cfg.SOLVER.MAX_ITER
 
@@ -139,8 +144,33 @@ def test_model_zoo_paths_and_errors():
     assert "model" in model_zoo.get_config("ATSS/atss_R_50_FPN_1x.py")
     with pytest.raises(RuntimeError, match="not available in d2ext's model zoo"):
         model_zoo.get_config_file("ATSS/nope.yaml")
-    with pytest.raises(NotImplementedError, match="no trained checkpoint"):
+    with pytest.raises(RuntimeError, match="no published checkpoint for ATSS/atss_R_50_FPN_1x.yaml"):
         model_zoo.get_config("ATSS/atss_R_50_FPN_1x.yaml", trained=True)
+
+
+@pytest.mark.parametrize("name", ["atss", "gfl", "vfnet"])
+def test_model_zoo_published_checkpoints(name):
+    """MODEL_ZOO.md's rows: each config with a published checkpoint gets its URL as weights."""
+    config = f"MMDet/{name}_r50_fpn_1x_coco"
+    url = model_zoo.get_checkpoint_url(config + ".yaml")
+    assert url.startswith("https://download.openmmlab.com/mmdetection/v2.0/")
+    assert url == model_zoo.get_checkpoint_url(config + ".py")
+    assert model_zoo.get_config(config + ".yaml", trained=True).MODEL.WEIGHTS == url
+    assert model_zoo.get_config(config + ".py", trained=True).train.init_checkpoint == url
+    with open(os.path.join(os.path.dirname(CONFIGS), "MODEL_ZOO.md")) as f:
+        assert url in f.read()
+
+
+def test_model_zoo_offline_error_names_the_url(monkeypatch):
+    from detectron2.utils.file_io import PathManager
+
+    def offline(path, **kwargs):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(PathManager, "get_local_path", offline)
+    url = model_zoo.get_checkpoint_url("MMDet/atss_r50_fpn_1x_coco.yaml")
+    with pytest.raises(RuntimeError, match="could not download " + url.replace(".", r"\.")):
+        model_zoo.get("MMDet/atss_r50_fpn_1x_coco.yaml", trained=True)
 
 
 def test_model_zoo_get_builds_models():

@@ -1,9 +1,31 @@
 from detectron2.layers import ShapeSpec
-from detectron2.modeling import BACKBONE_REGISTRY, FPN
+from detectron2.modeling import BACKBONE_REGISTRY
+from detectron2.modeling import FPN as _D2FPN
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool
 
 from .resnet import build_resnet_any_width
 from .top_block import LastLevelP6P7
+
+
+class FPN(_D2FPN):
+    """
+    Detectron2's FPN whose input padding can be set: Detectron2 pads images to a multiple of
+    the coarsest level's stride (128 with P7); mmdetection pads to 32 whatever the levels.
+    Padding changes the features near the bottom/right border (the padded zeros go through
+    the convs and BNs), so a converted mmdetection model needs its 32 (``size_divisibility``).
+    """
+
+    def __init__(self, *args, size_divisibility: int = 0, **kwargs):
+        """
+        Args:
+            size_divisibility (int): pad inputs to a multiple of this; 0 = Detectron2's default
+                (the coarsest output stride).
+        """
+        super().__init__(*args, **kwargs)
+        if size_divisibility < 0:
+            raise ValueError(f"MODEL.FPN.SIZE_DIVISIBILITY must be >= 0, got {size_divisibility}")
+        if size_divisibility:
+            self._size_divisibility = size_divisibility
 
 
 @BACKBONE_REGISTRY.register()
@@ -39,6 +61,7 @@ def build_resnet_fpn_p6p7_backbone(cfg, input_shape: ShapeSpec):
             relu_before_p7=cfg.MODEL.FPN.RELU_BEFORE_P7,
         ),
         fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
+        size_divisibility=cfg.MODEL.FPN.SIZE_DIVISIBILITY,
     )
 
 
@@ -56,4 +79,5 @@ def build_resnet_any_width_fpn_backbone(cfg, input_shape: ShapeSpec):
         norm=cfg.MODEL.FPN.NORM,
         top_block=LastLevelMaxPool(),
         fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
+        size_divisibility=cfg.MODEL.FPN.SIZE_DIVISIBILITY,
     )

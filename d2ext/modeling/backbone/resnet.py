@@ -1,6 +1,8 @@
 from typing import List
 
-from detectron2.layers import ShapeSpec
+from torch import nn
+
+from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
 from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, ResNet, build_resnet_backbone
 
 BASIC_BLOCKS_PER_STAGE = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3]}
@@ -50,13 +52,41 @@ def build_resnet_any_width(cfg, input_shape: ShapeSpec) -> ResNet:
     """
     depth = cfg.MODEL.RESNETS.DEPTH
     if depth not in BASIC_BLOCKS_PER_STAGE:
-        return build_resnet_backbone(cfg, input_shape)
-    return build_basic_resnet(
-        depth=depth,
-        width=cfg.MODEL.RESNETS.RES2_OUT_CHANNELS,
-        stem_width=cfg.MODEL.RESNETS.STEM_OUT_CHANNELS,
-        norm=cfg.MODEL.RESNETS.NORM,
-        out_features=cfg.MODEL.RESNETS.OUT_FEATURES,
-        freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT,
-        in_channels=input_shape.channels,
-    )
+        resnet = build_resnet_backbone(cfg, input_shape)
+    else:
+        resnet = build_basic_resnet(
+            depth=depth,
+            width=cfg.MODEL.RESNETS.RES2_OUT_CHANNELS,
+            stem_width=cfg.MODEL.RESNETS.STEM_OUT_CHANNELS,
+            norm=cfg.MODEL.RESNETS.NORM,
+            out_features=cfg.MODEL.RESNETS.OUT_FEATURES,
+            freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT,
+            in_channels=input_shape.channels,
+        )
+    if cfg.MODEL.RESNETS.FROZEN_BN_TRAIN_AFFINE:
+        if cfg.MODEL.RESNETS.NORM != "FrozenBN":
+            raise ValueError(
+                "MODEL.RESNETS.FROZEN_BN_TRAIN_AFFINE=True needs MODEL.RESNETS.NORM='FrozenBN', "
+                f"got {cfg.MODEL.RESNETS.NORM!r}"
+            )
+        resnet = train_frozen_bn_affine(resnet, cfg.MODEL.BACKBONE.FREEZE_AT)
+    return resnet
+
+
+def train_frozen_bn_affine(resnet: ResNet, freeze_at: int) -> ResNet:
+    """
+    Makes the scale and bias of the FrozenBatchNorm2d layers of the stages after ``freeze_at``
+    trainable parameters, keeping their statistics fixed: mmdetection's ResNet with
+    ``norm_eval=True`` and a BN ``requires_grad=True`` (the torchvision-initialised models of
+    its zoo). At test time this is the same function as Detectron2's FrozenBN.
+    """
+    stages = [resnet.stem] + list(resnet.stages)
+    for idx, stage in enumerate(stages, start=1):
+        if idx <= freeze_at:
+            continue
+        for module in stage.modules():
+            if isinstance(module, FrozenBatchNorm2d):
+                for name in ("weight", "bias"):
+                    value = module._buffers.pop(name)
+                    setattr(module, name, nn.Parameter(value))
+    return resnet

@@ -18,10 +18,12 @@ from detectron2.structures import Boxes
 
 from d2ext.layers import aligned_iou, giou_loss, sigmoid_focal_loss, varifocal_loss
 
-from .atss_base import ATSSBase, dense_head_args, positives_sum
+from .atss_base import ATSSBase, dense_head_args, drop_tower_conv_bias, positives_sum
 
 # Classification losses of MODEL.ATSS.CLS_LOSS: focal loss (ATSS) or varifocal loss (VFNet).
 ATSS_CLS_LOSSES = ("FL", "VFL")
+# Inference scores of MODEL.ATSS.TEST_SCORE (d2ext/config/atss.py).
+ATSS_TEST_SCORES = ("sqrt", "product_ranked_by_cls")
 
 
 @META_ARCH_REGISTRY.register()
@@ -47,6 +49,7 @@ class ATSS(ATSSBase):
         cls_loss="FL",
         vfl_alpha=0.75,
         vfl_gamma=2.0,
+        test_score="sqrt",
         **kwargs,
     ):
         """
@@ -58,6 +61,11 @@ class ATSS(ATSSBase):
         super().__init__(**kwargs)
         if cls_loss not in ATSS_CLS_LOSSES:
             raise ValueError(f"MODEL.ATSS.CLS_LOSS must be one of {ATSS_CLS_LOSSES}, got {cls_loss!r}")
+        if test_score not in ATSS_TEST_SCORES:
+            raise ValueError(
+                f"MODEL.ATSS.TEST_SCORE must be one of {ATSS_TEST_SCORES}, got {test_score!r}"
+            )
+        self.test_score = test_score
         self.focal_loss_alpha = focal_loss_alpha
         self.focal_loss_gamma = focal_loss_gamma
         self.reg_loss_weight = reg_loss_weight
@@ -78,6 +86,7 @@ class ATSS(ATSSBase):
             cls_loss=node.CLS_LOSS,
             vfl_alpha=node.VFL_ALPHA,
             vfl_gamma=node.VFL_GAMMA,
+            test_score=node.TEST_SCORE,
         )
         return args
 
@@ -138,6 +147,12 @@ class ATSS(ATSSBase):
         pred_logits, pred_deltas, pred_ctr = self._transpose_dense_predictions(
             predictions, [self.num_classes, 4, 1]
         )
+        if self.test_score == "product_ranked_by_cls":
+            scores = [
+                torch.where(prob > self.test_score_thresh, prob, 0.0)
+                for prob in (logits.sigmoid() for logits in pred_logits)
+            ]
+            return scores, pred_deltas, [ctr.sigmoid() for ctr in pred_ctr]
         scores = [
             _atss_scores(logits.sigmoid(), ctr.sigmoid(), self.test_score_thresh)
             for logits, ctr in zip(pred_logits, pred_ctr)
@@ -171,8 +186,12 @@ class ATSSHead(RetinaNetHead):
     """
 
     @configurable
-    def __init__(self, *, input_shape: List[ShapeSpec], conv_dims: List[int], **kwargs):
+    def __init__(
+        self, *, input_shape: List[ShapeSpec], conv_dims: List[int], tower_conv_bias=True, **kwargs
+    ):
         super().__init__(input_shape=input_shape, conv_dims=conv_dims, **kwargs)
+        if not tower_conv_bias:
+            drop_tower_conv_bias(self.cls_subnet, self.bbox_subnet)
         num_anchors = self.bbox_pred.out_channels // 4
         self.ctrness = nn.Conv2d(conv_dims[-1], num_anchors, kernel_size=3, stride=1, padding=1)
         nn.init.normal_(self.ctrness.weight, std=0.01)

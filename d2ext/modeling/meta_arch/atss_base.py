@@ -3,10 +3,10 @@ label assignment, the loss normaliser and per-level top-k + NMS inference.
 
 Letters: N images, R anchors per image (all levels), M ground truths, K classes.
 """
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec, batched_nms
@@ -48,6 +48,7 @@ class ATSSBase(DenseDetector):
         test_nms_thresh=0.6,
         max_detections_per_image=100,
         test_topk_by="pair",
+        valid_anchors_pad_divisor=0,
         pixel_mean,
         pixel_std,
         input_format="BGR",
@@ -68,6 +69,10 @@ class ATSSBase(DenseDetector):
                 pairs above the threshold (Detectron2, official ATSS); "location" = the
                 locations by their best class score, then every (location, class) of those
                 above the threshold (official GFL v1/v2 and VFNet).
+            valid_anchors_pad_divisor (int): 0 = every anchor of the padded batch is assigned
+                and trained on; N > 0 = anchors at grid locations beyond the image's own size
+                rounded up to a multiple of N are ignored (no assignment, no loss), as
+                mmdetection's valid_flags with its per-image pad_shape (N = 32).
         """
         check_pixel_std(pixel_std, "MODEL.PIXEL_STD (model.pixel_std)")
         super().__init__(
@@ -93,6 +98,12 @@ class ATSSBase(DenseDetector):
         self.test_nms_thresh = test_nms_thresh
         self.max_detections_per_image = max_detections_per_image
         self.test_topk_by = test_topk_by
+        if valid_anchors_pad_divisor < 0:
+            raise ValueError(
+                f"MODEL.{self.config_node}.VALID_ANCHORS_PAD_DIVISOR must be >= 0, got "
+                f"{valid_anchors_pad_divisor}"
+            )
+        self.valid_anchors_pad_divisor = valid_anchors_pad_divisor
         self.input_format = input_format
 
     # The config node of the subclass's keys, MODEL.<config_node>.
@@ -123,6 +134,7 @@ class ATSSBase(DenseDetector):
             "test_topk_candidates": node.TOPK_CANDIDATES_TEST,
             "test_nms_thresh": node.NMS_THRESH_TEST,
             "test_topk_by": node.TOPK_CANDIDATES_TEST_BY,
+            "valid_anchors_pad_divisor": node.VALID_ANCHORS_PAD_DIVISOR,
             "max_detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
@@ -133,11 +145,12 @@ class ATSSBase(DenseDetector):
     @torch.no_grad()
     def label_anchors(self, anchors: List[Boxes], gt_instances: List[Instances]):
         """
-        Plain ATSS assignment of every image.
+        Plain ATSS assignment of every image (of its valid anchors, see
+        :meth:`valid_anchors`).
 
         Returns:
-            gt_labels: list[Tensor] of N (R,) tensors: class of the matched GT, or num_classes
-                for background.
+            gt_labels: list[Tensor] of N (R,) tensors: class of the matched GT, num_classes
+                for background, -1 for anchors ignored as outside the image's padding.
             matched_gt_boxes: list[Tensor] of N (R, 4) tensors: box of the matched GT
                 (meaningless for background anchors).
         """
@@ -145,13 +158,44 @@ class ATSSBase(DenseDetector):
         anchors = Boxes.cat(anchors).tensor  # (R, 4)
         gt_labels, matched_gt_boxes = [], []
         for gt_per_image in gt_instances:
-            matched_idxs, _, _ = atss_assign(
-                anchors, num_anchors_per_level, gt_per_image.gt_boxes.tensor, self.topk
-            )
+            valid = self.valid_anchors(anchors, num_anchors_per_level, gt_per_image.image_size)
+            if valid is None:
+                matched_idxs, _, _ = atss_assign(
+                    anchors, num_anchors_per_level, gt_per_image.gt_boxes.tensor, self.topk
+                )
+            else:
+                valid_per_level = [int(v.sum()) for v in valid.split(num_anchors_per_level)]
+                matched_valid, _, _ = atss_assign(
+                    anchors[valid], valid_per_level, gt_per_image.gt_boxes.tensor, self.topk
+                )
+                matched_idxs = torch.full((len(anchors),), -1, dtype=matched_valid.dtype,
+                                          device=anchors.device)
+                matched_idxs[valid] = matched_valid
             labels, boxes = self.matched_targets(matched_idxs, gt_per_image, anchors)
+            if valid is not None:
+                labels[~valid] = -1
             gt_labels.append(labels)
             matched_gt_boxes.append(boxes)
         return gt_labels, matched_gt_boxes
+
+    def valid_anchors(self, anchors: Tensor, num_anchors_per_level: List[int], image_size):
+        """
+        (R,) bool: the anchors whose grid location lies inside the image's size rounded up to
+        valid_anchors_pad_divisor (mmdetection's valid_flags), or None when all are valid.
+        """
+        if not self.valid_anchors_pad_divisor:
+            return None
+        div = self.valid_anchors_pad_divisor
+        pad_h, pad_w = (-(-int(size) // div) * div for size in image_size)
+        strides = torch.cat([
+            torch.full((n,), float(s), device=anchors.device)
+            for n, s in zip(num_anchors_per_level, self.anchor_generator.strides)
+        ])
+        centers = (anchors[:, :2] + anchors[:, 2:]) / 2
+        # Grid index of each anchor: its centre is at (index + offset) * stride.
+        index = torch.floor(centers / strides[:, None] - self.anchor_generator.offset + 0.5)
+        limit = torch.stack([torch.ceil(pad_w / strides), torch.ceil(pad_h / strides)], dim=1)
+        return (index < limit).all(dim=1)
 
     def matched_targets(self, matched_idxs: Tensor, gt_per_image: Instances, anchors: Tensor):
         """(R,) class per anchor (num_classes = background) and (R, 4) matched GT box."""
@@ -189,10 +233,13 @@ class ATSSBase(DenseDetector):
 
     def forward_inference(self, images, features, predictions):
         anchors = self.anchor_generator(features)
-        scores, deltas = self.inference_scores_and_deltas(anchors, predictions)
+        outputs = self.inference_scores_and_deltas(anchors, predictions)
+        scores, deltas = outputs[:2]
+        factors = outputs[2] if len(outputs) > 2 else None
         return [
             self.inference_single_image(
-                anchors, [s[i] for s in scores], [d[i] for d in deltas], image_size
+                anchors, [s[i] for s in scores], [d[i] for d in deltas], image_size,
+                None if factors is None else [f[i] for f in factors],
             )
             for i, image_size in enumerate(images.image_sizes)
         ]
@@ -200,8 +247,11 @@ class ATSSBase(DenseDetector):
     def inference_scores_and_deltas(self, anchors: List[Boxes], predictions):
         """
         Returns:
-            scores: per level (N, R_l, K) final scores, 0 where a location is not a candidate.
+            scores: per level (N, R_l, K) ranking scores, 0 where a location is not a candidate.
             deltas: per level (N, R_l, 4) regression in box2box_transform's coding.
+            factors (optional third output): per level (N, R_l, 1) factors the selected
+                candidates' scores are multiplied by after the per-level top-k (mmdetection's
+                score_factors: ranked by one score, reported as another).
         """
         raise NotImplementedError
 
@@ -211,15 +261,18 @@ class ATSSBase(DenseDetector):
         scores: List[Tensor],
         box_delta: List[Tensor],
         image_size: Tuple[int, int],
+        factors: Optional[List[Tensor]] = None,
     ) -> Instances:
         """
         Args:
-            scores (list[Tensor]): per level (R_l, K) final scores, 0 where not a candidate.
+            scores (list[Tensor]): per level (R_l, K) ranking scores, 0 where not a candidate.
             box_delta (list[Tensor]): per level (R_l, 4).
+            factors (list[Tensor] or None): per level (R_l, 1), see
+                :meth:`inference_scores_and_deltas`.
         """
         # Scores are > 0 exactly for candidates that passed the classification threshold.
-        if self.test_topk_by == "location":
-            pred = self._decode_top_locations(anchors, scores, box_delta, image_size)
+        if self.test_topk_by == "location" or factors is not None:
+            pred = self._decode_top_k(anchors, scores, box_delta, image_size, factors)
         else:
             pred = self._decode_multi_level_predictions(
                 anchors, scores, box_delta, 0.0, self.test_topk_candidates, image_size
@@ -227,30 +280,48 @@ class ATSSBase(DenseDetector):
         # Every reference of the family clips before NMS (Errata 6): boxes sticking out of the
         # image would otherwise suppress, or survive, differently.
         pred.pred_boxes.clip(image_size)
+        # A box clipped to zero width or height cannot be a detection (mmdetection drops it
+        # before NMS, min_bbox_size=0; Detectron2's postprocess after): it must not take one
+        # of the max_detections_per_image places.
+        pred = pred[pred.pred_boxes.nonempty()]
         keep = batched_nms(pred.pred_boxes.tensor, pred.scores, pred.pred_classes, self.test_nms_thresh)
         return pred[keep[: self.max_detections_per_image]]
 
-    def _decode_top_locations(
+    def _decode_top_k(
         self,
         anchors: List[Boxes],
         scores: List[Tensor],
         box_delta: List[Tensor],
         image_size: Tuple[int, int],
+        factors: Optional[List[Tensor]] = None,
     ) -> Instances:
-        """Per level, the test_topk_candidates locations with the highest best-class score, then
-        every (location, class) of those with a score > 0 (a candidate), decoded."""
+        """
+        Per level, the test_topk_candidates best candidates (scores > 0), decoded: with
+        test_topk_by "location" the locations with the highest best-class score, then every
+        (location, class) of those that is a candidate; with "pair" the (location, class) pairs.
+        The kept scores are multiplied by their location's factor where factors are given.
+        """
         per_level = []
-        for anchors_l, scores_l, deltas_l in zip(anchors, scores, box_delta):
-            locations = scores_l.max(dim=1).values.topk(self._num_top(scores_l)).indices
-            location_scores = scores_l[locations]
-            rows, classes = torch.nonzero(location_scores > 0, as_tuple=True)
-            kept = locations[rows]
+        for level, (anchors_l, scores_l, deltas_l) in enumerate(zip(anchors, scores, box_delta)):
+            if self.test_topk_by == "location":
+                locations = scores_l.max(dim=1).values.topk(self._num_top(scores_l)).indices
+                location_scores = scores_l[locations]
+                rows, classes = torch.nonzero(location_scores > 0, as_tuple=True)
+                kept = locations[rows]
+                kept_scores = location_scores[rows, classes]
+            else:
+                candidates = torch.nonzero(scores_l > 0)  # (C, 2): location, class
+                candidate_scores = scores_l[candidates[:, 0], candidates[:, 1]]
+                kept_scores, order = candidate_scores.topk(self._num_top(candidate_scores))
+                kept, classes = candidates[order].unbind(dim=1)
+            if factors is not None:
+                kept_scores = kept_scores * factors[level][kept, 0]
             boxes = self.box2box_transform.apply_deltas(deltas_l[kept], anchors_l.tensor[kept])
             per_level.append(
                 Instances(
                     image_size,
                     pred_boxes=Boxes(boxes),
-                    scores=location_scores[rows, classes],
+                    scores=kept_scores,
                     pred_classes=classes,
                 )
             )
@@ -281,7 +352,17 @@ def dense_head_args(cfg, node_name: str, input_shape: List[ShapeSpec]) -> Dict:
         "prior_prob": node.PRIOR_PROB,
         "norm": node.NORM,
         "num_anchors": num_anchors[0],
+        "tower_conv_bias": node.TOWER_CONV_BIAS,
     }
+
+
+def drop_tower_conv_bias(*towers: nn.Module) -> None:
+    """Removes the bias of the convs of these towers (mmdetection's conv + norm ConvModules
+    have none; Detectron2's RetinaNetHead always adds one): MODEL.<METHOD>.TOWER_CONV_BIAS."""
+    for tower in towers:
+        for module in tower.modules():
+            if isinstance(module, nn.Conv2d):
+                module.bias = None
 
 
 def positives_sum(values: Tensor, min_value: float) -> Tensor:

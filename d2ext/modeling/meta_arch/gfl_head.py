@@ -10,7 +10,7 @@ from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
 
-from .atss_base import dense_head_args
+from .atss_base import dense_head_args, drop_tower_conv_bias
 
 
 def integral(distribution_logits: Tensor) -> Tensor:
@@ -76,11 +76,14 @@ class GFLHead(RetinaNetHead):
         dgqp_add_mean: bool = True,
         dgqp_channels: int = 64,
         num_anchors: int = 1,
+        tower_conv_bias: bool = True,
         **kwargs,
     ):
         if num_anchors != 1:
             raise ValueError(f"GFL needs one anchor per location (MODEL.ANCHOR_GENERATOR), got {num_anchors}")
         super().__init__(input_shape=input_shape, conv_dims=conv_dims, num_anchors=1, **kwargs)
+        if not tower_conv_bias:
+            drop_tower_conv_bias(self.cls_subnet, self.bbox_subnet)
         self.reg_max = reg_max
         self.bbox_pred = nn.Conv2d(conv_dims[-1], 4 * (reg_max + 1), kernel_size=3, padding=1)
         nn.init.normal_(self.bbox_pred.weight, std=0.01)

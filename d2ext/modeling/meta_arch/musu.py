@@ -27,7 +27,7 @@ from detectron2.utils.events import get_event_storage
 from d2ext.layers import aligned_iou, giou_loss, pairwise_iou, quality_focal_loss, varifocal_loss
 from d2ext.modeling.assigners.musu import mutual_bags, rank_to_weight
 
-from .atss_base import ATSSBase, dense_head_args, positives_sum
+from .atss_base import ATSSBase, dense_head_args, drop_tower_conv_bias, positives_sum
 
 MUSU_CLS_LOSSES = ("QFL", "VFL")
 
@@ -37,8 +37,10 @@ class MuSuHead(RetinaNetHead):
     centerness branch (METHODS.md §5.2 step 1). Any number of anchors per location."""
 
     @configurable
-    def __init__(self, *, input_shape: List[ShapeSpec], **kwargs):
+    def __init__(self, *, input_shape: List[ShapeSpec], tower_conv_bias=True, **kwargs):
         super().__init__(input_shape=input_shape, **kwargs)
+        if not tower_conv_bias:
+            drop_tower_conv_bias(self.cls_subnet, self.bbox_subnet)
         self.scales = nn.Parameter(torch.ones(len(input_shape)))
 
     @classmethod

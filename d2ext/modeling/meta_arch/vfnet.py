@@ -109,7 +109,13 @@ class VFNet(ATSSBase):
     def label_anchors(self, anchors: List[Boxes], gt_instances):
         """ATSS assignment (:meth:`ATSSBase.label_anchors`), or FCOS's of the anchor centres."""
         if self.use_atss:
-            return super().label_anchors(anchors, gt_instances)
+            gt_labels, matched_gt_boxes = super().label_anchors(anchors, gt_instances)
+            # Anchors outside an image's padding (VALID_ANCHORS_PAD_DIVISOR) are not assigned
+            # but stay negatives of the varifocal loss: VFNet's loss has no label weights
+            # (mmdetection's and the official head alike).
+            for labels in gt_labels:
+                labels[labels < 0] = self.num_classes
+            return gt_labels, matched_gt_boxes
         points_per_level = [len(a) for a in anchors]
         anchors = Boxes.cat(anchors)
         points = anchors.get_centers()

@@ -16,7 +16,7 @@ from detectron2.config import configurable
 from detectron2.layers import ShapeSpec, get_norm
 from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
 
-from .atss_base import dense_head_args
+from .atss_base import dense_head_args, drop_tower_conv_bias
 
 # exp() of the box branches is taken of min(Scale * x, MAX_LOG_FACTOR): not in the official code
 # (METHODS.md §9.6), a guard against overflow to inf early in training; a side of
@@ -102,6 +102,7 @@ class VFNetHead(RetinaNetHead):
         dcn_grad_mul: float = 0.1,
         num_anchors: int = 1,
         norm="GN",
+        tower_conv_bias: bool = True,
         **kwargs,
     ):
         """
@@ -135,6 +136,8 @@ class VFNetHead(RetinaNetHead):
             nn.init.normal_(module.weight, std=0.01)
             if module.bias is not None:
                 nn.init.constant_(module.bias, 0)
+        if not tower_conv_bias:
+            drop_tower_conv_bias(self.cls_subnet, self.bbox_subnet, self.reg_init_conv)
         self.scales = nn.Parameter(torch.ones(len(input_shape)))
         self.refine_scales = nn.Parameter(torch.ones(len(input_shape)))
 

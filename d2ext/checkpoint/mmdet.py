@@ -1,0 +1,149 @@
+"""
+mmdetection (2.x / 3.x) checkpoints -> d2ext models, one table per method. A checkpoint is
+``{"state_dict": {...}, "meta": {...}}`` with ``backbone.`` (torchvision-layout ResNet),
+``neck.`` (FPN; Libra: ``neck.0.`` FPN, ``neck.1.`` BFP), ``bbox_head.`` or ``rpn_head.`` +
+``roi_head.`` keys. Names only are changed, except that mmdetection's per-level ``Scale``
+modules become d2ext's one (L,) ``scales`` parameter.
+
+    mmdetection                              d2ext
+    backbone.conv1 / bn1                     backbone.bottom_up.stem.conv1(.norm)
+    backbone.layerN.B.convK / bnK            backbone.bottom_up.res(N+1).B.convK(.norm)
+    backbone.layerN.B.downsample.0 / .1      backbone.bottom_up.res(N+1).B.shortcut(.norm)
+    neck.lateral_convs.i.conv                backbone.fpn_lateral(s+i)     s = first FPN stage
+    neck.fpn_convs.i.conv                    backbone.fpn_output(s+i); extra levels top_block.pJ
+    bbox_head.{cls,reg}_convs.i.conv / .gn   head.{cls,bbox}_subnet.(3i) / .(3i+1)
+    bbox_head.scales.l.scale                 head.scales[l]
+    ATSS   atss_cls / atss_reg / atss_centerness          head.cls_score / bbox_pred / ctrness
+    GFL    gfl_cls / gfl_reg (GFL v2: reg_conf.0 / .2)    head.cls_score / bbox_pred (dgqp.conv1 / 2)
+    VFNet  vfnet_cls_dconv / vfnet_cls                    head.cls_dcn / cls_score
+           vfnet_reg_conv.conv / .gn / vfnet_reg          head.reg_init_conv.0 / .1 / bbox_pred
+           vfnet_reg_refine_dconv / vfnet_reg_refine      head.refine_dcn / refine_pred
+           scales_refine.l.scale                          head.refine_scales[l]
+"""
+from typing import Dict, List
+
+import torch
+
+from .conversion import ConversionError, Rule, Table, convert, find_prefix
+from .torchvision import RESNET_RULES, resnet_prefix
+
+# Top-level prefixes of an mmdetection detector's state dict.
+MMDET_PREFIXES = ("backbone.", "neck.", "bbox_head.", "rpn_head.", "roi_head.")
+
+
+def is_mmdet_checkpoint(loaded) -> bool:
+    state = loaded.get("state_dict") if isinstance(loaded, dict) else None
+    return isinstance(state, dict) and any(k.startswith(MMDET_PREFIXES) for k in state)
+
+
+def fpn_rules(target: Dict[str, torch.Tensor], fpn_prefix: str) -> List[Rule]:
+    """mmdetection's FPN (start_level = the first stage d2ext's FPN has a lateral conv for;
+    extra convs are the top block's P6/P7)."""
+    stages = sorted(
+        int(k[len(fpn_prefix) + len("fpn_lateral"):].split(".")[0])
+        for k in target
+        if k.startswith(fpn_prefix + "fpn_lateral") and k.endswith(".weight")
+    )
+    if not stages:
+        raise ConversionError(f"the model has no FPN lateral convs under {fpn_prefix!r}")
+    first, num_ins = stages[0], len(stages)
+
+    def output(m):
+        i = int(m[1])
+        name = f"fpn_output{first + i}" if i < num_ins else f"top_block.p{first + i}"
+        return f"{name}.{m[2]}"
+
+    return [
+        Rule(r"lateral_convs\.(\d+)\.conv\.(weight|bias)", lambda m: f"fpn_lateral{first + int(m[1])}.{m[2]}"),
+        Rule(r"fpn_convs\.(\d+)\.conv\.(weight|bias)", output),
+    ]
+
+
+# Towers of conv + GN + ReLU: Detectron2's RetinaNetHead puts the three modules of tower conv i
+# at indices 3i, 3i + 1, 3i + 2.
+TOWER_RULES = [
+    Rule(r"cls_convs\.(\d+)\.conv\.(weight|bias)", lambda m: f"cls_subnet.{3 * int(m[1])}.{m[2]}"),
+    Rule(r"cls_convs\.(\d+)\.gn\.(weight|bias)", lambda m: f"cls_subnet.{3 * int(m[1]) + 1}.{m[2]}"),
+    Rule(r"reg_convs\.(\d+)\.conv\.(weight|bias)", lambda m: f"bbox_subnet.{3 * int(m[1])}.{m[2]}"),
+    Rule(r"reg_convs\.(\d+)\.gn\.(weight|bias)", lambda m: f"bbox_subnet.{3 * int(m[1]) + 1}.{m[2]}"),
+    Rule(r"scales\.(\d+)\.scale", r"scales.\1"),
+]
+
+HEAD_RULES = {
+    "ATSS": TOWER_RULES + [
+        Rule(r"atss_cls\.(weight|bias)", r"cls_score.\1"),
+        Rule(r"atss_reg\.(weight|bias)", r"bbox_pred.\1"),
+        Rule(r"atss_centerness\.(weight|bias)", r"ctrness.\1"),
+    ],
+    "GFL": TOWER_RULES + [
+        Rule(r"gfl_cls\.(weight|bias)", r"cls_score.\1"),
+        Rule(r"gfl_reg\.(weight|bias)", r"bbox_pred.\1"),
+        # GFL v2's DGQP: Sequential(conv 1x1, ReLU, conv 1x1, Sigmoid).
+        Rule(r"reg_conf\.0\.(weight|bias)", r"dgqp.conv1.\1"),
+        Rule(r"reg_conf\.2\.(weight|bias)", r"dgqp.conv2.\1"),
+        Rule(r"integral\.project", None, "the constant bins 0..reg_max of the integral"),
+        Rule(r"distribution_project\.project", None, "the constant bins 0..reg_max of the integral"),
+    ],
+    "VFNet": TOWER_RULES + [
+        Rule(r"vfnet_reg_conv\.conv\.(weight|bias)", r"reg_init_conv.0.\1"),
+        Rule(r"vfnet_reg_conv\.gn\.(weight|bias)", r"reg_init_conv.1.\1"),
+        Rule(r"vfnet_reg\.(weight|bias)", r"bbox_pred.\1"),
+        Rule(r"vfnet_reg_refine_dconv\.weight", r"refine_dcn.weight"),
+        Rule(r"vfnet_reg_refine\.(weight|bias)", r"refine_pred.\1"),
+        Rule(r"scales_refine\.(\d+)\.scale", r"refine_scales.\1"),
+        Rule(r"vfnet_cls_dconv\.weight", r"cls_dcn.weight"),
+        Rule(r"vfnet_cls\.(weight|bias)", r"cls_score.\1"),
+    ],
+}
+
+# The head key that tells the method of a checkpoint, and the d2ext key the model must have.
+METHOD_SIGNATURES = {
+    "ATSS": ("bbox_head.atss_centerness.weight", "head.ctrness.weight"),
+    "GFL": ("bbox_head.gfl_reg.weight", "head.bbox_pred.weight"),
+    "VFNet": ("bbox_head.vfnet_cls.weight", "head.refine_pred.weight"),
+}
+
+
+def checkpoint_method(state: Dict[str, torch.Tensor]) -> str:
+    for method, (source_key, _) in METHOD_SIGNATURES.items():
+        if source_key in state:
+            return method
+    heads = sorted({k.split(".")[0] + "." + k.split(".")[1] for k in state if k.startswith(("bbox_head.", "roi_head."))})
+    raise ConversionError(
+        f"d2ext has no conversion table for this mmdetection head (modules {heads}); it converts "
+        f"{sorted(METHOD_SIGNATURES)}"
+    )
+
+
+def mmdet_table(state: Dict[str, torch.Tensor], target: Dict[str, torch.Tensor]) -> Table:
+    """The table converting this mmdetection state dict to the model whose state is ``target``."""
+    method = checkpoint_method(state)
+    model_key = METHOD_SIGNATURES[method][1]
+    if model_key not in target:
+        raise ConversionError(
+            f"the checkpoint is an mmdetection {method} model but the config builds a model "
+            f"without {model_key!r}: use the matching configs/MMDet/ config"
+        )
+    backbone = resnet_prefix(target)
+    fpn_prefixes = sorted({k.split("fpn_lateral")[0] for k in target if "fpn_lateral" in k})
+    if len(fpn_prefixes) != 1:
+        raise ConversionError(f"the model needs exactly one FPN, it has {fpn_prefixes or 'none'}")
+    fpn = fpn_prefixes[0]
+    head = "head."
+    return Table(
+        name=f"mmdetection {method}",
+        rules=[
+            ("backbone.", backbone, RESNET_RULES),
+            ("neck.", fpn, fpn_rules(target, fpn)),
+            ("bbox_head.", head, HEAD_RULES[method]),
+        ],
+        converted=["backbone.", head],
+        stacked={head + "scales": head + "scales", head + "refine_scales": head + "refine_scales"},
+    )
+
+
+def convert_mmdet_checkpoint(loaded: Dict, target: Dict[str, torch.Tensor],
+                             source_name: str = "mmdetection checkpoint") -> Dict[str, torch.Tensor]:
+    """d2ext state dict from an mmdetection checkpoint (``{"state_dict": ..., "meta": ...}``)."""
+    state = loaded["state_dict"]
+    return convert(mmdet_table(state, target), state, target, source_name)
