@@ -226,8 +226,15 @@ def test_unmapped_keys_are_reported(atss_pair, tmp_path, caplog):
     checkpoint["state_dict"]["bbox_head.extra_conv.weight"] = torch.zeros(1)
     changed = str(tmp_path / "extra.pth")
     torch.save(checkpoint, changed)
-    with caplog.at_level(logging.WARNING, logger="d2ext.checkpoint.conversion"):
-        d2ext_model(MODELS[name][1], changed)
+    # The handler goes on the logger itself: Detectron2's setup_logger(name="d2ext"), run by
+    # in-process tool tests, stops "d2ext.*" records from propagating to caplog's root handler.
+    conversion_logger = logging.getLogger("d2ext.checkpoint.conversion")
+    conversion_logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.WARNING, logger="d2ext.checkpoint.conversion"):
+            d2ext_model(MODELS[name][1], changed)
+    finally:
+        conversion_logger.removeHandler(caplog.handler)
     assert "bbox_head.extra_conv.weight" in caplog.text
 
 
