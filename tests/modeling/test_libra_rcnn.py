@@ -97,7 +97,9 @@ def test_images_without_gt_train(model):
 def test_every_piece_switches_off():
     torch.manual_seed(0)
     model = build_model(tiny_cfg(*ALL_OFF))
-    assert type(model.backbone) is FPN and model.proposal_generator.neg_pos_ub == -1
+    # A plain FPN (d2ext's subclass of Detectron2's, with its padding option), no BFP around it.
+    assert isinstance(model.backbone, FPN) and not isinstance(model.backbone, BalancedFeaturePyramid)
+    assert model.proposal_generator.neg_pos_ub == -1
     heads = model.roi_heads
     assert not heads.iou_balanced_neg and not heads.instance_balanced_pos
     assert heads.box_predictor.box_reg_loss_type == "smooth_l1"
