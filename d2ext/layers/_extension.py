@@ -22,6 +22,7 @@ def _load() -> bool:
         _load.error = str(e)
         return False
     from . import _fake  # noqa: F401  (fake kernels + autograd for the loaded ops)
+    from . import _autocast  # noqa: F401  (float32 under torch.autocast)
 
     return True
 

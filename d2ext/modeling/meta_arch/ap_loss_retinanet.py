@@ -20,6 +20,7 @@ from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
 
 from d2ext.layers import ap_loss
+from d2ext.layers.precision import float32_region
 from d2ext.modeling.input_checks import check_pixel_std
 from d2ext.utils.comm import all_gather_rows, reduce_mean
 
@@ -93,6 +94,8 @@ class APLossRetinaNet(RetinaNet):
         )
         return ret
 
+    # Under AMP the AP-loss ranking and box regression run in float32 on float32 head outputs.
+    @float32_region("pred_logits", "pred_anchor_deltas")
     def losses(self, anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes):
         """
         Args:

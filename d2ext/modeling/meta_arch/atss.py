@@ -17,6 +17,7 @@ from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
 from detectron2.structures import Boxes
 
 from d2ext.layers import aligned_iou, giou_loss, sigmoid_focal_loss, varifocal_loss
+from d2ext.layers.precision import float32_region
 
 from .atss_base import ATSSBase, dense_head_args, drop_tower_conv_bias, positives_sum
 
@@ -90,6 +91,8 @@ class ATSS(ATSSBase):
         )
         return args
 
+    # Head outputs in float32, autocast off: assignment, decoding and losses stay float32 under AMP.
+    @float32_region("predictions")
     def forward_training(self, images, features, predictions, gt_instances):
         pred_logits, pred_deltas, pred_ctr = self._transpose_dense_predictions(
             predictions, [self.num_classes, 4, 1]

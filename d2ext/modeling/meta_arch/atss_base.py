@@ -16,6 +16,7 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import get_event_storage
 
 from d2ext.modeling.assigners import atss_assign
+from d2ext.layers.precision import float32_region
 from d2ext.modeling.input_checks import check_pixel_std
 from d2ext.utils.comm import reduce_mean
 
@@ -231,6 +232,8 @@ class ATSSBase(DenseDetector):
             ]
         )
 
+    # Decoding and NMS in float32 (autocast off) when called under autocast.
+    @float32_region("predictions")
     def forward_inference(self, images, features, predictions):
         anchors = self.anchor_generator(features)
         outputs = self.inference_scores_and_deltas(anchors, predictions)

@@ -21,6 +21,7 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import get_event_storage
 
 from d2ext.layers import aligned_iou, giou_loss, quality_focal_loss, varifocal_loss
+from d2ext.layers.precision import float32_region
 from d2ext.modeling.assigners import atss_assign
 
 from .atss import ATSS, ATSSHead
@@ -122,6 +123,8 @@ class DynamicATSS(ATSS):
             self.ciou_schedule, self.ciou_pred_weight, iteration, self.ciou_schedule_iters
         )
 
+    # Head outputs in float32, autocast off: assignment, decoding and losses stay float32 under AMP.
+    @float32_region("predictions")
     def forward_training(self, images, features, predictions, gt_instances):
         pred_logits, pred_deltas, pred_iou = self._transpose_dense_predictions(
             predictions, [self.num_classes, 4, 1]

@@ -17,6 +17,7 @@ from detectron2.modeling.box_regression import Box2BoxTransformLinear
 from detectron2.structures import Boxes
 
 from d2ext.layers import aligned_iou, distribution_focal_loss, giou_loss, logit_of_product, quality_focal_loss
+from d2ext.layers.precision import float32_region
 
 from .atss_base import ATSSBase, positives_sum
 from .gfl_head import GFLHead, integral
@@ -106,6 +107,8 @@ class GFL(ATSSBase):
             return [logit_of_product(c, q) for c, q in zip(logits, quality)], dists
         return self._transpose_dense_predictions(predictions, [self.num_classes, bins])
 
+    # Head outputs in float32, autocast off: assignment, decoding and losses stay float32 under AMP.
+    @float32_region("predictions")
     def forward_training(self, images, features, predictions, gt_instances):
         score_logits, distributions = self.split_predictions(predictions)
         anchors = self.anchor_generator(features)

@@ -25,6 +25,7 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import get_event_storage
 
 from d2ext.layers import aligned_iou, giou_loss, pairwise_iou, quality_focal_loss, varifocal_loss
+from d2ext.layers.precision import float32_region
 from d2ext.modeling.assigners.musu import mutual_bags, rank_to_weight
 
 from .atss_base import ATSSBase, dense_head_args, drop_tower_conv_bias, positives_sum
@@ -141,6 +142,8 @@ class MuSu(ATSSBase):
         """True during the first WARMUP_ITERS iterations (the event storage's iteration)."""
         return get_event_storage().iter < self.warmup_iters
 
+    # Head outputs in float32, autocast off: assignment, decoding and losses stay float32 under AMP.
+    @float32_region("predictions")
     def forward_training(self, images, features, predictions, gt_instances):
         pred_logits, pred_deltas = self._transpose_dense_predictions(predictions, [self.num_classes, 4])
         anchors = self.anchor_generator(features)

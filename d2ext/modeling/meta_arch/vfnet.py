@@ -15,6 +15,7 @@ from detectron2.structures import Boxes
 from detectron2.utils.events import get_event_storage
 
 from d2ext.layers import aligned_iou, giou_loss, varifocal_loss
+from d2ext.layers.precision import float32_region
 from d2ext.modeling.assigners import fcos_assign, level_ranges
 from d2ext.modeling.assigners.fcos import DEFAULT_SIZE_BOUNDS
 
@@ -99,6 +100,8 @@ class VFNet(ATSSBase):
         """Per level (N, R_l, K) IACS logits, (N, R_l, 4) initial and refined ltrb distances."""
         return self._transpose_dense_predictions(predictions, [self.num_classes, 4, 4])
 
+    # Head outputs in float32, autocast off: assignment, decoding and losses stay float32 under AMP.
+    @float32_region("predictions")
     def forward_training(self, images, features, predictions, gt_instances):
         logits, init_ltrb, refined_ltrb = self.split_predictions(predictions)
         anchors = self.anchor_generator(features)

@@ -2,7 +2,8 @@
 per level, star-shaped deformable sampling at that box's corners, edge midpoints and centre, and
 on those features a per-side refinement factor and the IoU-aware classification score (IACS).
 
-The deformable convolutions are ``torchvision.ops.DeformConv2d`` (no private DCN build).
+The deformable convolutions are ``torchvision.ops.DeformConv2d`` (no private DCN build), run in
+float32 under autocast (d2ext.layers.deform_conv).
 """
 import math
 from typing import List, Sequence
@@ -10,11 +11,12 @@ from typing import List, Sequence
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
-from torchvision.ops import DeformConv2d
 
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec, get_norm
 from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
+
+from d2ext.layers.deform_conv import DeformConv2d
 
 from .atss_base import dense_head_args, drop_tower_conv_bias
 
@@ -164,8 +166,7 @@ class VFNetHead(RetinaNetHead):
             reg_feature = self.bbox_subnet(feature)
             init_log = self.bbox_pred(self.reg_init_conv(reg_feature)).float() * self.scales[level]
             init = torch.exp(init_log.clamp(max=MAX_LOG_FACTOR)) * self.reg_denoms[level]
-            # Offsets in the feature dtype: DeformConv2d needs them equal under autocast.
-            offsets = star_offsets(init, self.strides[level], self.dcn_grad_mul).to(reg_feature.dtype)
+            offsets = star_offsets(init, self.strides[level], self.dcn_grad_mul)
             check_dcn_inputs(offsets, reg_feature, cls_feature, level, self.strides[level])
             refine_log = self.refine_pred(F.relu(self.refine_dcn(reg_feature, offsets))).float()
             factor = torch.exp((refine_log * self.refine_scales[level]).clamp(max=MAX_LOG_FACTOR))

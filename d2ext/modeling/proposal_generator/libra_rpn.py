@@ -4,6 +4,8 @@ from detectron2.config import configurable
 from detectron2.modeling import PROPOSAL_GENERATOR_REGISTRY
 from detectron2.modeling.proposal_generator import RPN
 
+from d2ext.layers.precision import float32_region
+
 from ..sampling import libra_subsample_labels
 
 
@@ -41,6 +43,8 @@ class LibraRPN(RPN):
         label.scatter_(0, neg_idx, 0)
         return label
 
+    # Under AMP the RPN losses run in float32 on float32 head outputs.
+    @float32_region("pred_objectness_logits", "pred_anchor_deltas")
     def losses(self, anchors, pred_objectness_logits, gt_labels, pred_anchor_deltas, gt_boxes):
         losses = super().losses(anchors, pred_objectness_logits, gt_labels, pred_anchor_deltas, gt_boxes)
         if self.neg_pos_ub < 0:

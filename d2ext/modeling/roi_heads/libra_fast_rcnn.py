@@ -2,6 +2,8 @@ from detectron2.config import configurable
 from detectron2.layers import nonzero_tuple
 from detectron2.modeling.roi_heads import FastRCNNOutputLayers
 
+from d2ext.layers.precision import float32_region
+
 from ..losses import balanced_l1_loss
 
 # Detectron2's own regression losses (handled by FastRCNNOutputLayers) plus balanced L1.
@@ -43,6 +45,11 @@ class LibraFastRCNNOutputLayers(FastRCNNOutputLayers):
         ret["balanced_l1_gamma"] = cfg.MODEL.LIBRA.BALANCED_L1_GAMMA
         ret["balanced_l1_beta"] = cfg.MODEL.LIBRA.BALANCED_L1_BETA
         return ret
+
+    # Under AMP the R-CNN losses run in float32 on float32 scores and deltas.
+    @float32_region("predictions")
+    def losses(self, predictions, proposals):
+        return super().losses(predictions, proposals)
 
     def box_reg_loss(self, proposal_boxes, gt_boxes, pred_deltas, gt_classes):
         if self.box_reg_loss_type != "balanced_l1":
