@@ -12,13 +12,26 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO_ROOT, "configs")
 TINY_CONFIG = os.path.join(CONFIGS, "Synthetic", "atss_R_18_FPN_tiny.yaml")
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+HAS_CUDA = torch.cuda.is_available()
+# "cuda" is always collected, marked `cuda`: skipped without CUDA (and in `make test`), run by
+# `make gpu-test` (dev/gpu_test.sh); `pytest --collect-only -m cuda` lists them.
+CUDA = pytest.param("cuda", marks=pytest.mark.cuda)
+DEVICES = ["cpu", CUDA]
 
 
 def pytest_configure(config):
     # Each test process uses at most the machine's 2 cores; keep torch from oversubscribing
     # when pytest runs subprocesses (train_net tests) beside it.
     torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def pytest_collection_modifyitems(config, items):
+    if HAS_CUDA:
+        return
+    skip = pytest.mark.skip(reason="needs CUDA: run `make gpu-test` on a machine with a GPU")
+    for item in items:
+        if item.get_closest_marker("cuda"):
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,7 @@
 import logging
 
 from detectron2.config import LazyConfig, instantiate
-from detectron2.engine import AMPTrainer, SimpleTrainer, default_setup, default_writers, hooks
+from detectron2.engine import SimpleTrainer, default_setup, default_writers, hooks
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 from omegaconf import OmegaConf
@@ -13,6 +13,7 @@ from d2ext.config.lazy_overrides import apply_overrides
 from d2ext.data.class_count import check_num_classes
 from d2ext.evaluation import add_missing_info
 
+from .amp import AMPTrainer
 from .ddp import create_ddp_model
 
 logger = logging.getLogger("detectron2")
@@ -70,6 +71,7 @@ def do_train(args, cfg):
     train_loader = instantiate(cfg.dataloader.train)
     check_loader_classes(cfg, model, "train")
     model = create_ddp_model(model, **cfg.train.ddp)
+    # d2ext's AMPTrainer: float16 on CUDA, bfloat16 on the CPU (Detectron2's asserts CUDA).
     trainer = (AMPTrainer if cfg.train.amp.enabled else SimpleTrainer)(model, train_loader, optimizer)
     checkpointer = Checkpointer(model, cfg.train.output_dir, trainer=trainer)
     trainer.register_hooks(

@@ -12,6 +12,7 @@ from d2ext.evaluation import COCOEvaluator
 from d2ext.modeling.input_checks import check_pixel_std
 
 from . import ddp  # noqa: F401  (CPU-aware DDP for DefaultTrainer)
+from .amp import AMPTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,16 @@ class Trainer(DefaultTrainer):
     INPUT.TRAIN_PIPELINE ("detectron2": Detectron2's own; "ssd": the AP-loss recipe's), which
     checks MODEL.PIXEL_STD and the class count when it builds the model and the loaders, and
     d2ext's Checkpointer (resumes only from checkpoints inside OUTPUT_DIR; loads mmdetection /
-    torchvision files, d2ext/checkpoint)."""
+    torchvision files, d2ext/checkpoint). SOLVER.AMP.ENABLED trains with d2ext's AMPTrainer:
+    float16 on CUDA, bfloat16 on the CPU."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        if cfg.SOLVER.AMP.ENABLED:
+            # DefaultTrainer built Detectron2's AMPTrainer, which asserts CUDA in every step;
+            # nothing has run yet, and hooks and checkpointer reach it through self._trainer.
+            d2 = self._trainer
+            self._trainer = AMPTrainer(d2.model, d2.data_loader, d2.optimizer)
 
     @classmethod
     def build_model(cls, cfg):
