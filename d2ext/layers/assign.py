@@ -6,6 +6,7 @@ from torch import Tensor
 
 from . import reference
 from ._extension import has_ops, warn_fallback_once
+from .fused_losses import _float as _float32_if_half
 
 
 def atss_assign(
@@ -37,6 +38,7 @@ def atss_assign(
         gt_boxes: (M, 4); M may be 0.
         topk: candidates per level and GT (k x anchors per location).
         pred_boxes: (R, 4) decoded predictions (detached), or None for plain ATSS.
+        Half and bfloat16 inputs are assigned in float32 (scores returned in float32).
 
     Returns:
         matched_idxs: (R,) int64, the matched GT or -1 (background).
@@ -48,6 +50,7 @@ def atss_assign(
         raise ValueError(
             f"num_anchors_per_level {num_anchors_per_level} does not sum to the {anchors.shape[0]} anchors given"
         )
+    anchors, gt_boxes, pred_boxes = (_float32_if_half(t) for t in (anchors, gt_boxes, pred_boxes))
     if not has_ops():
         warn_fallback_once("atss_assign")
         return reference.atss_assign(
