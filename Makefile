@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 DEMO_CONFIG ?= configs/Synthetic/atss_R_18_FPN_tiny.yaml
 DEMO_OUTPUT ?= output/atss_R_18_FPN_tiny
 
-.PHONY: setup demo test cuda-check benchmark clean
+.PHONY: setup demo test gpu-test cuda-check benchmark clean
 
 setup:
 	bash dev/setup_env.sh
@@ -20,8 +20,15 @@ demo: setup
 	$(PY) tools/visualize_predictions.py --config-file $(DEMO_CONFIG) \
 		--output $(DEMO_OUTPUT)/predictions.png MODEL.WEIGHTS $(DEMO_OUTPUT)/model_final.pth
 
+# CUDA-marked tests are skipped here (they need a GPU): `make gpu-test` runs them.
 test: setup
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests -m "not cuda"
+
+# On a machine with CUDA: build the CUDA kernels, run the cuda-marked tests and benchmark the ops
+# on cuda (dev/gpu_test.sh --help: stages, --all-methods, --full). Without CUDA: says so, exits 0.
+GPU_TEST_ARGS ?=
+gpu-test:
+	VENV=$(VENV) bash dev/gpu_test.sh $(GPU_TEST_ARGS)
 
 # Compiles the CUDA kernels in a throwaway folder (needs nvcc, not a GPU).
 cuda-check:

@@ -8,11 +8,14 @@ backward time and peak extra memory per op and the ratios reference / kernel.
     python tools/benchmark_ops.py --quick       # small sizes, a smoke run
     python tools/benchmark_ops.py --no-compile  # skip torch.compile(reference)
     python tools/benchmark_ops.py --only distribution_focal_loss,giou_loss  # some ops only
+    python tools/benchmark_ops.py --device cuda  # on the GPU (`make gpu-test` runs it)
 
 Times are medians of --repeats runs (more for fast ops: at least 1 s of runs), the kernel, the
 reference and the compiled reference taking turns, with large blocks reused from glibc's heap
 (as its dynamic mmap threshold settles after large frees).
-Peak memory: the growth of the process's resident set (VmHWM, reset before each run through
+On CUDA every run ends with torch.cuda.synchronize() (so the time covers the kernels) and the
+peak is torch.cuda.max_memory_allocated() above what was allocated before the run.
+On the CPU, peak memory: the growth of the process's resident set (VmHWM, reset before each run through
 /proc/self/clear_refs) while glibc returns every freed block to the system, so it counts every
 allocation, not only torch's.
 """
@@ -67,8 +70,37 @@ def _read_status_kb(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
+DEVICE = torch.device("cpu")  # set by --device
+
+
+def synchronized(fn: Callable[[], object]) -> Callable[[], object]:
+    """fn, waiting for its CUDA kernels to finish (timings would otherwise measure launches)."""
+    if DEVICE.type != "cuda":
+        return fn
+
+    def run():
+        result = fn()
+        torch.cuda.synchronize(DEVICE)
+        return result
+
+    return run
+
+
+def cuda_peak_extra_mb(fn: Callable[[], object]) -> float:
+    torch.cuda.synchronize(DEVICE)
+    torch.cuda.reset_peak_memory_stats(DEVICE)
+    before = torch.cuda.memory_allocated(DEVICE)
+    result = fn()
+    peak = torch.cuda.max_memory_allocated(DEVICE)
+    del result
+    return (peak - before) / 2**20
+
+
 def peak_extra_mb(fn: Callable[[], object]) -> Optional[float]:
-    """Peak resident-set growth while fn runs, in MB (None where the peak cannot be reset)."""
+    """Peak memory growth while fn runs, in MB: CUDA's allocator on cuda, the resident set on
+    the CPU (None where its peak cannot be reset)."""
+    if DEVICE.type == "cuda":
+        return cuda_peak_extra_mb(fn)
     _measuring_allocator()
     try:
         return _peak_extra_mb(fn)
@@ -131,6 +163,7 @@ def forward_backward(loss_fn: Callable, leaf: torch.Tensor, *args, **kwargs) -> 
 def measure(name: str, impls: Dict[str, Callable[[], object]], repeats: int) -> List[dict]:
     rows, working = [], {}
     for impl, fn in impls.items():
+        fn = synchronized(fn)
         try:
             fn()  # warm-up (and compilation for torch.compile); errors show here
             mem = peak_extra_mb(fn)
@@ -153,7 +186,7 @@ def boxes(n: int, scale: float, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     xy = torch.rand(n, 2, generator=g) * scale
     wh = torch.rand(n, 2, generator=g) * scale / 4 + 1
-    return torch.cat([xy, xy + wh], dim=1)
+    return torch.cat([xy, xy + wh], dim=1).to(DEVICE)
 
 
 def fpn_anchors(image_hw, strides=(8, 16, 32, 64, 128)):
@@ -163,7 +196,7 @@ def fpn_anchors(image_hw, strides=(8, 16, 32, 64, 128)):
         ys, xs = torch.meshgrid(torch.arange(h) * s, torch.arange(w) * s, indexing="ij")
         c = torch.stack([xs.flatten(), ys.flatten()], 1).float()
         levels.append(torch.cat([c - 4 * s, c + 4 * s], 1))
-    return torch.cat(levels), [len(x) for x in levels]
+    return torch.cat(levels).to(DEVICE), [len(x) for x in levels]
 
 
 class Sizes:
@@ -191,7 +224,7 @@ def sigmoid_loss_inputs(sz: Sizes):
     labels = torch.randint(0, sz.classes + 1, (sz.anchors,), generator=g)
     labels[torch.rand(sz.anchors, generator=g) < 0.9] = sz.classes  # mostly background
     scores = torch.rand(sz.anchors, generator=g)
-    return logits, labels, scores
+    return logits.to(DEVICE), labels.to(DEVICE), scores.to(DEVICE)
 
 
 def bench_loss(name: str, leaf: torch.Tensor, extra: tuple, compiled: bool, repeats: int) -> List[dict]:
@@ -214,6 +247,7 @@ def bench_distribution_focal_loss(sz: Sizes, compiled: bool, repeats: int) -> Li
     g = torch.Generator().manual_seed(2)
     bins = torch.randn(sz.anchors * 4 // 10, 17, generator=g)
     target = torch.rand(bins.shape[0], generator=g) * 15.9
+    bins, target = bins.to(DEVICE), target.to(DEVICE)
     print(f"distribution_focal_loss: {bins.shape[0]} x 17 bins, forward + backward")
     return bench_loss("distribution_focal_loss", bins, (target,), compiled, repeats)
 
@@ -269,17 +303,25 @@ def main():
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile(reference)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]: where the ops run")
     parser.add_argument("--only", default="", help=f"comma-separated ops to run, of: {', '.join(OPS)}")
     args = parser.parse_args()
     only = [name for name in args.only.split(",") if name] or OPS
     unknown = sorted(set(only) - set(OPS))
     if unknown:
         raise SystemExit(f"--only: unknown op(s) {unknown}; choose from {', '.join(OPS)}")
+    global DEVICE
+    DEVICE = torch.device(args.device)
+    if DEVICE.type not in ("cpu", "cuda"):
+        raise SystemExit(f"--device: {args.device!r} is not cpu or cuda")
+    if DEVICE.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {args.device}: torch sees no CUDA device (torch {torch.__version__})")
     if not layers.has_ops():
         raise SystemExit("d2ext._C is not built: run `make setup` (or python setup.py build_ext --inplace)")
     _timing_allocator()
     sz, compiled, repeats = Sizes(args.quick), not args.no_compile, args.repeats
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    where = torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else f"{torch.get_num_threads()} threads"
+    print(f"torch {torch.__version__}, {DEVICE}: {where}")
     rows: List[dict] = []
     if "pairwise_iou" in only:
         rows += bench_pairwise_iou(sz, compiled, repeats)
@@ -303,7 +345,7 @@ def ap_loss_inputs(n_rows, n_classes, n_pos, seed):
     logits = torch.randn(n_rows, n_classes, generator=g) * 2 - 2
     labels = torch.full((n_rows,), n_classes, dtype=torch.int64)
     labels[torch.randperm(n_rows, generator=g)[:n_pos]] = torch.randint(0, n_classes, (n_pos,), generator=g)
-    return logits, labels
+    return logits.to(DEVICE), labels.to(DEVICE)
 
 
 def print_table(rows: List[dict]) -> None:

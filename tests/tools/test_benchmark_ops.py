@@ -41,3 +41,28 @@ def test_slow_fn_stops_at_repeats_fast_fn_at_min_total(bench):
     bench.interleaved_seconds({"slow": slow, "fast": fast}, repeats=2, min_total=0.05, max_repeats=50)
     assert counts["slow"] == 2  # max(repeats, what adds up to 0.05 s)
     assert counts["fast"] == 50  # a no-op never adds up to 0.05 s: max_repeats
+
+
+def _benchmark(*args):
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, os.path.join(TOOLS, "benchmark_ops.py"), *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_device_cuda_without_cuda_is_a_clear_error():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    result = _benchmark("--device", "cuda", "--quick")
+    assert result.returncode != 0 and "--device cuda: torch sees no CUDA device" in result.stderr
+
+
+@pytest.mark.cuda
+def test_device_cuda_times_and_measures_cuda_memory():
+    result = _benchmark("--device", "cuda", "--quick", "--no-compile", "--only", "giou_loss,sigmoid_focal_loss")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "cuda:" in result.stdout and "| giou_loss | kernel |" in result.stdout

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# `make gpu-test`: everything CUDA-capable, on a machine with a GPU. Without CUDA it says so and
+# exits 0. Stages (each one command, so each fits a 10-minute limit on a lent machine):
+#   build      build d2ext._C with its CUDA kernels (FORCE_CUDA=1)
+#   cuda       the cuda-marked tests: every op on cuda vs its CPU kernel and reference, every
+#              model's float32 and AMP training step on cuda, 100-iteration AMP trainings +
+#              evaluation (D2EXT_GPU_TRAIN_METHODS: default a subset, "all" with --all-methods)
+#   suite      the rest of the test suite (CUDA visible: device-parametrized tests run on both)
+#   benchmark  tools/benchmark_ops.py --device cuda (--quick unless --full)
+# Usage: dev/gpu_test.sh [--stage build|cuda|suite|benchmark]... [--all-methods] [--full]
+#   default stages: build cuda benchmark (~5 min on an H100 machine); --full adds suite and the
+#   full-size benchmark. Extra pytest arguments: PYTEST_ARGS="...".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+PY=${PY:-$VENV/bin/python}
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
+
+stages=() all_methods=0 full=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --stage) stages+=("$2"); shift 2 ;;
+    --all-methods) all_methods=1; shift ;;
+    --full) full=1; shift ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    *) echo "gpu_test.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+if [ ${#stages[@]} -eq 0 ]; then
+  stages=(build cuda benchmark)
+  [ "$full" = 1 ] && stages=(build cuda suite benchmark)
+fi
+for s in "${stages[@]}"; do
+  case "$s" in build|cuda|suite|benchmark) ;; *) echo "gpu_test.sh: unknown stage '$s' (build, cuda, suite, benchmark)" >&2; exit 2 ;; esac
+done
+
+if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+  echo "gpu-test: no CUDA device visible to torch ($("$PY" -c 'import torch; print(torch.__version__, "cuda", torch.version.cuda)')): nothing to run. Run it on a machine with a GPU."
+  exit 0
+fi
+[ "$all_methods" = 1 ] && export D2EXT_GPU_TRAIN_METHODS=all
+
+run() { echo "+ $*"; "$@"; }
+for s in "${stages[@]}"; do
+  echo "=== gpu-test: $s"
+  case "$s" in
+    build)
+      run env FORCE_CUDA=1 bash dev/setup_env.sh
+      # The CUDA kernels must be in the built library, or every cuda op test fails confusingly.
+      run "$PY" -c "import torch, d2ext.layers as L; assert L.has_ops(); L.pairwise_iou(torch.zeros(1, 4, device='cuda'), torch.zeros(1, 4, device='cuda')); print('d2ext._C runs on cuda')" ;;
+    cuda)
+      run "$PY" -m pytest tests -m cuda ${PYTEST_ARGS:-} ;;
+    suite)
+      run "$PY" -m pytest tests -m "not cuda" ${PYTEST_ARGS:-} ;;
+    benchmark)
+      if [ "$full" = 1 ]; then run "$PY" tools/benchmark_ops.py --device cuda
+      else run "$PY" tools/benchmark_ops.py --device cuda --quick; fi ;;
+  esac
+done
