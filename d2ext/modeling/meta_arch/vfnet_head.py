@@ -166,7 +166,9 @@ class VFNetHead(RetinaNetHead):
             reg_feature = self.bbox_subnet(feature)
             init_log = self.bbox_pred(self.reg_init_conv(reg_feature)).float() * self.scales[level]
             init = torch.exp(init_log.clamp(max=MAX_LOG_FACTOR)) * self.reg_denoms[level]
-            offsets = star_offsets(init, self.strides[level], self.dcn_grad_mul)
+            # Offsets in the feature dtype (e.g. a float64 head); under autocast DeformConv2d
+            # runs both in float32.
+            offsets = star_offsets(init, self.strides[level], self.dcn_grad_mul).to(reg_feature.dtype)
             check_dcn_inputs(offsets, reg_feature, cls_feature, level, self.strides[level])
             refine_log = self.refine_pred(F.relu(self.refine_dcn(reg_feature, offsets))).float()
             factor = torch.exp((refine_log * self.refine_scales[level]).clamp(max=MAX_LOG_FACTOR))
