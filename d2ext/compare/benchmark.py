@@ -4,11 +4,10 @@ machine load hits all of them alike, and the median step time of each is compare
 
 A step is forward + backward + SGD update, as in Detectron2's SimpleTrainer, without data loading.
 Peak memory: on CUDA torch.cuda.max_memory_allocated over steps; on the CPU the RSS high-water
-mark (ru_maxrss) of a fresh process that built the model and ran steps (`python -m
-d2ext.compare.benchmark`), since a process' high-water mark never goes down.
+mark of a training step in a fresh process that built only that model (`python -m
+d2ext.compare.benchmark`), so that other models' memory is not in it.
 """
 import json
-import resource
 import statistics
 import sys
 import time
@@ -101,22 +100,30 @@ def interleave(runners: Sequence[Runner], rounds: int, steps: int, on_step: Opti
     return runners
 
 
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize()
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
 
 
-def cpu_step_memory(path: str, opts: Sequence[str], batch_size: int, steps: int = 2) -> dict:
-    """In this (fresh) process: RSS before the first step and the RSS high-water mark after
-    `steps` training steps. The peak includes the interpreter, torch and the model."""
+def cpu_step_memory(path: str, opts: Sequence[str], batch_size: int) -> dict:
+    """In this (fresh) process: the RSS high-water mark (VmHWM) of one training step after a
+    warm-up step (which allocates the optimizer state), and the RSS before it. The peak includes
+    the interpreter, torch and the model. VmHWM, not ru_maxrss: Linux carries ru_maxrss over
+    fork + exec, so a child would report its parent's peak."""
     cfg = load_config(path, opts)
     runner = Runner(path, fixed_batch(cfg, batch_size), opts)
-    before = rss_bytes()
-    for _ in range(steps):
-        runner.step()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-    return {"rss_before_step_mib": before / 2**20, "peak_rss_mib": peak / 2**20,
-            "step_increase_mib": max(peak - before, 0) / 2**20}
+    runner.step()
+    before = _status_kib("VmRSS")
+    try:  # "5" resets VmHWM to the current RSS (Linux >= 4.0)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        reset = True
+    except OSError:
+        reset = False
+    runner.step()
+    peak = _status_kib("VmHWM")
+    return {"rss_before_step_mib": before / 1024, "peak_rss_mib": peak / 1024,
+            "step_increase_mib": max(peak - before, 0) / 1024, "peak_reset_before_step": reset}
 
 
 if __name__ == "__main__":
