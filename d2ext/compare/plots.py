@@ -21,11 +21,11 @@ def ap_vs_iteration(groups: Dict[str, List[dict]], path: str):
         if not iters:
             continue
         values = np.array([[c[i] for i in iters] for c in curves])
-        x = np.array(iters) + 1  # Detectron2 logs the 0-based iteration that just finished
+        x = np.array(iters)
         (line,) = ax.plot(x, values.mean(0), marker="o", ms=3, label=f"{name} ({len(runs)})")
         if len(runs) > 1:
             ax.fill_between(x, values.min(0), values.max(0), color=line.get_color(), alpha=0.2)
-    ax.set_xlabel("iteration")
+    ax.set_xlabel("iterations trained")
     ax.set_ylabel("AP (mean over seeds; band: min..max)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)

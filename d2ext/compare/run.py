@@ -64,7 +64,9 @@ def summarize(run: Run, metrics: List[dict], wall_s: float) -> dict:
         "wall_s": wall_s, "s_per_iter": wall_s / run.max_iter,
         "final": {k: last.get(f"bbox/{k}", float("nan")) for k in FINAL_KEYS},
         "per_class": {k[len("bbox/AP-"):]: v for k, v in last.items() if k.startswith("bbox/AP-")},
-        "ap_curve": [[m["iteration"], m["bbox/AP"]] for m in evals],
+        # As iterations trained: a periodic evaluation is logged at the 0-based iteration that just
+        # finished, the one after training at max_iter (Detectron2's trainer.iter after the loop).
+        "ap_curve": [[min(m["iteration"] + 1, run.max_iter), m["bbox/AP"]] for m in evals],
         "loss_curve": [[m["iteration"], m["total_loss"]] for m in metrics if "total_loss" in m],
     }
 
