@@ -10,7 +10,7 @@ import pytest
 from conftest import REPO_ROOT
 
 ENTRY_POINTS = ["tools/train_net.py", "tools/benchmark_models.py", "tools/benchmark_ops.py",
-                "tools/visualize_predictions.py", "tests/conftest.py"]
+                "tools/visualize_predictions.py", "tools/compare_methods.py", "tests/conftest.py"]
 HEAVY = ("torch", "detectron2", "d2ext", "numpy", "cv2", "pytest", "fvcore")
 
 

@@ -1,0 +1,275 @@
+"""What tools/compare_methods.py runs: configs x seeds, each with the command-line overrides that
+put every method on one schedule and one dataset.
+
+Overrides are plain config options (yaml "KEY VALUE" pairs, lazy "key=value" strings) passed to
+tools/train_net.py, so a run is exactly what `train_net.py --config-file C <opts>` trains, and the
+step-time benchmark loads each config with the same options.
+"""
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+from detectron2.config import LazyConfig
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+from d2ext.config import get_cfg, merge_from_file, num_classes_key, score_thresh_key
+from d2ext.config import set_num_classes, set_score_thresh
+from d2ext.config.lazy_overrides import apply_overrides
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SYNTHETIC = os.path.join(REPO_ROOT, "configs", "Synthetic")
+# The tiny method configs, then the baselines. The first config is the reference of the ratio
+# columns. retinanet_R_18_FPN_tiny (Detectron2's untuned defaults) is left out for its fair variant.
+DEFAULT_CONFIGS = [
+    "atss_R_18_FPN_tiny.yaml",
+    "dynamic_atss_R_18_FPN_tiny.yaml",
+    "gfl_R_18_FPN_tiny.yaml",
+    "gflv2_R_18_FPN_tiny.yaml",
+    "atss_vfl_R_18_FPN_tiny.yaml",
+    "vfnet_R_18_FPN_tiny.yaml",
+    "musu_R_18_FPN_tiny.yaml",
+    "musu_direct_R_18_FPN_tiny.yaml",
+    "aploss_retinanet_R_18_FPN_tiny.yaml",
+    "libra_faster_rcnn_R_18_FPN_tiny.yaml",
+    # Baselines: Detectron2's RetinaNet, FCOS and Faster R-CNN at the same size and recipe.
+    "retinanet_fair_R_18_FPN_tiny.yaml",
+    "fcos_R_18_FPN_tiny.py",
+    "faster_rcnn_R_18_FPN_tiny.yaml",
+]
+DEFAULT_TRAIN, DEFAULT_TEST = "d2ext_shapes_train", "d2ext_shapes_val"
+DEFAULT_SEED = 42  # the tiny configs' own seed: seed index 0 reproduces their single runs
+
+
+@dataclass
+class Run:
+    config: str  # absolute path
+    name: str  # config file name without extension: the method's row in the report
+    seed: int
+    output_dir: str
+    opts: List[str]  # train_net.py overrides (yaml: KEY VALUE ...; lazy: key=value ...)
+    max_iter: int
+
+    @property
+    def result_file(self):
+        return os.path.join(self.output_dir, "result.json")
+
+    @property
+    def finished(self):
+        return os.path.isfile(self.result_file)
+
+
+@dataclass
+class Plan:
+    runs: List[Run]
+    configs: List[str]
+    names: List[str]
+    seeds: List[int]
+    out: str
+    max_iter: int
+    eval_period: int
+    train_dataset: str
+    test_dataset: str
+    num_classes: int
+    score_thresh: Optional[float]
+    cores: int
+    device: str
+    # name -> the overrides shared by its seeds (all but SEED / OUTPUT_DIR).
+    config_opts: Dict[str, List[str]] = field(default_factory=dict)
+
+    def settings(self) -> dict:
+        return {
+            "configs": [os.path.relpath(c, REPO_ROOT) if c.startswith(REPO_ROOT) else c for c in self.configs],
+            "seeds": self.seeds, "max_iter": self.max_iter, "eval_period": self.eval_period,
+            "train_dataset": self.train_dataset, "test_dataset": self.test_dataset,
+            "num_classes": self.num_classes, "score_thresh": self.score_thresh,
+            "cores": self.cores, "device": self.device,
+        }
+
+
+def is_lazy(path: str) -> bool:
+    return path.endswith(".py")
+
+
+def resolve_configs(configs: Sequence[str]) -> List[str]:
+    """Paths of the given configs; a bare name (with or without extension) is looked up in
+    configs/Synthetic/. Raises FileNotFoundError naming every config that is not found."""
+    paths, missing = [], []
+    for c in configs:
+        candidates = [c] if os.path.splitext(c)[1] in (".yaml", ".py") else [c + ".yaml", c + ".py"]
+        candidates += [os.path.join(SYNTHETIC, x) for x in candidates]
+        found = next((x for x in candidates if os.path.isfile(x)), None)
+        if found is None:
+            missing.append(c)
+        else:
+            paths.append(os.path.abspath(found))
+    if missing:
+        raise FileNotFoundError(
+            f"unknown config(s): {', '.join(missing)} (give a .yaml or .py file, or a name in {SYNTHETIC})"
+        )
+    return paths
+
+
+def load_config(path: str, opts: Sequence[str] = ()):
+    """The yaml (d2ext's get_cfg + safe yaml) or lazy config at `path` with train_net.py-style
+    overrides applied, as tools/train_net.py would see it."""
+    if is_lazy(path):
+        return apply_overrides(LazyConfig.load(path), list(opts))
+    cfg = merge_from_file(get_cfg(), path)
+    cfg.merge_from_list(list(opts))
+    return cfg
+
+
+def check_datasets(*names: str):
+    registered = set(DatasetCatalog.list())
+    unknown = [n for n in names if n not in registered]
+    if unknown:
+        raise KeyError(
+            f"dataset(s) not registered: {', '.join(unknown)}. Register a COCO-format dataset with "
+            "--coco-dataset NAME JSON IMAGE_ROOT (register_coco_instances) or --import a module that "
+            "registers it"
+        )
+
+
+def register_datasets(coco: Sequence[Sequence[str]] = (), modules: Sequence[str] = ()):
+    """Imports `modules` (a user's code that registers datasets) and registers each
+    (name, json file, image root) with Detectron2's register_coco_instances. Every process of a
+    comparison (training runs, memory probes) calls it with the same arguments."""
+    import importlib
+
+    from detectron2.data.datasets import register_coco_instances
+
+    for module in modules:
+        importlib.import_module(module)
+    for name, json_file, image_root in coco:
+        if name not in DatasetCatalog.list():
+            register_coco_instances(name, {}, os.path.abspath(json_file), os.path.abspath(image_root))
+
+
+def dataset_num_classes(name: str) -> int:
+    """len(thing_classes) of a registered dataset; loading it fills the metadata of a
+    register_coco_instances dataset."""
+    if MetadataCatalog.get(name).get("thing_classes", None) is None:
+        DatasetCatalog.get(name)
+    classes = MetadataCatalog.get(name).get("thing_classes", None)
+    if not classes:
+        raise ValueError(f"dataset {name!r} has no thing_classes in its metadata: pass --num-classes")
+    return len(classes)
+
+
+def _scaled(values, max_iter, own_max_iter):
+    """Milestones scaled from a config's own schedule to `max_iter`, as integers in (0, max_iter)
+    and strictly increasing (milestones that collapse at a very short schedule are dropped)."""
+    out = []
+    for v in values:
+        s = int(round(v * max_iter / own_max_iter))
+        if 0 < s < max_iter and (not out or s > out[-1]):
+            out.append(s)
+    return out
+
+
+def _kv(lazy, key, value):
+    """One override in the syntax of the config's kind."""
+    if lazy:
+        return [f"{key}={json.dumps(value) if isinstance(value, (list, str)) else value}"]
+    if isinstance(value, (list, tuple)):
+        value = "(" + "".join(f"{json.dumps(v)}," for v in value) + ")"
+    return [key, str(value)]
+
+
+def schedule_overrides(cfg, lazy: bool, max_iter: int, eval_period: int) -> List[str]:
+    """The config's own schedule stretched to `max_iter`: LR steps and warmup scaled by
+    max_iter / own MAX_ITER, a checkpoint only at the end, evaluation every `eval_period`."""
+    if lazy:
+        own = int(cfg.train.max_iter)
+        sched = getattr(cfg.lr_multiplier, "scheduler", None)
+        if sched is None or "milestones" not in sched:
+            raise ValueError("lazy config's lr_multiplier.scheduler has no milestones: cannot rescale it")
+        milestones = _scaled(list(sched.milestones), max_iter, own)
+        opts = _kv(True, "train.max_iter", max_iter)
+        opts += _kv(True, "lr_multiplier.scheduler.num_updates", max_iter)
+        opts += _kv(True, "lr_multiplier.scheduler.milestones", milestones)
+        # fvcore wants one value per interval: drop the decays of dropped milestones.
+        opts += _kv(True, "lr_multiplier.scheduler.values", list(sched["values"])[: len(milestones) + 1])
+        # (warmup_length is a fraction of the schedule: it scales by itself.)
+        opts += _kv(True, "train.checkpointer.period", max_iter)
+        opts += _kv(True, "train.eval_period", eval_period)
+        return opts
+    own = cfg.SOLVER.MAX_ITER
+    opts = _kv(False, "SOLVER.MAX_ITER", max_iter)
+    opts += _kv(False, "SOLVER.STEPS", _scaled(cfg.SOLVER.STEPS, max_iter, own))
+    opts += _kv(False, "SOLVER.WARMUP_ITERS", int(round(cfg.SOLVER.WARMUP_ITERS * max_iter / own)))
+    opts += _kv(False, "SOLVER.CHECKPOINT_PERIOD", max_iter)
+    opts += _kv(False, "TEST.EVAL_PERIOD", eval_period)
+    return opts
+
+
+def method_overrides(cfg, lazy: bool, num_classes: int, score_thresh: Optional[float]) -> List[str]:
+    """Class count (and test score threshold) at the key this config's method reads them from,
+    set through d2ext.config.set_num_classes / set_score_thresh (which validate them)."""
+    set_num_classes(cfg, num_classes)
+    opts = _kv(lazy, num_classes_key(cfg), num_classes)
+    if score_thresh is not None:
+        set_score_thresh(cfg, score_thresh)
+        opts += _kv(lazy, score_thresh_key(cfg), float(score_thresh))
+    return opts
+
+
+def dataset_overrides(lazy: bool, train: str, test: str, workers: int, cfg) -> List[str]:
+    if lazy:
+        # The evaluator's dataset_name interpolates dataloader.test.dataset.names.
+        opts = _kv(True, "dataloader.train.dataset.names", train)
+        opts += _kv(True, "dataloader.test.dataset.names", test)
+        opts += _kv(True, "dataloader.train.num_workers", min(workers, cfg.dataloader.train.num_workers))
+        opts += _kv(True, "dataloader.test.num_workers", min(workers, cfg.dataloader.test.num_workers))
+        return opts
+    opts = _kv(False, "DATASETS.TRAIN", [train]) + _kv(False, "DATASETS.TEST", [test])
+    return opts + _kv(False, "DATALOADER.NUM_WORKERS", min(workers, cfg.DATALOADER.NUM_WORKERS))
+
+
+def make_plan(
+    configs: Sequence[str] = DEFAULT_CONFIGS,
+    seeds: int = 3,
+    out: str = "output/compare",
+    max_iter: int = 500,
+    eval_points: int = 5,
+    train_dataset: str = DEFAULT_TRAIN,
+    test_dataset: str = DEFAULT_TEST,
+    num_classes: Optional[int] = None,
+    score_thresh: Optional[float] = None,
+    cores: int = 2,
+    device: str = "cpu",
+    first_seed: int = DEFAULT_SEED,
+) -> Plan:
+    """Every config x `seeds` seeds (first_seed, first_seed + 1, ...), each trained for
+    `max_iter` iterations in <out>/runs/<config name>/seed<seed>/ and evaluated `eval_points`
+    times (0: at the end only)."""
+    if seeds < 1 or max_iter < 1:
+        raise ValueError(f"--seeds and --max-iter must be >= 1, got {seeds} and {max_iter}")
+    paths = resolve_configs(configs)
+    names = [os.path.splitext(os.path.basename(p))[0] for p in paths]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"configs with the same name would share an output folder: {dup}")
+    check_datasets(train_dataset, test_dataset)
+    if num_classes is None:
+        num_classes = dataset_num_classes(train_dataset)
+    eval_period = max_iter // eval_points if eval_points > 0 else 0
+    seed_values = [first_seed + i for i in range(seeds)]
+    out = os.path.abspath(out)
+    plan = Plan([], paths, names, seed_values, out, max_iter, eval_period, train_dataset, test_dataset,
+                num_classes, score_thresh, cores, device)
+    for path, name in zip(paths, names):
+        lazy = is_lazy(path)
+        cfg = load_config(path)
+        opts = schedule_overrides(cfg, lazy, max_iter, eval_period)
+        opts += dataset_overrides(lazy, train_dataset, test_dataset, cores, cfg)
+        opts += method_overrides(cfg, lazy, num_classes, score_thresh)
+        opts += _kv(lazy, "train.device" if lazy else "MODEL.DEVICE", device)
+        plan.config_opts[name] = opts
+        for seed in seed_values:
+            run_dir = os.path.join(out, "runs", name, f"seed{seed}")
+            run_opts = opts + _kv(lazy, "train.seed" if lazy else "SEED", seed)
+            run_opts += _kv(lazy, "train.output_dir" if lazy else "OUTPUT_DIR", run_dir)
+            plan.runs.append(Run(path, name, seed, run_dir, run_opts, max_iter))
+    return plan

@@ -1,0 +1,194 @@
+"""tools/compare_methods.py and d2ext.compare: planning, resuming, report and plots (fabricated
+results), and one real 2-iteration plan end to end (the slow test)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO_ROOT
+from d2ext.compare import plan as plan_module
+from d2ext.compare import run as run_module
+from d2ext.compare.plan import load_config, make_plan
+from d2ext.compare.plots import write_plots
+from d2ext.compare.report import write_report
+from d2ext.config import get_num_classes
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def test_plan_is_configs_times_seeds_with_their_output_folders(tmp_path):
+    plan = make_plan(["atss_R_18_FPN_tiny", "fcos_R_18_FPN_tiny.py"], seeds=2, out=str(tmp_path), max_iter=50)
+    assert [(r.name, r.seed) for r in plan.runs] == [
+        ("atss_R_18_FPN_tiny", 42), ("atss_R_18_FPN_tiny", 43), ("fcos_R_18_FPN_tiny", 42), ("fcos_R_18_FPN_tiny", 43)]
+    assert plan.runs[1].output_dir == os.path.join(str(tmp_path), "runs", "atss_R_18_FPN_tiny", "seed43")
+    # Each run's seed and output folder reach the config train_net.py will load.
+    yaml_cfg = load_config(plan.runs[1].config, plan.runs[1].opts)
+    assert (yaml_cfg.SEED, yaml_cfg.OUTPUT_DIR) == (43, plan.runs[1].output_dir)
+    lazy_cfg = load_config(plan.runs[3].config, plan.runs[3].opts)
+    assert (lazy_cfg.train.seed, lazy_cfg.train.output_dir) == (43, plan.runs[3].output_dir)
+
+
+def test_schedule_is_shared_and_steps_scale(tmp_path):
+    from detectron2.config import instantiate
+
+    plan = make_plan(["atss_R_18_FPN_tiny", "fcos_R_18_FPN_tiny"], seeds=1, out=str(tmp_path), max_iter=50)
+    yaml_cfg, lazy_cfg = (load_config(r.config, r.opts) for r in plan.runs)
+    # The tiny schedule: 500 iterations, x0.1 at 400 and 470, 100 warmup iterations -> x 50/500.
+    assert (yaml_cfg.SOLVER.MAX_ITER, tuple(yaml_cfg.SOLVER.STEPS), yaml_cfg.SOLVER.WARMUP_ITERS) == (50, (40, 47), 10)
+    assert yaml_cfg.TEST.EVAL_PERIOD == 10  # 5 evaluation points by default
+    assert lazy_cfg.train.max_iter == 50 and list(lazy_cfg.lr_multiplier.scheduler.milestones) == [40, 47]
+    assert lazy_cfg.train.eval_period == 10
+    # At 2 iterations the steps collapse: dropped, with the lazy schedule's decay values.
+    plan = make_plan(["fcos_R_18_FPN_tiny"], seeds=1, out=str(tmp_path), max_iter=2, eval_points=0)
+    lazy_cfg = load_config(plan.runs[0].config, plan.runs[0].opts)
+    assert list(lazy_cfg.lr_multiplier.scheduler.milestones) == [] and lazy_cfg.train.eval_period == 0
+    assert instantiate(lazy_cfg.lr_multiplier)(0.99) == 1.0
+
+
+@pytest.fixture
+def three_class_dataset(tmp_path):
+    """A registered COCO-format dataset with 3 classes (one 8x8 image, one box)."""
+    import cv2
+    import numpy as np
+
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    coco = {"images": [{"id": 1, "file_name": "a.png", "height": 8, "width": 8}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 2, "bbox": [1, 1, 4, 4], "area": 16, "iscrowd": 0}],
+            "categories": [{"id": i, "name": n} for i, n in enumerate(["a", "b", "c"], 1)]}
+    (tmp_path / "ann.json").write_text(json.dumps(coco))
+    name = "test_compare_three_classes"
+    plan_module.register_datasets(coco=[(name, str(tmp_path / "ann.json"), str(tmp_path))])
+    yield name
+    DatasetCatalog.remove(name)
+    MetadataCatalog.remove(name)
+
+
+def test_dataset_and_class_count_go_through_the_method_key_helpers(tmp_path, three_class_dataset, monkeypatch):
+    calls = []
+    real = plan_module.set_num_classes
+    monkeypatch.setattr(plan_module, "set_num_classes", lambda cfg, n: calls.append(n) or real(cfg, n))
+    plan = make_plan(["gfl_R_18_FPN_tiny", "faster_rcnn_R_18_FPN_tiny", "fcos_R_18_FPN_tiny"], seeds=1,
+                     out=str(tmp_path / "out"), train_dataset=three_class_dataset,
+                     test_dataset=three_class_dataset, score_thresh=0.3)
+    assert calls == [3, 3, 3]  # the class count of the train set's thing_classes
+    gfl, rcnn, fcos = (load_config(r.config, r.opts) for r in plan.runs)
+    assert (gfl.MODEL.GFL.NUM_CLASSES, gfl.MODEL.GFL.SCORE_THRESH_TEST) == (3, 0.3)
+    assert gfl.DATASETS.TRAIN == (three_class_dataset,) and gfl.DATASETS.TEST == (three_class_dataset,)
+    assert (rcnn.MODEL.ROI_HEADS.NUM_CLASSES, rcnn.MODEL.ROI_HEADS.SCORE_THRESH_TEST) == (3, 0.3)
+    assert get_num_classes(fcos) == 3 and fcos.model.test_score_thresh == 0.3
+    assert fcos.dataloader.train.dataset.names == three_class_dataset
+    assert fcos.dataloader.evaluator.dataset_name == three_class_dataset  # interpolated from the test set
+
+
+def test_unknown_configs_and_datasets_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope_config, other_missing.yaml"):
+        make_plan(["atss_R_18_FPN_tiny", "nope_config", "other_missing.yaml"], out=str(tmp_path))
+    with pytest.raises(KeyError, match="no_such_train_set, no_such_test_set"):
+        make_plan(["atss_R_18_FPN_tiny"], out=str(tmp_path), train_dataset="no_such_train_set",
+                  test_dataset="no_such_test_set")
+
+
+FAKE_TRAIN = """
+import json, os, sys
+out = sys.argv[1]
+open(os.path.join(out, "ran"), "a").write("x")
+with open(os.path.join(out, "metrics.json"), "a") as f:
+    f.write(json.dumps({"iteration": 0, "total_loss": 2.0}) + "\\n")
+    f.write(json.dumps({"iteration": 1, "total_loss": 1.5, "bbox/AP": 12.5, "bbox/AP50": 30.0,
+                        "bbox/AP75": 10.0, "bbox/APs": 1.0, "bbox/APm": 2.0, "bbox/APl": 3.0,
+                        "bbox/AP-a": 11.0}) + "\\n")
+"""
+
+
+def test_resume_reuses_finished_runs_and_restarts_unfinished_ones(tmp_path, monkeypatch):
+    plan = make_plan(["atss_R_18_FPN_tiny"], seeds=2, out=str(tmp_path), max_iter=2, eval_points=0)
+    finished, unfinished = plan.runs
+    os.makedirs(finished.output_dir)
+    run_module.write_json(finished.result_file, {"s_per_iter": 1.0, "marker": "kept"})
+    os.makedirs(unfinished.output_dir)
+    with open(os.path.join(unfinished.output_dir, "metrics.json"), "w") as f:  # a crashed run's
+        f.write(json.dumps({"iteration": 0, "bbox/AP": 99.0}) + "\n")
+    monkeypatch.setattr(run_module, "train_command",
+                        lambda run, datasets: [sys.executable, "-c", FAKE_TRAIN, run.output_dir])
+    monkeypatch.setattr(run_module, "step_benchmark", lambda *a, **k: {"median_s": {finished.name: 1.0}})
+    monkeypatch.setattr(run_module, "memory_probes", lambda *a, **k: {})
+    results, _, _, failed = run_module.execute(plan, {"coco": [], "modules": []}, log=lambda *a: None)
+    assert failed == []
+    assert not os.path.exists(os.path.join(finished.output_dir, "ran"))
+    assert results[(finished.name, 42)]["marker"] == "kept"
+    assert open(os.path.join(unfinished.output_dir, "ran")).read() == "x"
+    # The stale metrics were cleared: the result is the new run's.
+    new = json.load(open(unfinished.result_file))
+    assert new["final"]["AP"] == 12.5 and new["ap_curve"] == [[2, 12.5]] and new["per_class"] == {"a": 11.0}
+    # Run again: both finished, nothing trains.
+    os.remove(os.path.join(unfinished.output_dir, "ran"))
+    run_module.execute(plan, {"coco": [], "modules": []}, log=lambda *a: None)
+    assert not os.path.exists(os.path.join(unfinished.output_dir, "ran"))
+
+
+def fabricated(name, seed, ap, per_class):
+    return {"name": name, "seed": seed, "s_per_iter": 1.0,
+            "final": {"AP": ap, "AP50": ap + 10, "AP75": ap - 5, "APs": float("nan"), "APm": 1.0, "APl": 2.0},
+            "per_class": per_class, "ap_curve": [[100, ap / 2], [200, ap]], "loss_curve": [[0, 2.0]]}
+
+
+def test_report_and_plots_from_fabricated_results(tmp_path):
+    results = {("A", 42): fabricated("A", 42, 20.0, {"ring": 10.0}),
+               ("A", 43): fabricated("A", 43, 22.0, {"ring": 12.0}),
+               ("A", 44): fabricated("A", 44, 24.0, {"ring": 14.0}),
+               ("B", 42): fabricated("B", 42, 30.0, {"ring": 5.0}),
+               ("B", 43): fabricated("B", 43, 31.0, {"ring": 6.0}),
+               ("C", 42): fabricated("C", 42, 15.0, {"ring": 1.0})}
+    bench = {"median_s": {"A": 1.0, "B": 1.5, "C": 0.5}, "settings": {"rounds": 6, "steps": 3, "batch": 8}}
+    memory = {"A": {"peak_rss_mib": 1000.0, "step_increase_mib": 200.0}, "B": {"peak_rss_mib": 1200.0}}
+    names = ["A", "B", "C"]
+    plots = write_plots(str(tmp_path), names, results, bench["median_s"])
+    text = write_report(str(tmp_path / "comparison.md"), names, results, bench, memory,
+                        {"seeds": [42, 43, 44], "max_iter": 500}, "python tools/compare_methods.py", 3600.0, [], plots)
+    rows = {}
+    for line in text.splitlines():  # the main table's rows (the per-class table's come later)
+        if line.startswith("| `"):
+            rows.setdefault(line.split("|")[1].strip(" `"), [c.strip() for c in line.split("|")[2:-1]])
+    # A: 20, 22, 24 -> mean 22, sample std 2; AP50 +10; APs all NaN -> "–".
+    assert rows["A"][:8] == ["3", "22.0 ± 2.0", "32.0 ± 2.0", "17.0 ± 2.0", "–", "1.0 ± 0.0", "2.0 ± 0.0", "–"]
+    # B: 30, 31 -> 30.5 ± 0.707; 8.5 AP above A; step 1.5 / 1.0; memory 1200 / 1000.
+    assert rows["B"][1] == "30.5 ± 0.7" and rows["B"][7] == "+8.5"
+    assert rows["B"][8:] == ["1.500", "1.50x", "1200", "1.20x"]
+    assert rows["A"][10] == "1000 (+200)"
+    # One seed: no ±; no memory probe: "–".
+    assert rows["C"][1] == "15.0" and rows["C"][10:] == ["–", "–"]
+    # Per-class table: A's ring 10, 12, 14.
+    assert "| `A` | 12.0 ± 2.0 |" in text
+    assert "python tools/compare_methods.py" in text and "max_iter `500`" in text
+    for path in plots:
+        with open(path, "rb") as f:
+            assert f.read(8) == PNG_SIGNATURE, path
+        assert os.path.getsize(path) > 5000  # something was drawn
+        assert f"]({os.path.basename(path)})" in text
+
+
+@pytest.mark.slow
+def test_end_to_end_two_iterations_slow(tmp_path):
+    """The slow one (~40 s): one tiny config x 1 seed, 2 iterations, evaluated on the 40-image
+    minival split, through tools/compare_methods.py and tools/train_net.py."""
+    out = tmp_path / "cmp"
+    cmd = [sys.executable, "tools/compare_methods.py", "--configs", "atss_R_18_FPN_tiny", "--seeds", "1",
+           "--max-iter", "2", "--eval-points", "0", "--rounds", "1", "--steps", "1", "--cores", "1",
+           "--test-dataset", "d2ext_shapes_minival", "--out", str(out)]
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT)
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    result = json.load(open(out / "runs" / "atss_R_18_FPN_tiny" / "seed42" / "result.json"))
+    assert set(result["final"]) == {"AP", "AP50", "AP75", "APs", "APm", "APl"}
+    assert len(result["per_class"]) == 5 and result["ap_curve"] == [[2, result["final"]["AP"]]]
+    metrics = [json.loads(line) for line in open(out / "runs" / "atss_R_18_FPN_tiny" / "seed42" / "metrics.json")]
+    # train_net.py trained exactly the 2 planned iterations (0 and 1).
+    assert max(m["iteration"] for m in metrics if "total_loss" in m) == 1
+    memory = json.load(open(out / "memory" / "atss_R_18_FPN_tiny.json"))
+    assert memory["peak_rss_mib"] > memory["rss_before_step_mib"] > 100
+    report = open(out / "comparison.md").read()
+    assert "| `atss_R_18_FPN_tiny` | 1 |" in report and "--max-iter 2" in report

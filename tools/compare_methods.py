@@ -1,0 +1,84 @@
+#!/usr/bin/env python
+"""
+Trains and evaluates configs x seeds at one schedule on one dataset and writes a report with the
+seed spread, step time and memory ratios, and plots (d2ext/compare/):
+
+    python tools/compare_methods.py                         # every tiny config + baselines, 3 seeds
+    python tools/compare_methods.py --configs atss_R_18_FPN_tiny gfl_R_18_FPN_tiny --seeds 5
+    python tools/compare_methods.py --coco-dataset mine_train ann/train.json img/train \
+        --coco-dataset mine_val ann/val.json img/val --train-dataset mine_train --test-dataset mine_val
+
+Output in --out: comparison.md, ap_vs_iteration.png, ap.png, ap_vs_step_time.png, benchmark.json,
+memory/, runs/<config>/seed<seed>/ (train_net.py's output, result.json). Rerunning the command
+reuses every finished run (one whose result.json exists) and trains the others.
+"""
+import os
+
+# Before torch loads: idle OpenMP threads sleep instead of spin-waiting, which on a shared CPU
+# made a step ~5x slower (README "Threads"). An explicit OMP_WAIT_POLICY wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse
+import shlex
+import sys
+import time
+
+import torch
+
+import d2ext  # noqa: F401  (registers the models and the bundled dataset)
+from d2ext.compare.plan import DEFAULT_CONFIGS, DEFAULT_TEST, DEFAULT_TRAIN, make_plan, register_datasets
+from d2ext.compare.plots import write_plots
+from d2ext.compare.report import write_report
+from d2ext.compare.run import execute
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS,
+                        help="yaml/lazy files or names in configs/Synthetic/; the first is the ratios' reference")
+    parser.add_argument("--seeds", type=int, default=3, help="runs per config (SEED 42, 43, ...)")
+    parser.add_argument("--first-seed", type=int, default=42)
+    parser.add_argument("--max-iter", type=int, default=500, help="shared schedule; LR steps and warmup scale with it")
+    parser.add_argument("--eval-points", type=int, default=5,
+                        help="evaluations per run for the AP-vs-iteration plot (TEST.EVAL_PERIOD = max_iter / this; 0: at the end only)")
+    parser.add_argument("--train-dataset", default=DEFAULT_TRAIN)
+    parser.add_argument("--test-dataset", default=DEFAULT_TEST)
+    parser.add_argument("--coco-dataset", nargs=3, action="append", default=[], metavar=("NAME", "JSON", "IMAGE_ROOT"),
+                        help="register a COCO-format dataset (register_coco_instances); repeatable")
+    parser.add_argument("--import", dest="modules", action="append", default=[], metavar="MODULE",
+                        help="import a module that registers datasets; repeatable")
+    parser.add_argument("--num-classes", type=int, default=None, help="default: the train set's thing_classes")
+    parser.add_argument("--score-thresh", type=float, default=None, help="test score threshold for every method (default: each config's)")
+    parser.add_argument("--cores", type=int, default=len(os.sched_getaffinity(0)),
+                        help="CPU cores to use: the process and its runs are bound to this many, with as many torch threads")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--rounds", type=int, default=6, help="step-time benchmark: round-robin rounds")
+    parser.add_argument("--steps", type=int, default=3, help="step-time benchmark: steps per config and round")
+    parser.add_argument("--batch", type=int, default=8, help="step-time / memory benchmark batch")
+    parser.add_argument("--out", default="output/compare_methods")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    start = time.perf_counter()
+    # At most --cores cores for this process and the runs it starts (they inherit the binding).
+    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: args.cores])
+    torch.set_num_threads(args.cores)
+    datasets = {"coco": args.coco_dataset, "modules": args.modules}
+    register_datasets(**datasets)
+    plan = make_plan(args.configs, args.seeds, args.out, args.max_iter, args.eval_points, args.train_dataset,
+                     args.test_dataset, args.num_classes, args.score_thresh, args.cores, args.device, args.first_seed)
+    os.makedirs(plan.out, exist_ok=True)
+    results, bench, memory, failed = execute(plan, datasets, args.rounds, args.steps, args.batch)
+    plots = write_plots(plan.out, plan.names, results, bench["median_s"])
+    command = shlex.join(["python", "tools/compare_methods.py"] + (sys.argv[1:] if argv is None else list(argv)))
+    report = os.path.join(plan.out, "comparison.md")
+    write_report(report, plan.names, results, bench, memory, plan.settings(), command,
+                 time.perf_counter() - start, failed, plots)
+    print(f"Wrote {report}" + (f"; {len(failed)} run(s) failed: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
