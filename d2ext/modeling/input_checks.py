@@ -67,10 +67,10 @@ def check_each(name: str, values, length: Optional[int] = None, **range_kwargs):
             raise ValueError(f"{str(e).rsplit(', got ', 1)[0]} for each of its values, got {values!r}") from None
 
 
-def check_increasing(name: str, values, low=None, high=None):
-    """A non-decreasing sequence of numbers in [low, high] (IoU thresholds)."""
+def check_increasing(name: str, values, low=None, high=None, length: Optional[int] = None):
+    """A non-decreasing sequence of numbers in [low, high] (IoU thresholds, ranges)."""
     values = list(values)
-    check_each(name, values, low=low, high=high)
+    check_each(name, values, length, low=low, high=high)
     if values != sorted(values):
         raise ValueError(f"{name} must be in increasing order, got {values!r}")
 

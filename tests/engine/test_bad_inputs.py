@@ -74,6 +74,8 @@ YAML_PROBES = [
     ("score_thresh_above_one", "atss", ["MODEL.ATSS.SCORE_THRESH_TEST", "1.5"], ValueError, ["MODEL.ATSS.SCORE_THRESH_TEST", "in [0, 1)", "got 1.5"]),
     ("num_convs_negative", "gfl", ["MODEL.GFL.NUM_CONVS", "-1"], ValueError, ["MODEL.GFL.NUM_CONVS", "got -1"]),
     ("musu_warmup_negative", "musu", ["MODEL.MUSU.WARMUP_ITERS", "-5"], ValueError, ["MODEL.MUSU.WARMUP_ITERS", "got -5"]),
+    ("ssd_zoom_out_prob", "aploss_retinanet", ["INPUT.TRAIN_PIPELINE", "ssd", "INPUT.SSD.ZOOM_OUT_PROB", "1.5"], ValueError, ["INPUT.SSD.ZOOM_OUT_PROB", "in [0, 1]", "got 1.5"]),
+    ("ssd_contrast_range_order", "aploss_retinanet", ["INPUT.TRAIN_PIPELINE", "ssd", "INPUT.SSD.CONTRAST_RANGE", "(1.5, 0.5)"], ValueError, ["INPUT.SSD.CONTRAST_RANGE", "increasing"]),
     ("libra_balanced_l1_beta_zero", "libra_faster_rcnn", ["MODEL.LIBRA.BALANCED_L1_BETA", "0.0"], ValueError, ["MODEL.LIBRA.BALANCED_L1_BETA", "> 0", "got 0.0"]),
 ]
 
