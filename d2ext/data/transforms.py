@@ -131,6 +131,19 @@ def ssd_augmentations(
     :func:`build_ssd_augmentations` instantiates them for yaml). `pixel_fill` should be the
     model's pixel mean, subtracted after the pipeline.
     """
+    # Checked here, when the data loader (or lazy config) is built, not in the first batch.
+    from d2ext.modeling.input_checks import check_each, check_increasing, check_range
+
+    check_range("INPUT.SSD.SIZE (size)", size, 1, integer=True)
+    check_range("INPUT.SSD.BRIGHTNESS_DELTA (brightness_delta)", brightness_delta, 0, 255)
+    check_increasing("INPUT.SSD.CONTRAST_RANGE (contrast_range)", contrast_range, 0, length=2)
+    check_increasing("INPUT.SSD.SATURATION_RANGE (saturation_range)", saturation_range, 0, length=2)
+    check_range("INPUT.SSD.HUE_DELTA (hue_delta, degrees)", hue_delta, 0, 180)
+    check_range("INPUT.SSD.LIGHTING_STD (lighting_std)", lighting_std, 0)
+    check_range("INPUT.SSD.ZOOM_OUT_PROB (zoom_out_prob)", zoom_out_prob, 0, 1)
+    check_increasing("INPUT.SSD.ZOOM_OUT_RATIO (zoom_out_ratio)", zoom_out_ratio, 1, length=2)
+    check_each("INPUT.SSD.MIN_IOUS (min_ious)", min_ious, low=0, high=1)
+    check_range("INPUT.SSD.MIN_CROP_SIZE (min_crop_size)", min_crop_size, 0, 1, low_open=True)
     return [
         L(PhotometricDistortion)(
             brightness_delta=brightness_delta,

@@ -39,11 +39,23 @@ def _check_labels(logits: Tensor, labels: Tensor) -> None:
         raise ValueError(
             f"labels must be int64 of shape ({logits.shape[0]},), got {labels.dtype} {tuple(labels.shape)}"
         )
-    if labels.numel() and not torch.compiler.is_compiling():
-        lo, hi = labels.min().item(), labels.max().item()
-        if lo < -1 or hi > logits.shape[1]:
-            bad = lo if lo < -1 else hi
-            raise ValueError(f"labels must be in [-1, {logits.shape[1]}] (K = background), got {bad}")
+    if not labels.numel():
+        return
+    num_classes = logits.shape[1]
+    if torch.compiler.is_compiling():
+        # .item() would break the graph (or be traced away): an async assert stays in the
+        # compiled graph and raises RuntimeError there (a device assert on CUDA). It cannot show
+        # the value, so the message says how to see it.
+        torch._assert_async(
+            ((labels >= -1) & (labels <= num_classes)).all(),
+            f"labels must be in [-1, {num_classes}] (K = background), got a label outside it "
+            "(checked inside torch.compile; run eagerly to see the value)",
+        )
+        return
+    lo, hi = labels.min().item(), labels.max().item()
+    if lo < -1 or hi > num_classes:
+        bad = lo if lo < -1 else hi
+        raise ValueError(f"labels must be in [-1, {num_classes}] (K = background), got {bad}")
 
 
 def _use_reference(name: str) -> bool:
@@ -103,9 +115,16 @@ def distribution_focal_loss(
     logits, target, weight = _float(logits), _float(target), _float(weight)
     if logits.dim() != 2 or logits.shape[1] < 2:
         raise ValueError(f"logits must have shape (N, n + 1) with n >= 1, got {tuple(logits.shape)}")
-    if target.numel() and not torch.compiler.is_compiling():
+    n = logits.shape[1] - 1
+    if target.numel() and torch.compiler.is_compiling():
+        # As _check_labels: NaN fails the comparisons too.
+        torch._assert_async(
+            ((target >= 0) & (target <= n)).all(),
+            f"target must be in [0, {n}] (clamp it, e.g. to {n - 0.1}), got a value outside it or NaN "
+            "(checked inside torch.compile; run eagerly to see the value)",
+        )
+    elif target.numel():
         lo, hi = (v.item() for v in torch.aminmax(target))  # NaN if any is NaN
-        n = logits.shape[1] - 1
         if not (lo >= 0 and hi <= n):
             raise ValueError(f"target must be in [0, {n}] (clamp it, e.g. to {n - 0.1}), got {hi if lo >= 0 else lo}")
     r = _reduction_index(reduction)

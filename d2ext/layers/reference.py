@@ -3,34 +3,57 @@
 They are the test oracle for the compiled kernels and the fallback when d2ext._C is not built.
 Each has the signature of the public function it stands for, and follows the same conventions
 (see the C++ headers under csrc/): boxes are (x1, y1, x2, y2); an inverted box counts as
-zero-area; a pair with an empty union has IoU 0.
+zero-area; a pair with an empty union has IoU 0; a NaN coordinate gives a NaN overlap / loss and
+a NaN gradient of its whole box (a diverged box must not look like a finite, trainable one).
 """
 import torch
 from torch import Tensor
 
 
+class _ClampMinZero(torch.autograd.Function):
+    """clamp(min=0) whose gradient keeps NaN: torch's clamp passes 0 where its input is NaN or
+    <= 0 even when the incoming gradient is NaN, so a NaN box would get some finite (0) partials."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return torch.where(x > 0, grad, torch.where(torch.isnan(x), x, grad * 0))
+
+
+def _clamp0(x: Tensor) -> Tensor:
+    return _ClampMinZero.apply(x)
+
+
 def _area(boxes: Tensor) -> Tensor:
-    wh = (boxes[..., 2:] - boxes[..., :2]).clamp(min=0)
+    wh = _clamp0(boxes[..., 2:] - boxes[..., :2])
     return wh[..., 0] * wh[..., 1]
+
+
+def _ratio_or(num: Tensor, den: Tensor, empty) -> Tensor:
+    """num / den, or `empty` where den <= 0; NaN where den is NaN (tested as `den <= 0`, which is
+    false for NaN, where `den > 0` would replace a NaN by `empty`). den is replaced by 1 where it
+    is empty so that no 0/0 reaches the backward pass."""
+    return torch.where(den <= 0, empty, num / torch.where(den <= 0, 1.0, den))
 
 
 def pairwise_iou(boxes1: Tensor, boxes2: Tensor, mode: str = "iou") -> Tensor:
     """IoU or GIoU between every box of ``boxes1`` (N, 4) and of ``boxes2`` (M, 4): (N, M)."""
     a = boxes1[:, None, :]
     b = boxes2[None, :, :]
-    inter_wh = (torch.minimum(a[..., 2:], b[..., 2:]) - torch.maximum(a[..., :2], b[..., :2])).clamp(
-        min=0
-    )
+    inter_wh = _clamp0(torch.minimum(a[..., 2:], b[..., 2:]) - torch.maximum(a[..., :2], b[..., :2]))
     inter = inter_wh[..., 0] * inter_wh[..., 1]
     union = _area(a) + _area(b) - inter
-    iou = torch.where(union > 0, inter / union, torch.zeros_like(inter))
+    iou = _ratio_or(inter, union, 0.0)
     if mode == "iou":
         return iou
-    enclose_wh = (torch.maximum(a[..., 2:], b[..., 2:]) - torch.minimum(a[..., :2], b[..., :2])).clamp(
-        min=0
-    )
+    enclose_wh = _clamp0(torch.maximum(a[..., 2:], b[..., 2:]) - torch.minimum(a[..., :2], b[..., :2]))
     enclose = enclose_wh[..., 0] * enclose_wh[..., 1]
-    return torch.where(enclose > 0, iou - (enclose - union) / enclose, iou)
+    return iou - _ratio_or(enclose - union, enclose, 0.0)
 
 
 # ---- focal-family losses (METHODS.md §1.3, §3.3, §4.3) -------------------------------------
@@ -117,19 +140,15 @@ def combined_iou(anchors: Tensor, pred_boxes: Tensor, gt_boxes: Tensor, anchor_w
 
 def aligned_iou(boxes1: Tensor, boxes2: Tensor, mode: str = "iou") -> Tensor:
     """IoU or GIoU of each pair (boxes1[i], boxes2[i]): (N,)."""
-    inter_wh = (torch.minimum(boxes1[:, 2:], boxes2[:, 2:]) - torch.maximum(boxes1[:, :2], boxes2[:, :2])).clamp(min=0)
+    inter_wh = _clamp0(torch.minimum(boxes1[:, 2:], boxes2[:, 2:]) - torch.maximum(boxes1[:, :2], boxes2[:, :2]))
     inter = inter_wh[:, 0] * inter_wh[:, 1]
     union = _area(boxes1) + _area(boxes2) - inter
-    # Divide by 1 where the union (enclosure) is empty so that no NaN reaches the backward pass.
-    iou = torch.where(union > 0, inter / torch.where(union > 0, union, 1.0), 0.0)
+    iou = _ratio_or(inter, union, 0.0)
     if mode == "iou":
         return iou
-    enclose_wh = (torch.maximum(boxes1[:, 2:], boxes2[:, 2:]) - torch.minimum(boxes1[:, :2], boxes2[:, :2])).clamp(
-        min=0
-    )
+    enclose_wh = _clamp0(torch.maximum(boxes1[:, 2:], boxes2[:, 2:]) - torch.minimum(boxes1[:, :2], boxes2[:, :2]))
     enclose = enclose_wh[:, 0] * enclose_wh[:, 1]
-    safe_enclose = torch.where(enclose > 0, enclose, 1.0)
-    return torch.where(enclose > 0, iou - (enclose - union) / safe_enclose, iou)
+    return iou - _ratio_or(enclose - union, enclose, 0.0)
 
 
 def giou_loss(pred: Tensor, target: Tensor, weight=None, reduction: str = "sum") -> Tensor:

@@ -50,6 +50,33 @@ YAML_PROBES = [
     ("num_classes_libra", "libra_faster_rcnn", ["MODEL.ROI_HEADS.NUM_CLASSES", "4"], ValueError, ["MODEL.ROI_HEADS.NUM_CLASSES is 4"]),
     # The key the README used to give for every method: GFL ignores it, GFL's own key is named.
     ("num_classes_wrong_method_key", "gfl", ["MODEL.ATSS.NUM_CLASSES", "5", "MODEL.GFL.NUM_CLASSES", "80"], ValueError, ["MODEL.GFL.NUM_CLASSES is 80"]),
+    # Item 5: numeric keys checked when the model is built (d2ext.modeling.input_checks).
+    ("musu_topk_zero", "musu", ["MODEL.MUSU.TOPK", "0"], ValueError, ["MODEL.MUSU.TOPK", "got 0", "integer >= 1"]),
+    ("gfl_reg_max_zero", "gfl", ["MODEL.GFL.REG_MAX", "0"], ValueError, ["MODEL.GFL.REG_MAX (model.head.reg_max)", "got 0", ">= 1"]),
+    ("num_classes_zero_atss", "atss", ["MODEL.ATSS.NUM_CLASSES", "0"], ValueError, ["MODEL.ATSS.NUM_CLASSES", "got 0", ">= 1"]),
+    ("num_classes_zero_vfnet", "vfnet", ["MODEL.VFNET.NUM_CLASSES", "0"], ValueError, ["MODEL.VFNET.NUM_CLASSES", "got 0"]),
+    ("num_classes_zero_aploss", "aploss_retinanet", ["MODEL.RETINANET.NUM_CLASSES", "0"], ValueError, ["MODEL.RETINANET.NUM_CLASSES", "got 0"]),
+    ("prior_prob_zero_gfl", "gfl", ["MODEL.GFL.PRIOR_PROB", "0.0"], ValueError, ["MODEL.GFL.PRIOR_PROB", "got 0.0", "in (0, 1)"]),
+    ("prior_prob_one_atss", "atss", ["MODEL.ATSS.PRIOR_PROB", "1.0"], ValueError, ["MODEL.ATSS.PRIOR_PROB", "got 1.0"]),
+    ("prior_prob_zero_aploss", "aploss_retinanet", ["MODEL.RETINANET.PRIOR_PROB", "0.0"], ValueError, ["MODEL.RETINANET.PRIOR_PROB", "in (0, 1)"]),
+    ("aploss_iou_thresholds_order", "aploss_retinanet", ["MODEL.AP_LOSS.IOU_THRESHOLDS", "[0.5, 0.4]"], ValueError, ["MODEL.AP_LOSS.IOU_THRESHOLDS", "increasing", "[0.5, 0.4]"]),
+    ("aploss_iou_thresholds_range", "aploss_retinanet", ["MODEL.AP_LOSS.IOU_THRESHOLDS", "[0.4, 1.5]"], ValueError, ["MODEL.AP_LOSS.IOU_THRESHOLDS", "in [0, 1]"]),
+    ("atss_bbox_reg_weights_zero", "atss", ["MODEL.ATSS.BBOX_REG_WEIGHTS", "(0.0, 0.0, 0.0, 0.0)"], ValueError, ["MODEL.ATSS.BBOX_REG_WEIGHTS", "> 0", "[0.0, 0.0, 0.0, 0.0]"]),
+    ("aploss_bbox_reg_weights_zero", "aploss_retinanet", ["MODEL.AP_LOSS.BBOX_REG_WEIGHTS", "(10.0, 10.0, 0.0, 5.0)"], ValueError, ["MODEL.AP_LOSS.BBOX_REG_WEIGHTS", "> 0"]),
+    ("focal_gamma_negative", "atss", ["MODEL.ATSS.FOCAL_LOSS_GAMMA", "-1.0"], ValueError, ["MODEL.ATSS.FOCAL_LOSS_GAMMA", "got -1.0", ">= 0"]),
+    ("focal_alpha_above_one", "atss", ["MODEL.ATSS.FOCAL_LOSS_ALPHA", "1.5"], ValueError, ["MODEL.ATSS.FOCAL_LOSS_ALPHA", "got 1.5", "<= 1"]),
+    ("ciou_pred_weight_negative", "dynamic_atss", ["MODEL.DYNAMIC_ATSS.CIOU_PRED_WEIGHT", "-1.0"], ValueError, ["MODEL.DYNAMIC_ATSS.CIOU_PRED_WEIGHT", "got -1.0", ">= 0"]),
+    ("musu_gate_thresh", "musu", ["MODEL.MUSU.GATE_THRESH", "2.0"], ValueError, ["MODEL.MUSU.GATE_THRESH", "got 2.0", "in [0, 1]"]),
+    ("aploss_smooth_l1_beta_negative", "aploss_retinanet", ["MODEL.AP_LOSS.SMOOTH_L1_BETA", "-1.0"], ValueError, ["MODEL.AP_LOSS.SMOOTH_L1_BETA", "got -1.0", ">= 0"]),
+    ("gfl_qfl_beta_negative", "gfl", ["MODEL.GFL.QFL_BETA", "-1.0"], ValueError, ["MODEL.GFL.QFL_BETA", "got -1.0"]),
+    ("vfnet_gamma_negative", "vfnet", ["MODEL.VFNET.VFL_GAMMA", "-2.0"], ValueError, ["MODEL.VFNET.VFL_GAMMA", "got -2.0"]),
+    ("vfnet_reg_denoms_zero", "vfnet", ["MODEL.VFNET.REG_DENOMS", "(64.0, 0.0, 256.0, 512.0, 1024.0)"], ValueError, ["MODEL.VFNET.REG_DENOMS", "> 0"]),
+    ("score_thresh_above_one", "atss", ["MODEL.ATSS.SCORE_THRESH_TEST", "1.5"], ValueError, ["MODEL.ATSS.SCORE_THRESH_TEST", "in [0, 1)", "got 1.5"]),
+    ("num_convs_negative", "gfl", ["MODEL.GFL.NUM_CONVS", "-1"], ValueError, ["MODEL.GFL.NUM_CONVS", "got -1"]),
+    ("musu_warmup_negative", "musu", ["MODEL.MUSU.WARMUP_ITERS", "-5"], ValueError, ["MODEL.MUSU.WARMUP_ITERS", "got -5"]),
+    ("ssd_zoom_out_prob", "aploss_retinanet", ["INPUT.TRAIN_PIPELINE", "ssd", "INPUT.SSD.ZOOM_OUT_PROB", "1.5"], ValueError, ["INPUT.SSD.ZOOM_OUT_PROB", "in [0, 1]", "got 1.5"]),
+    ("ssd_contrast_range_order", "aploss_retinanet", ["INPUT.TRAIN_PIPELINE", "ssd", "INPUT.SSD.CONTRAST_RANGE", "(1.5, 0.5)"], ValueError, ["INPUT.SSD.CONTRAST_RANGE", "increasing"]),
+    ("libra_balanced_l1_beta_zero", "libra_faster_rcnn", ["MODEL.LIBRA.BALANCED_L1_BETA", "0.0"], ValueError, ["MODEL.LIBRA.BALANCED_L1_BETA", "> 0", "got 0.0"]),
 ]
 
 
@@ -73,6 +100,26 @@ LAZY_PROBES = [
 def test_bad_lazy_override_fails(method, overrides, exc, texts, tmp_path):
     with pytest.raises(exc) as info:
         lazy_setup(method, overrides, tmp_path)
+    for text in texts:
+        assert text in str(info.value)
+
+
+# Lazy configs build the same objects: the message names the lazy argument too.
+LAZY_BUILD_PROBES = [
+    ("lazy_gfl_reg_max", "gfl", ["model.head.reg_max=0"], ["model.head.reg_max", "got 0"]),
+    ("lazy_atss_topk", "atss", ["model.topk=0"], ["(model.topk)", "got 0"]),
+    ("lazy_atss_head_classes", "atss", ["model.head.num_classes=0"], ["model.head.num_classes", "got 0"]),
+    ("lazy_musu_gate", "musu", ["model.gate_thresh=2.0"], ["(model.gate_thresh)", "in [0, 1]"]),
+]
+
+
+@pytest.mark.parametrize("method,overrides,texts", [p[1:] for p in LAZY_BUILD_PROBES], ids=[p[0] for p in LAZY_BUILD_PROBES])
+def test_bad_lazy_value_fails_when_built(method, overrides, texts, tmp_path):
+    from detectron2.config import instantiate
+
+    cfg = lazy_setup(method, overrides, tmp_path)
+    with pytest.raises(ValueError) as info:
+        instantiate(cfg.model)
     for text in texts:
         assert text in str(info.value)
 

@@ -226,3 +226,58 @@ def test_combined_iou_opcheck_and_errors():
     with pytest.raises(RuntimeError, match="pred_boxes must have the shape of anchors"):
         combined_iou(anchors, preds[:3], gt)
     assert combined_iou(anchors[:0], preds[:0], gt).shape == (0, 3)
+
+
+# ---- NaN / Inf boxes (issue #15 item 6) --------------------------------------------------------
+
+NAN, INF = float("nan"), float("inf")
+
+
+def non_finite_pairs(dtype=torch.float64):
+    """Predicted boxes with NaN in each coordinate, all NaN, a NaN target, +-Inf, between finite
+    pairs (17 rows: SIMD lanes and a remainder)."""
+    pred = random_boxes(17, dtype, seed=31)
+    target = random_boxes(17, dtype, seed=32)
+    for row, col in ((1, 0), (3, 1), (5, 2), (7, 3)):
+        pred[row, col] = NAN
+    pred[9] = NAN
+    target[11, 2] = NAN
+    pred[13] = torch.tensor([INF, 0.0, 5.0, 5.0], dtype=dtype)  # inverted: zero area, finite GIoU
+    pred[14] = torch.tensor([0.0, 0.0, INF, 5.0], dtype=dtype)  # infinite area: inf - inf = NaN
+    pred[15] = torch.tensor([-INF, -INF, INF, INF], dtype=dtype)
+    nan_rows = torch.tensor([1, 3, 5, 7, 9, 11])
+    return pred, target, nan_rows
+
+
+@pytest.mark.parametrize("mode", ["iou", "giou"])
+def test_nan_boxes_give_nan_overlaps_as_the_reference(mode):
+    # The kernels turned a NaN box into IoU 0 / GIoU -1 (a finite loss of 2 next to NaN losses).
+    pred, target, nan_rows = non_finite_pairs()
+    out = aligned_iou(pred, target, mode)
+    torch.testing.assert_close(out, reference.aligned_iou(pred, target, mode), equal_nan=True)
+    assert out[nan_rows].isnan().all()
+    pairwise = pairwise_iou(pred, target, mode)
+    torch.testing.assert_close(pairwise, reference.pairwise_iou(pred, target, mode), equal_nan=True)
+    assert pairwise[nan_rows[:-1]].isnan().all() and pairwise[:, 11].isnan().all()
+    torch.testing.assert_close(pairwise.diagonal(), out, equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_giou_loss_of_nan_boxes_is_nan_with_nan_gradient_as_the_reference(dtype):
+    pred, target, nan_rows = non_finite_pairs(dtype)
+    pred.requires_grad_(True)
+    weight = torch.rand(17, dtype=dtype)
+    out = giou_loss(pred, target, weight, reduction="none")
+    expected = reference.giou_loss(pred, target, weight, reduction="none")
+    torch.testing.assert_close(out, expected, equal_nan=True)
+    assert out[nan_rows].isnan().all()
+    (grad,) = torch.autograd.grad(out.sum(), pred)
+    (expected_grad,) = torch.autograd.grad(expected.sum(), pred)
+    torch.testing.assert_close(grad, expected_grad, equal_nan=True)
+    # A NaN box gets no finite update on any coordinate; the finite rows keep theirs.
+    assert grad[nan_rows].isnan().all()
+    finite = torch.ones(17, dtype=torch.bool)
+    finite[nan_rows] = False
+    finite[[14, 15]] = False
+    assert torch.isfinite(grad[finite]).all() and torch.isfinite(out[finite]).all()
+    assert giou_loss(pred, target, reduction="sum").isnan()

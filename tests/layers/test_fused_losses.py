@@ -6,6 +6,7 @@ import torch
 
 from conftest import DEVICES
 from d2ext.layers import (
+    ap_loss,
     distribution_focal_loss,
     has_ops,
     quality_focal_loss,
@@ -277,3 +278,28 @@ def test_torch_compile_fullgraph():
     traced = compiled(x2, labels, scores, bins, target)
     torch.testing.assert_close(traced, eager)
     torch.testing.assert_close(torch.autograd.grad(traced, x2)[0], torch.autograd.grad(eager, x1)[0])
+
+
+COMPILED_LABEL_CHECKS = {
+    "sigmoid_focal_loss": lambda x, l, s: sigmoid_focal_loss(x, l),
+    "quality_focal_loss": lambda x, l, s: quality_focal_loss(x, l, s),
+    "varifocal_loss": lambda x, l, s: varifocal_loss(x, l, s),
+    "ap_loss": lambda x, l, s: ap_loss(x, l),
+}
+
+
+@pytest.mark.parametrize("name", sorted(COMPILED_LABEL_CHECKS))
+def test_label_range_is_checked_under_torch_compile(name):
+    # The eager range check was skipped while compiling: label 99 of K = 5 became background.
+    fn = torch.compile(COMPILED_LABEL_CHECKS[name], fullgraph=True)
+    logits, _, scores, _ = sample(n=8, k=5)
+    good = torch.tensor([0, 1, 2, 3, 4, 5, -1, 0])
+    fn(logits, good, scores)  # in range: no error
+    with pytest.raises(RuntimeError, match=r"labels must be in \[-1, 5\] \(K = background\), got a label outside"):
+        fn(logits, torch.tensor([0, 1, 99, 3, 4, 5, -1, 0]), scores)
+
+
+def test_dfl_target_range_is_checked_under_torch_compile():
+    fn = torch.compile(lambda x, t: distribution_focal_loss(x, t), fullgraph=True)
+    with pytest.raises(RuntimeError, match=r"target must be in \[0, 8\]"):
+        fn(torch.randn(3, 9), torch.tensor([1.0, float("nan"), 2.0]))

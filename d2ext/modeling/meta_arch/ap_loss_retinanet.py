@@ -21,7 +21,14 @@ from detectron2.utils.events import get_event_storage
 
 from d2ext.layers import ap_loss
 from d2ext.layers.precision import float32_region
-from d2ext.modeling.input_checks import check_pixel_std
+from d2ext.modeling.input_checks import (
+    check_dense_head_args,
+    check_each,
+    check_increasing,
+    check_pixel_std,
+    check_range,
+    drop_degenerate_gt_boxes,
+)
 from d2ext.utils.comm import all_gather_rows, reduce_mean
 
 logger = logging.getLogger(__name__)
@@ -65,6 +72,16 @@ class APLossRetinaNet(RetinaNet):
             raise ValueError(f"MODEL.AP_LOSS.DELTA must be > 0, got {delta}")
         if ranking_images < 0:
             raise ValueError(f"MODEL.AP_LOSS.RANKING_IMAGES must be >= 0, got {ranking_images}")
+        check_range("MODEL.AP_LOSS.SMOOTH_L1_BETA (model.smooth_l1_beta)", smooth_l1_beta, 0)
+        check_range("MODEL.RETINANET.NUM_CLASSES (model.num_classes)", kwargs["num_classes"], 1, integer=True)
+        check_range("MODEL.AP_LOSS.SCORE_THRESH_TEST (model.test_score_thresh)", kwargs.get("test_score_thresh", 0.05),
+                    0, 1, high_open=True)
+        check_range("MODEL.AP_LOSS.NMS_THRESH_TEST (model.test_nms_thresh)", kwargs.get("test_nms_thresh", 0.5), 0, 1)
+        check_range("MODEL.RETINANET.TOPK_CANDIDATES_TEST (model.test_topk_candidates)",
+                    kwargs.get("test_topk_candidates", 1000), 1, integer=True)
+        weights = getattr(kwargs.get("box2box_transform"), "weights", None)
+        if weights is not None:  # deltas are multiplied by them: 0 gives NaN boxes
+            check_each("MODEL.AP_LOSS.BBOX_REG_WEIGHTS (model.box2box_transform.weights)", weights, 4, low=0, low_open=True)
         super().__init__(smooth_l1_beta=smooth_l1_beta, box_reg_loss_type="smooth_l1", **kwargs)
         self.delta = delta
         self.interpolated = interpolated
@@ -72,6 +89,18 @@ class APLossRetinaNet(RetinaNet):
 
     @classmethod
     def from_config(cls, cfg):
+        # Before RetinaNet.from_config builds the head and the matcher (NUM_CLASSES 0: a conv
+        # weight error; PRIOR_PROB 0: ZeroDivisionError; thresholds out of order: a bare
+        # AssertionError in Matcher).
+        check_dense_head_args(
+            "MODEL.RETINANET", cfg.MODEL.RETINANET.NUM_CLASSES, cfg.MODEL.RETINANET.NUM_CONVS,
+            cfg.MODEL.RETINANET.PRIOR_PROB,
+        )
+        thresholds = list(cfg.MODEL.AP_LOSS.IOU_THRESHOLDS)
+        check_increasing("MODEL.AP_LOSS.IOU_THRESHOLDS", thresholds, 0, 1)
+        if len(thresholds) != 2:
+            raise ValueError(f"MODEL.AP_LOSS.IOU_THRESHOLDS must be 2 values (negative below, positive from), got {thresholds}")
+        check_each("MODEL.AP_LOSS.BBOX_REG_WEIGHTS", cfg.MODEL.AP_LOSS.BBOX_REG_WEIGHTS, 4, low=0, low_open=True)
         ret = super().from_config(cfg)
         for key in ("focal_loss_alpha", "focal_loss_gamma", "box_reg_loss_type"):
             del ret[key]
@@ -93,6 +122,13 @@ class APLossRetinaNet(RetinaNet):
             }
         )
         return ret
+
+    def forward_training(self, images, features, predictions, gt_instances):
+        # IoU matching with low-quality matches would make every anchor a positive of a
+        # zero-width GT (IoU 0 ties) with log(0) targets: such boxes are dropped (the ATSS family
+        # never assigns them).
+        gt_instances = drop_degenerate_gt_boxes(gt_instances, "APLossRetinaNet")
+        return super().forward_training(images, features, predictions, gt_instances)
 
     # Under AMP the AP-loss ranking and box regression run in float32 on float32 head outputs.
     @float32_region("pred_logits", "pred_anchor_deltas")

@@ -19,6 +19,8 @@ from detectron2.structures import Boxes
 from d2ext.layers import aligned_iou, giou_loss, sigmoid_focal_loss, varifocal_loss
 from d2ext.layers.precision import float32_region
 
+from d2ext.modeling.input_checks import check_dense_head_args, check_range
+
 from .atss_base import ATSSBase, dense_head_args, drop_tower_conv_bias, positives_sum
 
 # Classification losses of MODEL.ATSS.CLS_LOSS: focal loss (ATSS) or varifocal loss (VFNet).
@@ -66,6 +68,14 @@ class ATSS(ATSSBase):
             raise ValueError(
                 f"MODEL.ATSS.TEST_SCORE must be one of {ATSS_TEST_SCORES}, got {test_score!r}"
             )
+        node = f"MODEL.{self.config_node}"
+        if self.config_node == "ATSS":  # DynamicATSS has no focal loss keys
+            check_range("MODEL.ATSS.FOCAL_LOSS_ALPHA (model.focal_loss_alpha)", focal_loss_alpha, high=1,
+                        why="< 0 switches the alpha weighting off")
+            check_range("MODEL.ATSS.FOCAL_LOSS_GAMMA (model.focal_loss_gamma)", focal_loss_gamma, 0)
+        check_range(f"{node}.REG_LOSS_WEIGHT (model.reg_loss_weight)", reg_loss_weight, 0)
+        check_range(f"{node}.VFL_ALPHA (model.vfl_alpha)", vfl_alpha, 0)
+        check_range(f"{node}.VFL_GAMMA (model.vfl_gamma)", vfl_gamma, 0)
         self.test_score = test_score
         self.focal_loss_alpha = focal_loss_alpha
         self.focal_loss_gamma = focal_loss_gamma
@@ -192,6 +202,7 @@ class ATSSHead(RetinaNetHead):
     def __init__(
         self, *, input_shape: List[ShapeSpec], conv_dims: List[int], tower_conv_bias=True, **kwargs
     ):
+        check_dense_head_args(None, kwargs.get("num_classes"), len(conv_dims), kwargs.get("prior_prob", 0.01))
         super().__init__(input_shape=input_shape, conv_dims=conv_dims, **kwargs)
         if not tower_conv_bias:
             drop_tower_conv_bias(self.cls_subnet, self.bbox_subnet)

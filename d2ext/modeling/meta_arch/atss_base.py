@@ -15,9 +15,9 @@ from detectron2.modeling.meta_arch.dense_detector import DenseDetector
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import get_event_storage
 
-from d2ext.modeling.assigners import atss_assign
 from d2ext.layers.precision import float32_region
-from d2ext.modeling.input_checks import check_pixel_std
+from d2ext.modeling.assigners import atss_assign
+from d2ext.modeling.input_checks import check_dense_head_args, check_each, check_pixel_std, check_range
 from d2ext.utils.comm import reduce_mean
 
 LOSS_NORMALIZERS = ("num_pos", "ema")
@@ -76,6 +76,16 @@ class ATSSBase(DenseDetector):
                 mmdetection's valid_flags with its per-image pad_shape (N = 32).
         """
         check_pixel_std(pixel_std, "MODEL.PIXEL_STD (model.pixel_std)")
+        node = f"MODEL.{self.config_node}"
+        check_range(f"{node}.NUM_CLASSES (model.num_classes)", num_classes, 1, integer=True)
+        check_range(f"{node}.TOPK (model.topk)", topk, 1, integer=True)
+        check_range(f"{node}.SCORE_THRESH_TEST (model.test_score_thresh)", test_score_thresh, 0, 1, high_open=True)
+        check_range(f"{node}.TOPK_CANDIDATES_TEST (model.test_topk_candidates)", test_topk_candidates, 1, integer=True)
+        check_range(f"{node}.NMS_THRESH_TEST (model.test_nms_thresh)", test_nms_thresh, 0, 1)
+        check_range("TEST.DETECTIONS_PER_IMAGE (model.max_detections_per_image)", max_detections_per_image, 1, integer=True)
+        if hasattr(box2box_transform, "weights"):  # Box2BoxTransform: deltas are multiplied by them
+            check_each(f"{node}.BBOX_REG_WEIGHTS (model.box2box_transform.weights)", box2box_transform.weights,
+                       4, low=0, low_open=True)
         super().__init__(
             backbone, head, head_in_features, pixel_mean=pixel_mean, pixel_std=pixel_std
         )
@@ -342,6 +352,9 @@ class ATSSBase(DenseDetector):
 def dense_head_args(cfg, node_name: str, input_shape: List[ShapeSpec]) -> Dict:
     """The RetinaNetHead keyword arguments of an ATSS-family head, from MODEL.<node_name>."""
     node = cfg.MODEL.get(node_name)
+    # Checked before the head is built: NUM_CLASSES 0 would fail as a conv weight error,
+    # PRIOR_PROB 0 as a ZeroDivisionError.
+    check_dense_head_args(f"MODEL.{node_name}", node.NUM_CLASSES, node.NUM_CONVS, node.PRIOR_PROB)
     num_anchors = build_anchor_generator(cfg, input_shape).num_cell_anchors
     if len(set(num_anchors)) != 1:
         raise ValueError(

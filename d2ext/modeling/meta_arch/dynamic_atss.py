@@ -23,6 +23,7 @@ from detectron2.utils.events import get_event_storage
 from d2ext.layers import aligned_iou, giou_loss, quality_focal_loss, varifocal_loss
 from d2ext.layers.precision import float32_region
 from d2ext.modeling.assigners import atss_assign
+from d2ext.modeling.input_checks import check_range
 
 from .atss import ATSS, ATSSHead
 from .atss_base import dense_head_args, positives_sum
@@ -86,6 +87,14 @@ class DynamicATSS(ATSS):
         if cls_loss not in CLS_LOSSES:
             raise ValueError(f"MODEL.DYNAMIC_ATSS.CLS_LOSS must be one of {CLS_LOSSES}, got {cls_loss!r}")
         scheduled_pred_weight(ciou_schedule, 1.0, 0, 1)  # raises now on a bad schedule name
+        for key, value in (
+            ("CIOU_ANCHOR_WEIGHT", ciou_anchor_weight), ("CIOU_PRED_WEIGHT", ciou_pred_weight),
+            ("QFL_BETA", qfl_beta), ("VFL_ALPHA", vfl_alpha), ("VFL_GAMMA", vfl_gamma),
+            ("IOU_LOSS_WEIGHT", iou_loss_weight),
+        ):
+            check_range(f"MODEL.DYNAMIC_ATSS.{key} (model.{key.lower()})", value, 0)
+        check_range("MODEL.DYNAMIC_ATSS.CIOU_SCHEDULE_ITERS (model.ciou_schedule_iters)", ciou_schedule_iters, 0,
+                    integer=True)
         self.ciou_anchor_weight = ciou_anchor_weight
         self.ciou_pred_weight = ciou_pred_weight
         self.ciou_schedule = ciou_schedule

@@ -19,6 +19,8 @@ from detectron2.structures import Boxes
 from d2ext.layers import aligned_iou, distribution_focal_loss, giou_loss, logit_of_product, quality_focal_loss
 from d2ext.layers.precision import float32_region
 
+from d2ext.modeling.input_checks import check_range
+
 from .atss_base import ATSSBase, positives_sum
 from .gfl_head import GFLHead, integral
 
@@ -63,6 +65,11 @@ class GFL(ATSSBase):
         """
         super().__init__(**kwargs)
         self.reg_max = self.head.reg_max
+        for key, value in (
+            ("QFL_BETA", qfl_beta), ("LOSS_CLS_WEIGHT", loss_cls_weight), ("LOSS_DFL_WEIGHT", loss_dfl_weight),
+            ("LOSS_BOX_WEIGHT", loss_box_weight),
+        ):
+            check_range(f"MODEL.GFL.{key} (model.{key.lower()})", value, 0)
         self.qfl_beta = qfl_beta
         self.loss_cls_weight = loss_cls_weight
         self.loss_dfl_weight = loss_dfl_weight

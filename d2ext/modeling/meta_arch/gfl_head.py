@@ -10,6 +10,8 @@ from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
 
+from d2ext.modeling.input_checks import check_dense_head_args, check_range
+
 from .atss_base import dense_head_args, drop_tower_conv_bias
 
 
@@ -81,6 +83,11 @@ class GFLHead(RetinaNetHead):
     ):
         if num_anchors != 1:
             raise ValueError(f"GFL needs one anchor per location (MODEL.ANCHOR_GENERATOR), got {num_anchors}")
+        check_dense_head_args(None, kwargs.get("num_classes"), len(conv_dims), kwargs.get("prior_prob", 0.01))
+        # n = 0 would leave one bin per side: no distribution (DFL needs two bins).
+        check_range("MODEL.GFL.REG_MAX (model.head.reg_max)", reg_max, 1, integer=True)
+        if dgqp:
+            check_range("MODEL.GFL.DGQP_CHANNELS (model.head.dgqp_channels)", dgqp_channels, 1, integer=True)
         super().__init__(input_shape=input_shape, conv_dims=conv_dims, num_anchors=1, **kwargs)
         if not tower_conv_bias:
             drop_tower_conv_bias(self.cls_subnet, self.bbox_subnet)

@@ -28,6 +28,8 @@ from d2ext.layers import aligned_iou, giou_loss, pairwise_iou, quality_focal_los
 from d2ext.layers.precision import float32_region
 from d2ext.modeling.assigners.musu import mutual_bags, rank_to_weight
 
+from d2ext.modeling.input_checks import check_dense_head_args, check_range
+
 from .atss_base import ATSSBase, dense_head_args, drop_tower_conv_bias, positives_sum
 
 MUSU_CLS_LOSSES = ("QFL", "VFL")
@@ -39,6 +41,9 @@ class MuSuHead(RetinaNetHead):
 
     @configurable
     def __init__(self, *, input_shape: List[ShapeSpec], tower_conv_bias=True, **kwargs):
+        check_dense_head_args(
+            None, kwargs.get("num_classes"), len(kwargs.get("conv_dims", ())), kwargs.get("prior_prob", 0.01)
+        )
         super().__init__(input_shape=input_shape, **kwargs)
         if not tower_conv_bias:
             drop_tower_conv_bias(self.cls_subnet, self.bbox_subnet)
@@ -102,6 +107,15 @@ class MuSu(ATSSBase):
                 raise ValueError(f"MODEL.MUSU.{name} must be in [0, 1], got {value}")
         if rank_topk < 1 or rank_tau <= 0:
             raise ValueError(f"MODEL.MUSU.RANK_TOPK must be >= 1 and RANK_TAU > 0, got {rank_topk}, {rank_tau}")
+        # The gate compares a geometric mean of a probability and an IoU: a threshold > 1 would
+        # admit only each GT's best candidate, silently.
+        check_range("MODEL.MUSU.GATE_THRESH (model.gate_thresh)", gate_thresh, 0, 1)
+        for key, value in (
+            ("QFL_BETA", qfl_beta), ("VFL_ALPHA", vfl_alpha), ("VFL_GAMMA", vfl_gamma),
+            ("REG_LOSS_WEIGHT", reg_loss_weight),
+        ):
+            check_range(f"MODEL.MUSU.{key} (model.{key.lower()})", value, 0)
+        check_range("MODEL.MUSU.WARMUP_ITERS (model.warmup_iters)", warmup_iters, 0, integer=True)
         self.gate_thresh = gate_thresh
         self.gate_shape = gate_shape
         self.mix_lambda = mix_lambda

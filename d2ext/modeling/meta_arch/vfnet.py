@@ -19,6 +19,8 @@ from d2ext.layers.precision import float32_region
 from d2ext.modeling.assigners import fcos_assign, level_ranges
 from d2ext.modeling.assigners.fcos import DEFAULT_SIZE_BOUNDS
 
+from d2ext.modeling.input_checks import check_range
+
 from .atss_base import ATSSBase, positives_sum
 from .vfnet_head import VFNetHead
 
@@ -71,6 +73,11 @@ class VFNet(ATSSBase):
                 f"MODEL.VFNET.FCOS_SIZE_BOUNDS (fcos_size_bounds) must be {num_levels - 1} increasing "
                 f"bounds, one between each two of the {num_levels} levels, got {list(fcos_size_bounds)}"
             )
+        for key, value in (
+            ("VFL_ALPHA", vfl_alpha), ("VFL_GAMMA", vfl_gamma), ("LOSS_BOX_INIT_WEIGHT", loss_box_init_weight),
+            ("LOSS_BOX_REFINE_WEIGHT", loss_box_refine_weight),
+        ):
+            check_range(f"MODEL.VFNET.{key} (model.{key.lower()})", value, 0)
         self.use_atss = use_atss
         self.fcos_size_bounds = tuple(bounds)
         self.vfl_alpha = vfl_alpha

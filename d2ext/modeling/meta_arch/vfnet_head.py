@@ -17,6 +17,7 @@ from detectron2.layers import ShapeSpec, get_norm
 from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
 
 from d2ext.layers.deform_conv import DeformConv2d
+from d2ext.modeling.input_checks import check_dense_head_args, check_each
 
 from .atss_base import dense_head_args, drop_tower_conv_bias
 
@@ -124,6 +125,8 @@ class VFNetHead(RetinaNetHead):
             )
         if not 0.0 <= dcn_grad_mul <= 1.0:
             raise ValueError(f"MODEL.VFNET.DCN_GRAD_MUL must be in [0, 1], got {dcn_grad_mul}")
+        check_dense_head_args(None, kwargs.get("num_classes"), len(conv_dims), kwargs.get("prior_prob", 0.01))
+        check_each("MODEL.VFNET.REG_DENOMS (model.head.reg_denoms)", reg_denoms, low=0, low_open=True)
         super().__init__(input_shape=input_shape, conv_dims=conv_dims, num_anchors=1, norm=norm, **kwargs)
         channels = conv_dims[-1]
         self.strides = [float(s) for s in strides]

@@ -6,6 +6,7 @@ from detectron2.modeling.proposal_generator import RPN
 
 from d2ext.layers.precision import float32_region
 
+from ..input_checks import drop_degenerate_gt_boxes
 from ..sampling import libra_subsample_labels
 
 
@@ -32,6 +33,13 @@ class LibraRPN(RPN):
         ret = super().from_config(cfg, input_shape)
         ret["neg_pos_ub"] = cfg.MODEL.LIBRA.RPN_NEG_POS_UB
         return ret
+
+    def forward(self, images, features, gt_instances=None):
+        # Zero-width / inverted GT boxes: log(0) box targets (inf/NaN loss); dropped as the ATSS
+        # family ignores them.
+        if self.training and gt_instances is not None:
+            gt_instances = drop_degenerate_gt_boxes(gt_instances, "LibraRPN")
+        return super().forward(images, features, gt_instances)
 
     def _subsample_labels(self, label):
         pos_idx, neg_idx = libra_subsample_labels(

@@ -4,6 +4,7 @@ from detectron2.modeling.roi_heads import FastRCNNOutputLayers
 
 from d2ext.layers.precision import float32_region
 
+from ..input_checks import check_range
 from ..losses import balanced_l1_loss
 
 # Detectron2's own regression losses (handled by FastRCNNOutputLayers) plus balanced L1.
@@ -34,6 +35,10 @@ class LibraFastRCNNOutputLayers(FastRCNNOutputLayers):
                 f"MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE={self.box_reg_loss_type!r} is not one of "
                 f"{BOX_REG_LOSS_TYPES}"
             )
+        if self.box_reg_loss_type == "balanced_l1":  # else unused; balanced_l1_loss raises only at the first step
+            for key, value in (("ALPHA", balanced_l1_alpha), ("GAMMA", balanced_l1_gamma), ("BETA", balanced_l1_beta)):
+                check_range(f"MODEL.LIBRA.BALANCED_L1_{key} (model.roi_heads.box_predictor.balanced_l1_{key.lower()})",
+                            value, 0, low_open=True)
         self.balanced_l1_alpha = balanced_l1_alpha
         self.balanced_l1_gamma = balanced_l1_gamma
         self.balanced_l1_beta = balanced_l1_beta

@@ -1,6 +1,9 @@
 // Per-pair box overlap math shared by the CPU and CUDA launchers of d2ext::pairwise_iou.
 // Boxes are (x1, y1, x2, y2). Inverted boxes (x2 < x1 or y2 < y1) count as zero-area, and a
-// pair whose union is empty has IoU 0, matching d2ext/layers/reference.py.
+// pair whose union is empty has IoU 0, matching d2ext/layers/reference.py. A NaN coordinate gives
+// NaN (and a NaN gradient), as the reference: every select below is written `x <= 0 ? 0 : ...` /
+// `x < 0 ? 0 : x`, which keeps NaN (comparisons with NaN are false), where `x > 0 ? x : 0` would
+// turn a diverged box into a finite IoU / loss. Same select count: the normal path is unchanged.
 #pragma once
 
 #include "../host_device.h"
@@ -10,9 +13,10 @@ namespace d2ext {
 // Must match the order of IOU_MODES in d2ext/layers/iou.py.
 enum class IouMode : int { IoU = 0, GIoU = 1 };
 
+// max(v, 0) that keeps NaN (fmax and `v > 0 ? v : 0` drop it).
 template <typename T>
 HOST_DEVICE_INLINE T clamp_min_zero(T v) {
-  return v > T(0) ? v : T(0);
+  return v < T(0) ? T(0) : v;
 }
 
 template <typename T>
@@ -27,7 +31,7 @@ HOST_DEVICE_INLINE T box_iou_single(const T* a, const T* b, IouMode mode) {
   const T inter_h = clamp_min_zero((a[3] < b[3] ? a[3] : b[3]) - (a[1] > b[1] ? a[1] : b[1]));
   const T inter = inter_w * inter_h;
   const T uni = box_area(a) + box_area(b) - inter;
-  const T iou = uni > T(0) ? inter / uni : T(0);
+  const T iou = uni <= T(0) ? T(0) : inter / uni;
   if (mode == IouMode::IoU) {
     return iou;
   }
@@ -35,7 +39,7 @@ HOST_DEVICE_INLINE T box_iou_single(const T* a, const T* b, IouMode mode) {
   const T enclose_w = clamp_min_zero((a[2] > b[2] ? a[2] : b[2]) - (a[0] < b[0] ? a[0] : b[0]));
   const T enclose_h = clamp_min_zero((a[3] > b[3] ? a[3] : b[3]) - (a[1] < b[1] ? a[1] : b[1]));
   const T enclose = enclose_w * enclose_h;
-  return enclose > T(0) ? iou - (enclose - uni) / enclose : iou;
+  return enclose <= T(0) ? iou : iou - (enclose - uni) / enclose;
 }
 
 // DynamicATSS's combined IoU of anchor a (and its predicted box p) with GT g (METHODS.md §2.1):
@@ -84,8 +88,8 @@ HOST_DEVICE_INLINE T giou_loss_single(const T* p, const T* g, T* grad, T scale) 
   const T inter = iw * ih;
   const T uni = pw * ph + box_area(g) - inter;
   const T enclose = ew * eh;
-  const T iou = uni > T(0) ? inter / uni : T(0);
-  const T giou = enclose > T(0) ? iou - (enclose - uni) / enclose : iou;
+  const T iou = uni <= T(0) ? T(0) : inter / uni;
+  const T giou = enclose <= T(0) ? iou : iou - (enclose - uni) / enclose;
   if (grad != nullptr) {
     // Partial derivatives of the predicted area, the intersection and the enclosing box with
     // respect to x1, y1, x2, y2 of p, then of GIoU = I / U - 1 + U / C through giou_grad_coord.
@@ -93,8 +97,9 @@ HOST_DEVICE_INLINE T giou_loss_single(const T* p, const T* g, T* grad, T scale) 
     const T dr_pw = d_relu(pw_raw), dr_ph = d_relu(ph_raw);
     const T dr_iw = d_relu(iw_raw), dr_ih = d_relu(ih_raw);
     const T dr_ew = d_relu(ew_raw), dr_eh = d_relu(eh_raw);
-    const T inv_uni = uni > T(0) ? T(1) / uni : T(0);
-    const T inv_enc = enclose > T(0) ? T(1) / enclose : T(0);
+    // NaN stays NaN here too, so a NaN box gets a NaN gradient (not a finite partial one).
+    const T inv_uni = uni <= T(0) ? T(0) : T(1) / uni;
+    const T inv_enc = enclose <= T(0) ? T(0) : T(1) / enclose;
     const T u_over_c = uni * inv_enc;
     grad[0] = -scale * giou_grad_coord(-d_max_d_first(p[0], g[0]) * dr_iw * ih, -ph * dr_pw,
                                        -d_max_d_first(-p[0], -g[0]) * dr_ew * eh, iou, inv_uni, u_over_c, inv_enc);
