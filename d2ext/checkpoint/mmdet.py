@@ -19,6 +19,17 @@ modules become d2ext's one (L,) ``scales`` parameter.
            vfnet_reg_conv.conv / .gn / vfnet_reg          head.reg_init_conv.0 / .1 / bbox_pred
            vfnet_reg_refine_dconv / vfnet_reg_refine      head.refine_dcn / refine_pred
            scales_refine.l.scale                          head.refine_scales[l]
+
+Libra Faster R-CNN (neck = [FPN, BFP]; FPN P2-P6 with P6 = max-pool, no conv to map):
+    neck.0.lateral_convs.i / fpn_convs.i     backbone.fpn.fpn_lateral(2+i) / fpn_output(2+i)
+    neck.1.refine.{g,theta,phi,conv_out}.conv   backbone.refine.{g,theta,phi,conv_out}
+    rpn_head.rpn_conv / rpn_cls / rpn_reg    proposal_generator.rpn_head.conv / objectness_logits
+                                             / anchor_deltas (same (H, W, A) anchor order)
+    roi_head.bbox_head.shared_fcs.0 / .1     roi_heads.box_head.fc1 / fc2
+    roi_head.bbox_head.fc_cls                roi_heads.box_predictor.cls_score (81: 80 classes,
+                                             background last, as Detectron2)
+    roi_head.bbox_head.fc_reg                roi_heads.box_predictor.bbox_pred (80 x 4, class-major
+                                             (dx, dy, dw, dh), as Detectron2)
 """
 from typing import Dict, List
 
@@ -96,11 +107,28 @@ HEAD_RULES = {
     ],
 }
 
+# Two-stage detectors: module prefix -> (source prefix, d2ext prefix, rules).
+LIBRA_NECK_RULES = [
+    # mmcv's NonLocal2d: ConvModules (conv with bias, no norm) named g / theta / phi / conv_out.
+    Rule(r"refine\.(g|theta|phi|conv_out)\.conv\.(weight|bias)", r"refine.\1.\2"),
+]
+RPN_HEAD_RULES = [
+    Rule(r"rpn_conv\.(weight|bias)", r"conv.\1"),
+    Rule(r"rpn_cls\.(weight|bias)", r"objectness_logits.\1"),
+    Rule(r"rpn_reg\.(weight|bias)", r"anchor_deltas.\1"),
+]
+SHARED_2FC_BBOX_HEAD_RULES = [
+    Rule(r"shared_fcs\.(\d+)\.(weight|bias)", lambda m: f"box_head.fc{int(m[1]) + 1}.{m[2]}"),
+    Rule(r"fc_cls\.(weight|bias)", r"box_predictor.cls_score.\1"),
+    Rule(r"fc_reg\.(weight|bias)", r"box_predictor.bbox_pred.\1"),
+]
+
 # The head key that tells the method of a checkpoint, and the d2ext key the model must have.
 METHOD_SIGNATURES = {
     "ATSS": ("bbox_head.atss_centerness.weight", "head.ctrness.weight"),
     "GFL": ("bbox_head.gfl_reg.weight", "head.bbox_pred.weight"),
     "VFNet": ("bbox_head.vfnet_cls.weight", "head.refine_pred.weight"),
+    "Libra R-CNN": ("neck.1.refine.conv_out.conv.weight", "backbone.refine.conv_out.weight"),
 }
 
 
@@ -129,6 +157,24 @@ def mmdet_table(state: Dict[str, torch.Tensor], target: Dict[str, torch.Tensor])
     if len(fpn_prefixes) != 1:
         raise ConversionError(f"the model needs exactly one FPN, it has {fpn_prefixes or 'none'}")
     fpn = fpn_prefixes[0]
+    if method == "Libra R-CNN":
+        for key in ("roi_head.bbox_head.fc_cls.weight", "rpn_head.rpn_conv.weight"):
+            if key not in state:
+                raise ConversionError(f"the mmdetection Libra R-CNN checkpoint has no {key!r}")
+        bfp = find_prefix(target, "refine.conv_out.weight")
+        rpn = find_prefix(target, "objectness_logits.weight")
+        roi = find_prefix(target, "box_predictor.cls_score.weight")
+        return Table(
+            name=f"mmdetection {method}",
+            rules=[
+                ("backbone.", backbone, RESNET_RULES),
+                ("neck.0.", fpn, fpn_rules(target, fpn)),
+                ("neck.1.", bfp, LIBRA_NECK_RULES),
+                ("rpn_head.", rpn, RPN_HEAD_RULES),
+                ("roi_head.bbox_head.", roi, SHARED_2FC_BBOX_HEAD_RULES),
+            ],
+            converted=["backbone.", rpn, roi],
+        )
     head = "head."
     return Table(
         name=f"mmdetection {method}",

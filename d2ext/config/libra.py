@@ -44,3 +44,8 @@ def add_libra_config(cfg):
     # the RPN losses divided by the anchors actually sampled (mmdet's avg_factor with a sampler),
     # not by BATCH_SIZE_PER_IMAGE x #images; -1 = no bound and Detectron2's normaliser (its RPN).
     _C.RPN_NEG_POS_UB = 5
+    # LibraRPN (d2ext's RPN; the key is Detectron2's RPN node so any RPN subclass can read it):
+    # in training, anchors whose grid location lies beyond the image's own size rounded up to
+    # this are ignored (label -1), as mmdetection's valid_flags do for each image of a padded
+    # batch; 0 = Detectron2's behaviour (every anchor of the padded batch is labelled).
+    cfg.MODEL.RPN.VALID_ANCHORS_PAD_DIVISOR = 0

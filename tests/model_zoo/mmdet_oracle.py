@@ -174,8 +174,30 @@ def build_random_mmdet_model(relative_path: str, seed: int = 0, cls_bias: float 
             for name, p in head.named_parameters():
                 if name.split(".")[0] in ("atss_cls", "gfl_cls", "vfnet_cls") and name.endswith("bias"):
                     p.add_(cls_bias)
+        _randomise_two_stage(model, g)
     model.eval()
     return model, cfg
+
+
+def _randomise_two_stage(model, g):
+    """Two-stage detectors (Libra R-CNN): mmdetection initialises the BFP's non-local output conv
+    to zero (the block starts as the identity) and the RPN / R-CNN heads with std 0.01; random
+    values make every weight of the neck and heads visible in the outputs, and the R-CNN
+    classifier peaked enough that hundreds of (box, class) pairs pass score_thr 0.05."""
+    scales = {
+        "neck.1.refine.": (0.01, 0.1),  # NonLocal2d 1x1 convs, 256 -> 256
+        "rpn_head.rpn_conv.": (0.02, 0.1),
+        "rpn_head.rpn_cls.": (0.05, 0.5),
+        "rpn_head.rpn_reg.": (0.02, 0.1),
+        "roi_head.bbox_head.shared_fcs.": (0.01, 0.1),
+        "roi_head.bbox_head.fc_cls.": (0.1, 0.5),
+        "roi_head.bbox_head.fc_reg.": (0.02, 0.1),
+    }
+    for name, p in model.named_parameters():
+        for prefix, (w_std, b_std) in scales.items():
+            if name.startswith(prefix):
+                std = w_std if name.endswith("weight") else b_std
+                p.copy_(std * torch.randn(p.shape, generator=g))
 
 
 def save_mmdet_checkpoint(model, path):

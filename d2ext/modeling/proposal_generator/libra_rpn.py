@@ -3,6 +3,7 @@ import torch
 from detectron2.config import configurable
 from detectron2.modeling import PROPOSAL_GENERATOR_REGISTRY
 from detectron2.modeling.proposal_generator import RPN
+from detectron2.structures import Boxes, pairwise_iou
 
 from d2ext.layers.precision import float32_region
 
@@ -22,17 +23,58 @@ class LibraRPN(RPN):
     """
 
     @configurable
-    def __init__(self, *, neg_pos_ub: int = -1, **kwargs):
+    def __init__(self, *, neg_pos_ub: int = -1, valid_anchors_pad_divisor: int = 0, **kwargs):
+        """
+        Args:
+            valid_anchors_pad_divisor (int): in training, anchors whose grid location lies beyond
+                the image's own size rounded up to this are ignored (mmdetection's valid_flags,
+                MODEL.RPN.VALID_ANCHORS_PAD_DIVISOR); 0 = every anchor of the padded batch is
+                labelled (Detectron2).
+        """
         super().__init__(**kwargs)
         if neg_pos_ub < 0 and neg_pos_ub != -1:
             raise ValueError(f"MODEL.LIBRA.RPN_NEG_POS_UB must be >= 0 or -1, got {neg_pos_ub}")
+        if valid_anchors_pad_divisor < 0:
+            raise ValueError(
+                f"MODEL.RPN.VALID_ANCHORS_PAD_DIVISOR must be >= 0, got {valid_anchors_pad_divisor}"
+            )
         self.neg_pos_ub = neg_pos_ub
+        self.valid_anchors_pad_divisor = valid_anchors_pad_divisor
 
     @classmethod
     def from_config(cls, cfg, input_shape):
         ret = super().from_config(cfg, input_shape)
         ret["neg_pos_ub"] = cfg.MODEL.LIBRA.RPN_NEG_POS_UB
+        ret["valid_anchors_pad_divisor"] = cfg.MODEL.RPN.VALID_ANCHORS_PAD_DIVISOR
         return ret
+
+    def label_and_sample_anchors(self, anchors, gt_instances):
+        if not self.valid_anchors_pad_divisor:
+            return super().label_and_sample_anchors(anchors, gt_instances)
+        # Detectron2's method with the anchors outside each image's padded size ignored before
+        # sampling (mmdetection assigns and samples only the valid anchors).
+        num_per_level = [len(a) for a in anchors]
+        anchors = Boxes.cat(anchors)
+        gt_labels, matched_gt_boxes = [], []
+        for gt_i in gt_instances:
+            gt_boxes_i = gt_i.gt_boxes
+            valid = valid_anchor_mask(
+                anchors.tensor, num_per_level, self.anchor_generator.strides,
+                self.anchor_generator.offset, gt_i.image_size, self.valid_anchors_pad_divisor,
+            )
+            iou = pairwise_iou(gt_boxes_i, anchors)
+            if len(gt_boxes_i):
+                iou[:, ~valid] = 0.0  # not a low-quality match (Matcher needs IoU >= 0)
+            matched_idxs, labels_i = self.anchor_matcher(iou)
+            labels_i = labels_i.to(device=gt_boxes_i.device)
+            labels_i[~valid] = -1
+            if self.anchor_boundary_thresh >= 0:
+                labels_i[~anchors.inside_box(gt_i.image_size, self.anchor_boundary_thresh)] = -1
+            gt_labels.append(self._subsample_labels(labels_i))
+            matched_gt_boxes.append(
+                gt_boxes_i[matched_idxs].tensor if len(gt_boxes_i) else torch.zeros_like(anchors.tensor)
+            )
+        return gt_labels, matched_gt_boxes
 
     def forward(self, images, features, gt_instances=None):
         # Zero-width / inverted GT boxes: log(0) box targets (inf/NaN loss); dropped as the ATSS
@@ -65,3 +107,20 @@ class LibraRPN(RPN):
         num_neg = (labels == 0).sum(dim=1).clamp(min=1)
         scale = self.batch_size_per_image * len(gt_labels) / (num_pos + num_neg).sum()
         return {k: v * scale for k, v in losses.items()}
+
+
+def valid_anchor_mask(anchors, num_anchors_per_level, strides, offset, image_size, divisor):
+    """
+    (R,) bool: the anchors whose grid location lies inside ``image_size`` rounded up to
+    ``divisor`` (mmdetection's AnchorGenerator.valid_flags with the image's own pad_shape).
+    """
+    pad_h, pad_w = (-(-int(size) // divisor) * divisor for size in image_size)
+    stride = torch.cat([
+        torch.full((n,), float(s), device=anchors.device)
+        for n, s in zip(num_anchors_per_level, strides)
+    ])
+    centers = (anchors[:, :2] + anchors[:, 2:]) / 2
+    # Grid index of each anchor: its centre is at (index + offset) * stride.
+    index = torch.floor(centers / stride[:, None] - offset + 0.5)
+    limit = torch.stack([torch.ceil(pad_w / stride), torch.ceil(pad_h / stride)], dim=1)
+    return (index < limit).all(dim=1)
