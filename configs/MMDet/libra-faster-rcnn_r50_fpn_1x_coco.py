@@ -21,6 +21,8 @@ resnet.stages.depth = 50
 resnet.stages.stride_in_1x1 = False
 resnet.stages.norm = "FrozenBN"
 resnet.freeze_at = 2
+# (in_features was an interpolation into bottom_up, which is now the wrapper.)
+fpn.in_features = ["res2", "res3", "res4", "res5"]
 fpn.bottom_up = L(train_frozen_bn_affine)(resnet=resnet, freeze_at=2)
 fpn._target_ = FPN
 fpn.size_divisibility = 32

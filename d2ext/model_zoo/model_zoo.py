@@ -22,6 +22,8 @@ _CHECKPOINTS = {
     "gfl_r50_fpn_1x_coco/gfl_r50_fpn_1x_coco_20200629_121244-25944287.pth",
     "MMDet/vfnet_r50_fpn_1x_coco": "https://download.openmmlab.com/mmdetection/v2.0/vfnet/"
     "vfnet_r50_fpn_1x_coco/vfnet_r50_fpn_1x_coco_20201027-38db6f58.pth",
+    "MMDet/libra-faster-rcnn_r50_fpn_1x_coco": "https://download.openmmlab.com/mmdetection/v2.0/"
+    "libra_rcnn/libra_faster_rcnn_r50_fpn_1x_coco/libra_faster_rcnn_r50_fpn_1x_coco_20200130-3afee3a9.pth",
 }
 
 
