@@ -38,5 +38,6 @@ def to_libra(model):
 
 
 model = to_libra(model)
-# mmdet's Libra config: 2000 proposals per image in training, 1000 in testing.
+# 2000 proposals per image in training, 1000 in testing: the Libra repository (mmdetection 1.x);
+# mmdetection 2.x/3.x keep 1000 after NMS (configs/MMDet/libra-faster-rcnn_r50_fpn_1x_coco).
 model.proposal_generator.post_nms_topk = (2000, 1000)
