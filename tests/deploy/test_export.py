@@ -49,10 +49,6 @@ def test_onnx(model_and_name, tmp_path):
 
 # Why scripting fails, per model (README "Deployment"); strict: a fix must remove the entry.
 SCRIPTING_FAILS = {}
-SCRIPTING_FAILS["vfnet"] = (
-    "VFNetHead.forward uses the module-level float MAX_LOG_FACTOR and the float lists "
-    "self.strides / self.reg_denoms, which TorchScript cannot read as constants"
-)
 SCRIPTING_FAILS["libra_faster_rcnn"] = "BalancedFeaturePyramid.forward returns {**features, **out} (no dict expansion in TorchScript)"
 
 

@@ -104,7 +104,7 @@ class VFNet(ATSSBase):
         )
         return args
 
-    def split_predictions(self, predictions):
+    def split_predictions(self, predictions: List[List[Tensor]]) -> List[List[Tensor]]:
         """Per level (N, R_l, K) IACS logits, (N, R_l, 4) initial and refined ltrb distances."""
         return self._transpose_dense_predictions(predictions, [self.num_classes, 4, 4])
 
