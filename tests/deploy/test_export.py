@@ -48,8 +48,7 @@ def test_onnx(model_and_name, tmp_path):
 
 
 # Why scripting fails, per model (README "Deployment"); strict: a fix must remove the entry.
-SCRIPTING_FAILS = {}
-SCRIPTING_FAILS["libra_faster_rcnn"] = "BalancedFeaturePyramid.forward returns {**features, **out} (no dict expansion in TorchScript)"
+SCRIPTING_FAILS = {}  # every model scripts
 
 
 def test_scripting(model_and_name, request):

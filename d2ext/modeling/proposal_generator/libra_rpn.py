@@ -1,8 +1,12 @@
+from typing import List, Tuple
+
 import torch
+from torch import Tensor
 
 from detectron2.config import configurable
 from detectron2.modeling import PROPOSAL_GENERATOR_REGISTRY
 from detectron2.modeling.proposal_generator import RPN
+from detectron2.structures import Boxes, Instances
 
 from d2ext.layers.precision import float32_region
 
@@ -34,12 +38,16 @@ class LibraRPN(RPN):
         ret["neg_pos_ub"] = cfg.MODEL.LIBRA.RPN_NEG_POS_UB
         return ret
 
-    def forward(self, images, features, gt_instances=None):
+    # Not a forward override (TorchScript has no super() call): the ground truth is only read here.
+    @torch.jit.unused
+    @torch.no_grad()
+    def label_and_sample_anchors(
+        self, anchors: List[Boxes], gt_instances: List[Instances]
+    ) -> Tuple[List[Tensor], List[Tensor]]:
         # Zero-width / inverted GT boxes: log(0) box targets (inf/NaN loss); dropped as the ATSS
         # family ignores them.
-        if self.training and gt_instances is not None:
-            gt_instances = drop_degenerate_gt_boxes(gt_instances, "LibraRPN")
-        return super().forward(images, features, gt_instances)
+        gt_instances = drop_degenerate_gt_boxes(gt_instances, "LibraRPN")
+        return super().label_and_sample_anchors(anchors, gt_instances)
 
     def _subsample_labels(self, label):
         pos_idx, neg_idx = libra_subsample_labels(
