@@ -10,6 +10,11 @@ import torch
 AUTOCAST_DEVICES = ("cpu", "cuda")
 
 
+def autocast_enabled() -> bool:
+    """Whether autocast is on for any device (float32_region's wrapper does nothing otherwise)."""
+    return any(torch.is_autocast_enabled(d) for d in AUTOCAST_DEVICES)
+
+
 @contextlib.contextmanager
 def autocast_off():
     """Disables autocast on every device where it is enabled (a no-op outside autocast)."""
@@ -36,6 +41,11 @@ def float32_region(*arg_names: str):
     Decorator: the function runs with autocast off, and the tensors of the arguments named
     ``arg_names`` (the head's predictions; not the features, whose copies would cost memory and
     which the decorated code only reads shapes of) are cast to float32 first.
+
+    TorchScript cannot compile the wrapper (it would compile the wrapped source with this module's
+    names): a method on a scripted path (e.g. ATSSBase.forward_inference) is left undecorated and
+    hands over to a decorated twin inside ``if not torch.jit.is_scripting():``, a branch the
+    compiler skips, when ``autocast_enabled()``.
     """
 
     def decorate(fn):
@@ -46,7 +56,7 @@ def float32_region(*arg_names: str):
 
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            if not any(torch.is_autocast_enabled(d) for d in AUTOCAST_DEVICES):
+            if not autocast_enabled():
                 return fn(*args, **kwargs)
             bound = signature.bind(*args, **kwargs)
             for name in arg_names:

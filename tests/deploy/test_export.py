@@ -48,16 +48,7 @@ def test_onnx(model_and_name, tmp_path):
 
 
 # Why scripting fails, per model (README "Deployment"); strict: a fix must remove the entry.
-SCRIPTING_FAILS = {
-    name: "ATSS-family inference methods (inference_scores_and_deltas, forward_inference, ...) "
-    "have no type hints: TorchScript infers `predictions` as a Tensor, not List[List[Tensor]]"
-    for name in ("atss", "dynamic_atss", "gfl", "gflv2", "musu", "gfl_top2_locations")
-}
-SCRIPTING_FAILS["vfnet"] = (
-    "VFNetHead.forward uses the module-level float MAX_LOG_FACTOR and the float lists "
-    "self.strides / self.reg_denoms, which TorchScript cannot read as constants"
-)
-SCRIPTING_FAILS["libra_faster_rcnn"] = "BalancedFeaturePyramid.forward returns {**features, **out} (no dict expansion in TorchScript)"
+SCRIPTING_FAILS = {}  # every model scripts
 
 
 def test_scripting(model_and_name, request):

@@ -3,6 +3,8 @@ Balanced feature pyramid (Libra R-CNN, Pang et al., CVPR 2019, §3.2; METHODS.md
 level is resized to one refine level and averaged, the average is refined (embedded-Gaussian
 non-local block, or a 3x3 conv + ReLU), then resized back and added to each level.
 """
+from typing import Dict, List
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -98,28 +100,34 @@ class BalancedFeaturePyramid(Backbone):
     def output_shape(self):
         return self.fpn.output_shape()
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Dict[str, Tensor]:
         features = self.fpn(x)
         levels = [features[name] for name in self.level_names]
         size = levels[self.refine_level].shape[-2:]
-        gathered = [
-            _adaptive_max_pool2d(f, size, 2 ** (self.refine_level - i)) if i < self.refine_level
-            else F.interpolate(f, size=size, mode="nearest")
-            for i, f in enumerate(levels)
-        ]
-        balanced = self.refine(sum(gathered) / len(gathered))
-        out = {}
+        gathered: List[Tensor] = []
+        for i, f in enumerate(levels):
+            if i < self.refine_level:
+                gathered.append(_adaptive_max_pool2d(f, size, 1 << (self.refine_level - i)))
+            else:
+                gathered.append(F.interpolate(f, size=size, mode="nearest"))
+        total = gathered[0]  # sum(gathered), which TorchScript has no builtin for
+        for f in gathered[1:]:
+            total = total + f
+        balanced = self.refine(total / len(gathered))
+        # Outputs other than the pyramid's levels (none for FPN) pass through, in their order.
+        out: Dict[str, Tensor] = {}
+        for name, f in features.items():
+            out[name] = f
         for i, (name, f) in enumerate(zip(self.level_names, levels)):
             if i < self.refine_level:
                 residual = F.interpolate(balanced, size=f.shape[-2:], mode="nearest")
             else:
-                residual = _adaptive_max_pool2d(balanced, f.shape[-2:], 2 ** (i - self.refine_level))
+                residual = _adaptive_max_pool2d(balanced, f.shape[-2:], 1 << (i - self.refine_level))
             out[name] = f + residual
-        # Outputs other than the pyramid's levels (none for FPN) pass through.
-        return {**features, **out}
+        return out
 
 
-def _adaptive_max_pool2d(x: Tensor, size, ratio: int) -> Tensor:
+def _adaptive_max_pool2d(x: Tensor, size: List[int], ratio: int) -> Tensor:
     """F.adaptive_max_pool2d(x, size) for a size about 1/ratio of x's. While tracing, the same
     maxima from gathers, because ONNX has no adaptive pooling to a size known only at run time
     (the exported graph must follow every image size)."""

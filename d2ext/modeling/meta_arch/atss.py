@@ -3,7 +3,7 @@ Adaptive Training Sample Selection", CVPR 2020. Spec: METHODS.md §1.
 
 Letters: N images, R anchors per image (all levels), M ground truths, K classes.
 """
-from typing import List
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -156,7 +156,9 @@ class ATSS(ATSSBase):
             "loss_centerness": loss_ctr / normalizer,
         }
 
-    def inference_scores_and_deltas(self, anchors, predictions):
+    def inference_scores_and_deltas(
+        self, anchors: List[Boxes], predictions: List[List[Tensor]]
+    ) -> Tuple[List[Tensor], List[Tensor], Optional[List[Tensor]]]:
         pred_logits, pred_deltas, pred_ctr = self._transpose_dense_predictions(
             predictions, [self.num_classes, 4, 1]
         )
@@ -170,7 +172,7 @@ class ATSS(ATSSBase):
             _atss_scores(logits.sigmoid(), ctr.sigmoid(), self.test_score_thresh)
             for logits, ctr in zip(pred_logits, pred_ctr)
         ]
-        return scores, pred_deltas
+        return scores, pred_deltas, None
 
 
 def _atss_scores(cls_prob: Tensor, ctr_prob: Tensor, score_thresh: float) -> Tensor:

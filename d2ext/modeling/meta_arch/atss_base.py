@@ -9,14 +9,15 @@ import torch
 from torch import Tensor, nn
 
 from detectron2.config import configurable
-from detectron2.layers import ShapeSpec, batched_nms
+from detectron2.layers import ShapeSpec, batched_nms, nonzero_tuple
 from detectron2.modeling import build_anchor_generator, build_backbone
 from detectron2.modeling.meta_arch.dense_detector import DenseDetector
-from detectron2.structures import Boxes, Instances
+from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.events import get_event_storage
 
-from d2ext.layers.precision import float32_region
+from d2ext.layers.precision import autocast_enabled, float32_region
 from d2ext.modeling.assigners import atss_assign
+from d2ext.modeling.box_regression import scriptable_box2box_transform
 from d2ext.modeling.input_checks import check_dense_head_args, check_each, check_pixel_std, check_range
 from d2ext.utils.comm import reduce_mean
 
@@ -101,7 +102,8 @@ class ATSSBase(DenseDetector):
             )
         self.num_classes = num_classes
         self.anchor_generator = anchor_generator
-        self.box2box_transform = box2box_transform
+        # Detectron2's Box2BoxTransformLinear (GFL, VFNet) as a TorchScript class, same numbers.
+        self.box2box_transform = scriptable_box2box_transform(box2box_transform)
         self.topk = topk
         self.loss_normalizer = loss_normalizer
         self.test_score_thresh = test_score_thresh
@@ -242,29 +244,43 @@ class ATSSBase(DenseDetector):
             ]
         )
 
-    # Decoding and NMS in float32 (autocast off) when called under autocast.
-    @float32_region("predictions")
-    def forward_inference(self, images, features, predictions):
+    def forward_inference(
+        self, images: ImageList, features: List[Tensor], predictions: List[List[Tensor]]
+    ) -> List[Instances]:
+        # Decoding and NMS in float32 (autocast off) when called under autocast. Not a
+        # float32_region decorator: TorchScript compiles this method and skips this branch (an
+        # `and` of the two conditions would be compiled).
+        if not torch.jit.is_scripting():
+            if autocast_enabled():
+                return self._forward_inference_float32(images, features, predictions)
         anchors = self.anchor_generator(features)
-        outputs = self.inference_scores_and_deltas(anchors, predictions)
-        scores, deltas = outputs[:2]
-        factors = outputs[2] if len(outputs) > 2 else None
-        return [
-            self.inference_single_image(
-                anchors, [s[i] for s in scores], [d[i] for d in deltas], image_size,
-                None if factors is None else [f[i] for f in factors],
+        scores, deltas, factors = self.inference_scores_and_deltas(anchors, predictions)
+        results: List[Instances] = []
+        for i, image_size in enumerate(images.image_sizes):
+            factors_per_image: Optional[List[Tensor]] = None
+            if factors is not None:
+                factors_per_image = [f[i] for f in factors]
+            results.append(
+                self.inference_single_image(
+                    anchors, [s[i] for s in scores], [d[i] for d in deltas], image_size, factors_per_image
+                )
             )
-            for i, image_size in enumerate(images.image_sizes)
-        ]
+        return results
 
-    def inference_scores_and_deltas(self, anchors: List[Boxes], predictions):
+    @float32_region("predictions")
+    def _forward_inference_float32(self, images, features, predictions):
+        return self.forward_inference(images, features, predictions)  # autocast is off here
+
+    def inference_scores_and_deltas(
+        self, anchors: List[Boxes], predictions: List[List[Tensor]]
+    ) -> Tuple[List[Tensor], List[Tensor], Optional[List[Tensor]]]:
         """
         Returns:
             scores: per level (N, R_l, K) ranking scores, 0 where a location is not a candidate.
             deltas: per level (N, R_l, 4) regression in box2box_transform's coding.
-            factors (optional third output): per level (N, R_l, 1) factors the selected
-                candidates' scores are multiplied by after the per-level top-k (mmdetection's
-                score_factors: ranked by one score, reported as another).
+            factors: None, or per level (N, R_l, 1) factors the selected candidates' scores are
+                multiplied by after the per-level top-k (mmdetection's score_factors: ranked by
+                one score, reported as another).
         """
         raise NotImplementedError
 
@@ -314,12 +330,12 @@ class ATSSBase(DenseDetector):
         (location, class) of those that is a candidate; with "pair" the (location, class) pairs.
         The kept scores are multiplied by their location's factor where factors are given.
         """
-        per_level = []
+        per_level: List[Instances] = []
         for level, (anchors_l, scores_l, deltas_l) in enumerate(zip(anchors, scores, box_delta)):
             if self.test_topk_by == "location":
                 locations = scores_l.max(dim=1).values.topk(self._num_top(scores_l)).indices
                 location_scores = scores_l[locations]
-                rows, classes = torch.nonzero(location_scores > 0, as_tuple=True)
+                rows, classes = nonzero_tuple(location_scores > 0)
                 kept = locations[rows]
                 kept_scores = location_scores[rows, classes]
             else:
@@ -338,7 +354,7 @@ class ATSSBase(DenseDetector):
                     pred_classes=classes,
                 )
             )
-        return Instances.cat(per_level)
+        return per_level[0].cat(per_level)  # Instances.cat is not scriptable, this is
 
     def _num_top(self, scores: Tensor):
         """min(test_topk_candidates, len(scores)); a tensor while tracing (as Detectron2's

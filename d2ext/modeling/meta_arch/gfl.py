@@ -5,7 +5,7 @@ Spec: METHODS.md §3.
 
 Letters: N images, R anchors per image (all levels), P positives, K classes, n = reg_max.
 """
-from typing import List
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -184,7 +184,9 @@ class GFL(ATSSBase):
         ltrb = self.box2box_transform.get_deltas(anchors, gt_boxes) / strides[:, None]
         return ltrb.clamp(min=0, max=self.reg_max - self.dfl_target_eps)
 
-    def inference_scores_and_deltas(self, anchors, predictions):
+    def inference_scores_and_deltas(
+        self, anchors: List[Boxes], predictions: List[List[Tensor]]
+    ) -> Tuple[List[Tensor], List[Tensor], Optional[List[Tensor]]]:
         bins = 4 * (self.reg_max + 1)
         if self.uses_dgqp:
             # GFL v2's score sigmoid(cls) * sigmoid(quality) as the plain product: the same value
@@ -202,4 +204,4 @@ class GFL(ATSSBase):
         deltas = [
             integral(dist) * stride for dist, stride in zip(distributions, self.anchor_generator.strides)
         ]
-        return scores, deltas
+        return scores, deltas, None

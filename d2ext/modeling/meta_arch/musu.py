@@ -11,7 +11,7 @@ map, warm start) is our design, each knob a MODEL.MUSU key (d2ext/config/musu.py
 
 Letters: N images, R anchors per image (all levels), M ground truths, K classes.
 """
-from typing import List
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -258,10 +258,12 @@ class MuSu(ATSSBase):
             "loss_box_reg": self.reg_loss_weight * loss_box / positives_sum(reg_weights, 1.0),
         }
 
-    def inference_scores_and_deltas(self, anchors, predictions):
+    def inference_scores_and_deltas(
+        self, anchors: List[Boxes], predictions: List[List[Tensor]]
+    ) -> Tuple[List[Tensor], List[Tensor], Optional[List[Tensor]]]:
         pred_logits, pred_deltas = self._transpose_dense_predictions(predictions, [self.num_classes, 4])
         scores = []
         for logits in pred_logits:
             prob = logits.sigmoid()
             scores.append(torch.where(prob > self.test_score_thresh, prob, 0.0))
-        return scores, pred_deltas
+        return scores, pred_deltas, None

@@ -3,9 +3,10 @@
 
 Letters: N images, R points (= anchor centres) per image (all levels), P positives, K classes.
 """
-from typing import List
+from typing import List, Optional, Tuple
 
 import torch
+from torch import Tensor
 
 from detectron2.config import configurable
 from detectron2.layers import cat
@@ -103,7 +104,7 @@ class VFNet(ATSSBase):
         )
         return args
 
-    def split_predictions(self, predictions):
+    def split_predictions(self, predictions: List[List[Tensor]]) -> List[List[Tensor]]:
         """Per level (N, R_l, K) IACS logits, (N, R_l, 4) initial and refined ltrb distances."""
         return self._transpose_dense_predictions(predictions, [self.num_classes, 4, 4])
 
@@ -181,11 +182,13 @@ class VFNet(ATSSBase):
             "loss_box_refine": self.loss_box_refine_weight * loss_refine / positives_sum(refined_iou, 1.0),
         }
 
-    def inference_scores_and_deltas(self, anchors, predictions):
+    def inference_scores_and_deltas(
+        self, anchors: List[Boxes], predictions: List[List[Tensor]]
+    ) -> Tuple[List[Tensor], List[Tensor], Optional[List[Tensor]]]:
         logits, _, refined_ltrb = self.split_predictions(predictions)
         scores = []
         for level_logits in logits:
             prob = level_logits.sigmoid()
             scores.append(torch.where(prob > self.test_score_thresh, prob, 0.0))
-        return scores, refined_ltrb
+        return scores, refined_ltrb, None
 

@@ -10,6 +10,7 @@ from typing import List, Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.jit import Final
 from torch.nn import functional as F
 
 from detectron2.config import configurable
@@ -76,6 +77,16 @@ def check_dcn_inputs(offsets: Tensor, reg_feature: Tensor, cls_feature: Tensor, 
     )
 
 
+def _check_finite_scripted(offsets: Tensor, reg_feature: Tensor, cls_feature: Tensor, level: int) -> None:
+    """check_dcn_inputs in a scripted model (TorchScript has no str.join or format specs)."""
+    finite = torch.isfinite(offsets).all() & torch.isfinite(reg_feature).all() & torch.isfinite(cls_feature).all()
+    if not bool(finite):
+        raise FloatingPointError(
+            "VFNet head, level " + str(level) + ": non-finite (NaN/Inf) star offsets or tower "
+            "features before the deformable convolution; the input is not finite"
+        )
+
+
 def _conv_norm_relu(channels: int, norm) -> nn.Sequential:
     layers = [nn.Conv2d(channels, channels, kernel_size=3, padding=1)]
     if norm:
@@ -93,6 +104,12 @@ class VFNetHead(RetinaNetHead):
       per-side factor exp(refine_scale_l * x) applied to the detached initial box;
     - a star deformable conv on the classification tower -> ReLU -> ``cls_score`` (IACS logits).
     """
+
+    # TorchScript reads module-level floats as closed-over globals, not constants; the float
+    # lists are plain attributes (not buffers: checkpoints keep their keys).
+    max_log_factor: Final[float] = MAX_LOG_FACTOR
+    strides: List[float]
+    reg_denoms: List[float]
 
     @configurable
     def __init__(
@@ -168,13 +185,16 @@ class VFNetHead(RetinaNetHead):
             cls_feature = self.cls_subnet(feature)
             reg_feature = self.bbox_subnet(feature)
             init_log = self.bbox_pred(self.reg_init_conv(reg_feature)).float() * self.scales[level]
-            init = torch.exp(init_log.clamp(max=MAX_LOG_FACTOR)) * self.reg_denoms[level]
+            init = torch.exp(init_log.clamp(max=self.max_log_factor)) * self.reg_denoms[level]
             # Offsets in the feature dtype (e.g. a float64 head); under autocast DeformConv2d
             # runs both in float32.
             offsets = star_offsets(init, self.strides[level], self.dcn_grad_mul).to(reg_feature.dtype)
-            check_dcn_inputs(offsets, reg_feature, cls_feature, level, self.strides[level])
+            if torch.jit.is_scripting():
+                _check_finite_scripted(offsets, reg_feature, cls_feature, level)
+            else:
+                check_dcn_inputs(offsets, reg_feature, cls_feature, level, self.strides[level])
             refine_log = self.refine_pred(F.relu(self.refine_dcn(reg_feature, offsets))).float()
-            factor = torch.exp((refine_log * self.refine_scales[level]).clamp(max=MAX_LOG_FACTOR))
+            factor = torch.exp((refine_log * self.refine_scales[level]).clamp(max=self.max_log_factor))
             logits.append(self.cls_score(F.relu(self.cls_dcn(cls_feature, offsets))))
             init_boxes.append(init)
             refined_boxes.append(factor * init.detach())

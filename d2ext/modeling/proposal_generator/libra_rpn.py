@@ -1,9 +1,12 @@
+from typing import List, Tuple
+
 import torch
+from torch import Tensor
 
 from detectron2.config import configurable
 from detectron2.modeling import PROPOSAL_GENERATOR_REGISTRY
 from detectron2.modeling.proposal_generator import RPN
-from detectron2.structures import Boxes, pairwise_iou
+from detectron2.structures import Boxes, Instances, pairwise_iou
 
 from d2ext.layers.precision import float32_region
 
@@ -48,7 +51,15 @@ class LibraRPN(RPN):
         ret["valid_anchors_pad_divisor"] = cfg.MODEL.RPN.VALID_ANCHORS_PAD_DIVISOR
         return ret
 
-    def label_and_sample_anchors(self, anchors, gt_instances):
+    # Not a forward override (TorchScript has no super() call): the ground truth is only read here.
+    @torch.jit.unused
+    @torch.no_grad()
+    def label_and_sample_anchors(
+        self, anchors: List[Boxes], gt_instances: List[Instances]
+    ) -> Tuple[List[Tensor], List[Tensor]]:
+        # Zero-width / inverted GT boxes: log(0) box targets (inf/NaN loss); dropped as the ATSS
+        # family ignores them.
+        gt_instances = drop_degenerate_gt_boxes(gt_instances, "LibraRPN")
         if not self.valid_anchors_pad_divisor:
             return super().label_and_sample_anchors(anchors, gt_instances)
         # Detectron2's method with the anchors outside each image's padded size ignored before
@@ -75,13 +86,30 @@ class LibraRPN(RPN):
                 gt_boxes_i[matched_idxs].tensor if len(gt_boxes_i) else torch.zeros_like(anchors.tensor)
             )
         return gt_labels, matched_gt_boxes
-
-    def forward(self, images, features, gt_instances=None):
-        # Zero-width / inverted GT boxes: log(0) box targets (inf/NaN loss); dropped as the ATSS
-        # family ignores them.
-        if self.training and gt_instances is not None:
-            gt_instances = drop_degenerate_gt_boxes(gt_instances, "LibraRPN")
-        return super().forward(images, features, gt_instances)
+        # Detectron2's method with the anchors outside each image's padded size ignored before
+        # sampling (mmdetection assigns and samples only the valid anchors).
+        num_per_level = [len(a) for a in anchors]
+        anchors = Boxes.cat(anchors)
+        gt_labels, matched_gt_boxes = [], []
+        for gt_i in gt_instances:
+            gt_boxes_i = gt_i.gt_boxes
+            valid = valid_anchor_mask(
+                anchors.tensor, num_per_level, self.anchor_generator.strides,
+                self.anchor_generator.offset, gt_i.image_size, self.valid_anchors_pad_divisor,
+            )
+            iou = pairwise_iou(gt_boxes_i, anchors)
+            if len(gt_boxes_i):
+                iou[:, ~valid] = 0.0  # not a low-quality match (Matcher needs IoU >= 0)
+            matched_idxs, labels_i = self.anchor_matcher(iou)
+            labels_i = labels_i.to(device=gt_boxes_i.device)
+            labels_i[~valid] = -1
+            if self.anchor_boundary_thresh >= 0:
+                labels_i[~anchors.inside_box(gt_i.image_size, self.anchor_boundary_thresh)] = -1
+            gt_labels.append(self._subsample_labels(labels_i))
+            matched_gt_boxes.append(
+                gt_boxes_i[matched_idxs].tensor if len(gt_boxes_i) else torch.zeros_like(anchors.tensor)
+            )
+        return gt_labels, matched_gt_boxes
 
     def _subsample_labels(self, label):
         pos_idx, neg_idx = libra_subsample_labels(

@@ -2,6 +2,7 @@ from typing import List
 
 import numpy as np
 import torch
+from torch.jit import Final
 
 from detectron2.config import configurable
 from detectron2.modeling import ROI_HEADS_REGISTRY
@@ -28,6 +29,12 @@ class LibraROIHeads(StandardROIHeads):
     over [0, max IoU) (`roi_head/num_neg_iou_bin<k>`, also with random sampling, for comparison),
     the GTs the positives cover and the most positives any single GT got.
     """
+
+    # Constants for TorchScript, so that the absent mask / keypoint branches are compiled away:
+    # Detectron2's scripting annotates StandardROIHeads so, and a subclass with annotations of
+    # its own (scripting_with_instances adds "training") does not inherit them.
+    mask_on: Final[bool]
+    keypoint_on: Final[bool]
 
     @configurable
     def __init__(
