@@ -86,30 +86,6 @@ class LibraRPN(RPN):
                 gt_boxes_i[matched_idxs].tensor if len(gt_boxes_i) else torch.zeros_like(anchors.tensor)
             )
         return gt_labels, matched_gt_boxes
-        # Detectron2's method with the anchors outside each image's padded size ignored before
-        # sampling (mmdetection assigns and samples only the valid anchors).
-        num_per_level = [len(a) for a in anchors]
-        anchors = Boxes.cat(anchors)
-        gt_labels, matched_gt_boxes = [], []
-        for gt_i in gt_instances:
-            gt_boxes_i = gt_i.gt_boxes
-            valid = valid_anchor_mask(
-                anchors.tensor, num_per_level, self.anchor_generator.strides,
-                self.anchor_generator.offset, gt_i.image_size, self.valid_anchors_pad_divisor,
-            )
-            iou = pairwise_iou(gt_boxes_i, anchors)
-            if len(gt_boxes_i):
-                iou[:, ~valid] = 0.0  # not a low-quality match (Matcher needs IoU >= 0)
-            matched_idxs, labels_i = self.anchor_matcher(iou)
-            labels_i = labels_i.to(device=gt_boxes_i.device)
-            labels_i[~valid] = -1
-            if self.anchor_boundary_thresh >= 0:
-                labels_i[~anchors.inside_box(gt_i.image_size, self.anchor_boundary_thresh)] = -1
-            gt_labels.append(self._subsample_labels(labels_i))
-            matched_gt_boxes.append(
-                gt_boxes_i[matched_idxs].tensor if len(gt_boxes_i) else torch.zeros_like(anchors.tensor)
-            )
-        return gt_labels, matched_gt_boxes
 
     def _subsample_labels(self, label):
         pos_idx, neg_idx = libra_subsample_labels(
