@@ -28,7 +28,7 @@ import torch
 
 from conftest import CONFIGS
 from mmdet_oracle import build_random_mmdet_model, import_mmdet, save_mmdet_checkpoint
-from test_mmdet_parity import GT, d2_inputs, d2ext_model, images, mm_inputs, rel_diff
+from test_mmdet_parity import GT, assert_same_detections, d2_inputs, d2ext_model, images, mm_inputs, rel_diff
 
 MM_CONFIG = "libra_rcnn/libra-faster-rcnn_r50_fpn_1x_coco.py"
 CONFIG = "MMDet/libra-faster-rcnn_r50_fpn_1x_coco.yaml"
@@ -121,19 +121,7 @@ def test_roi_head_outputs_on_the_same_proposals(libra):
 @torch.no_grad()
 def test_detections(libra):
     mm_model, model, _ = libra
-    imgs = images()
-    data = mm_inputs(mm_model, imgs)
-    mm_results = mm_model.predict(data["inputs"], data["data_samples"], rescale=True)
-    results = model(d2_inputs(imgs))
-    for mm_result, result in zip(mm_results, results):
-        mm_det, det = mm_result.pred_instances, result["instances"]
-        assert len(det) == len(mm_det) == 100
-        mm_order = mm_det.scores.argsort(descending=True, stable=True)
-        order = det.scores.argsort(descending=True, stable=True)
-        torch.testing.assert_close(det.scores[order], mm_det.scores[mm_order], rtol=1e-5, atol=0)
-        assert torch.equal(det.pred_classes[order], mm_det.labels[mm_order])
-        box_diff = (det.pred_boxes.tensor[order] - mm_det.bboxes[mm_order]).abs().max().item()
-        assert box_diff <= 1e-2, f"boxes differ by {box_diff} px"
+    assert_same_detections(mm_model, model, 1e-5, "libra")
 
 
 def test_rpn_losses_with_the_same_samples(libra, monkeypatch):
