@@ -1,8 +1,7 @@
 # Lazy twin of atss_r50_fpn_1x_coco.yaml: mmdetection 3.3's atss_r50_fpn_1x_coco (box AP 39.4
 # published), loading its checkpoint converted on load and training with its recipe.
-from detectron2.model_zoo import get_config
 
-from ..common.mmdet_schedule import MAX_ITER_1X, ITERS_PER_EPOCH
+from ..common.mmdet_schedule import coco_1x
 from ..common.mmdet_schedule import SGD as optimizer  # noqa: F401  (exported)
 from ..common.mmdet_schedule import lr_multiplier_1x as lr_multiplier  # noqa: F401  (exported)
 from ..common.models.atss import model
@@ -15,16 +14,4 @@ mmdet_r50_fpn(model, relu_before_p6=False, relu_before_p7=False)
 model.test_topk_by = "pair"
 model.test_score = "product_ranked_by_cls"
 
-dataloader = get_config("common/data/coco.py").dataloader
-dataloader.train.mapper.use_instance_mask = False
-dataloader.train.mapper.image_format = "RGB"
-dataloader.train.mapper.augmentations[0].short_edge_length = (800,)
-dataloader.train.mapper.augmentations[0].max_size = 1333
-dataloader.test.mapper.image_format = "RGB"
-
-train = get_config("common/train.py").train
-train.init_checkpoint = "https://download.pytorch.org/models/resnet50-0676ba61.pth"
-train.max_iter = MAX_ITER_1X
-train.checkpointer.period = ITERS_PER_EPOCH
-train.eval_period = ITERS_PER_EPOCH
-train.output_dir = "./output/mmdet/atss_r50_fpn_1x_coco"
+dataloader, train = coco_1x("./output/mmdet/atss_r50_fpn_1x_coco")

@@ -2,11 +2,10 @@
 # libra-faster-rcnn_r50_fpn_1x_coco (box AP 38.3 published), loading its checkpoint converted on
 # load and training with its recipe.
 from detectron2.config import LazyCall as L
-from detectron2.model_zoo import get_config
 
 from d2ext.modeling.backbone import FPN, train_frozen_bn_affine
 
-from ..common.mmdet_schedule import MAX_ITER_1X, ITERS_PER_EPOCH
+from ..common.mmdet_schedule import coco_1x
 from ..common.mmdet_schedule import SGD as optimizer
 from ..common.mmdet_schedule import lr_multiplier_1x as lr_multiplier  # noqa: F401  (exported)
 from ..common.models.libra_faster_rcnn import model
@@ -46,16 +45,4 @@ model.roi_heads.box_predictor.test_topk_per_image = 100
 # schedule_1x with lr 0.02, no gradient clipping, warmup from 0.001.
 optimizer.lr = 0.02
 
-dataloader = get_config("common/data/coco.py").dataloader
-dataloader.train.mapper.use_instance_mask = False
-dataloader.train.mapper.image_format = "RGB"
-dataloader.train.mapper.augmentations[0].short_edge_length = (800,)
-dataloader.train.mapper.augmentations[0].max_size = 1333
-dataloader.test.mapper.image_format = "RGB"
-
-train = get_config("common/train.py").train
-train.init_checkpoint = "https://download.pytorch.org/models/resnet50-0676ba61.pth"
-train.max_iter = MAX_ITER_1X
-train.checkpointer.period = ITERS_PER_EPOCH
-train.eval_period = ITERS_PER_EPOCH
-train.output_dir = "./output/mmdet/libra-faster-rcnn_r50_fpn_1x_coco"
+dataloader, train = coco_1x("./output/mmdet/libra-faster-rcnn_r50_fpn_1x_coco")

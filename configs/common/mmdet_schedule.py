@@ -28,3 +28,23 @@ lr_multiplier_1x = L(WarmupParamScheduler)(
     warmup_method="linear",
     warmup_factor=0.001,
 )
+
+
+def coco_1x(output_dir):
+    """mmdetection's COCO data for these configs (RGB, keep-ratio resize to 1333x800) and the 1x
+    train settings (torchvision's ImageNet R-50, a checkpoint and an evaluation every epoch).
+    Returns (dataloader, train)."""
+    dataloader = get_config("common/data/coco.py").dataloader
+    dataloader.train.mapper.use_instance_mask = False
+    dataloader.train.mapper.image_format = "RGB"
+    dataloader.train.mapper.augmentations[0].short_edge_length = (800,)
+    dataloader.train.mapper.augmentations[0].max_size = 1333
+    dataloader.test.mapper.image_format = "RGB"
+
+    train = get_config("common/train.py").train
+    train.init_checkpoint = "https://download.pytorch.org/models/resnet50-0676ba61.pth"
+    train.max_iter = MAX_ITER_1X
+    train.checkpointer.period = ITERS_PER_EPOCH
+    train.eval_period = ITERS_PER_EPOCH
+    train.output_dir = output_dir
+    return dataloader, train
