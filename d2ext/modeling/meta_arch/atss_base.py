@@ -300,12 +300,7 @@ class ATSSBase(DenseDetector):
                 :meth:`inference_scores_and_deltas`.
         """
         # Scores are > 0 exactly for candidates that passed the classification threshold.
-        if self.test_topk_by == "location" or factors is not None:
-            pred = self._decode_top_k(anchors, scores, box_delta, image_size, factors)
-        else:
-            pred = self._decode_multi_level_predictions(
-                anchors, scores, box_delta, 0.0, self.test_topk_candidates, image_size
-            )
+        pred = self._decode_top_k(anchors, scores, box_delta, image_size, factors)
         # Every reference of the family clips before NMS (Errata 6): boxes sticking out of the
         # image would otherwise suppress, or survive, differently.
         pred.pred_boxes.clip(image_size)
