@@ -10,10 +10,14 @@
 # Usage: dev/gpu_test.sh [--stage build|cuda|suite|benchmark]... [--all-methods] [--full]
 #   default stages: build cuda benchmark (~5 min on an H100 machine); --full adds suite and the
 #   full-size benchmark. Extra pytest arguments: PYTEST_ARGS="...".
+#   PY=/path/to/python: use that interpreter's environment as it is (torch, Detectron2 and the
+#   test dependencies already importable, e.g. a GPU machine without a package registry); the
+#   build stage then only compiles d2ext._C in place instead of creating .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
-PY=${PY:-$VENV/bin/python}
+own_env=0
+if [ -n "${PY:-}" ]; then own_env=1; else PY=$VENV/bin/python; fi
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 
 stages=() all_methods=0 full=0
@@ -45,7 +49,8 @@ for s in "${stages[@]}"; do
   echo "=== gpu-test: $s"
   case "$s" in
     build)
-      run env FORCE_CUDA=1 bash dev/setup_env.sh
+      if [ "$own_env" = 1 ]; then run env FORCE_CUDA=1 "$PY" setup.py -q build_ext --inplace
+      else run env FORCE_CUDA=1 bash dev/setup_env.sh; fi
       # The CUDA kernels must be in the built library, or every cuda op test fails confusingly.
       run "$PY" -c "import torch, d2ext.layers as L; assert L.has_ops(); L.pairwise_iou(torch.zeros(1, 4, device='cuda'), torch.zeros(1, 4, device='cuda')); print('d2ext._C runs on cuda')" ;;
     cuda)

@@ -56,6 +56,8 @@ def parse_args(argv=None):
     parser.add_argument("--steps", type=int, default=3, help="step-time benchmark: steps per config and round")
     parser.add_argument("--batch", type=int, default=8, help="step-time / memory benchmark batch")
     parser.add_argument("--out", default="output/compare_methods")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: the report and plots of the runs finished so far")
     return parser.parse_args(argv)
 
 
@@ -70,12 +72,14 @@ def main(argv=None):
     plan = make_plan(args.configs, args.seeds, args.out, args.max_iter, args.eval_points, args.train_dataset,
                      args.test_dataset, args.num_classes, args.score_thresh, args.cores, args.device, args.first_seed)
     os.makedirs(plan.out, exist_ok=True)
-    results, bench, memory, failed = execute(plan, datasets, args.rounds, args.steps, args.batch)
+    results, bench, memory, failed = execute(plan, datasets, args.rounds, args.steps, args.batch,
+                                              train=not args.report_only)
     plots = write_plots(plan.out, plan.names, results, bench["median_s"])
     command = shlex.join(["python", "tools/compare_methods.py"] + (sys.argv[1:] if argv is None else list(argv)))
     report = os.path.join(plan.out, "comparison.md")
+    untrained = [f"{r.name} seed {r.seed}" for r in plan.runs if not r.finished] if args.report_only else []
     write_report(report, plan.names, results, bench, memory, plan.settings(), command,
-                 time.perf_counter() - start, failed, plots)
+                 time.perf_counter() - start, failed, plots, untrained)
     print(f"Wrote {report}" + (f"; {len(failed)} run(s) failed: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
 

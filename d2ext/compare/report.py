@@ -44,7 +44,7 @@ def memory_mib(memory: dict, name: str) -> Optional[float]:
 
 def write_report(path: str, names: Sequence[str], results: Dict[tuple, dict], bench: dict, memory: dict,
                  settings: dict, command: str, wall_s: Optional[float] = None, failed: Sequence[str] = (),
-                 plots: Sequence[str] = ()) -> str:
+                 plots: Sequence[str] = (), untrained: Sequence[str] = ()) -> str:
     groups = by_config(results, names)
     base = names[0]
     step = bench.get("median_s", {})
@@ -105,6 +105,8 @@ def write_report(path: str, names: Sequence[str], results: Dict[tuple, dict], be
         lines.append("")
     if failed:
         lines += ["Failed runs (not in the table; rerun the command to retry them): " + ", ".join(failed), ""]
+    if untrained:
+        lines += ["Not trained yet (--report-only; the table has the finished seeds): " + ", ".join(untrained), ""]
     missing = [n for n in names if not groups[n]]
     if missing:
         lines += ["No finished run: " + ", ".join(f"`{n}`" for n in missing), ""]

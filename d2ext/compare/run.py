@@ -188,9 +188,10 @@ def train_one(run: Run, datasets: dict, cores: int, on_iter=None, poll_s: float 
     return result
 
 
-def execute(plan: Plan, datasets: dict, rounds: int = 6, steps: int = 3, batch: int = 8, log=print):
-    """Benchmark, memory probes, then every unfinished run. Returns (results by run, benchmark,
-    memory, names of failed runs)."""
+def execute(plan: Plan, datasets: dict, rounds: int = 6, steps: int = 3, batch: int = 8, log=print,
+            train: bool = True):
+    """Benchmark, memory probes, then every unfinished run (train=False: none, the report shows
+    what has finished). Returns (results by run, benchmark, memory, names of failed runs)."""
     bench = step_benchmark(plan, rounds, steps, batch, log)
     memory = bench.get("memory") or memory_probes(plan, batch, datasets, log)
     eta = Eta(bench["median_s"])
@@ -201,6 +202,8 @@ def execute(plan: Plan, datasets: dict, rounds: int = 6, steps: int = 3, batch: 
             eta.add(run.name, results[(run.name, run.seed)]["s_per_iter"])
     todo = [r for r in plan.runs if not r.finished]
     log(f"{len(plan.runs) - len(todo)} of {len(plan.runs)} runs already finished (reused)")
+    if not train:
+        return results, bench, memory, []
     remaining = {}
     for run in todo:
         remaining[run.name] = remaining.get(run.name, 0) + run.max_iter

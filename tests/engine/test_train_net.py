@@ -19,7 +19,7 @@ FAST = [
 
 
 def run(*args, expect_ok=True, returncode=None, env=None):
-    env = dict(os.environ, OMP_NUM_THREADS="1", **(env or {}))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}  # the caller's env wins
     result = subprocess.run(
         [sys.executable, TRAIN_NET, *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
         timeout=600,

@@ -116,6 +116,10 @@ def test_resume_reuses_finished_runs_and_restarts_unfinished_ones(tmp_path, monk
                         lambda run, datasets: [sys.executable, "-c", FAKE_TRAIN, run.output_dir])
     monkeypatch.setattr(run_module, "step_benchmark", lambda *a, **k: {"median_s": {finished.name: 1.0}})
     monkeypatch.setattr(run_module, "memory_probes", lambda *a, **k: {})
+    # --report-only: the finished run's result, nothing trained.
+    results, _, _, failed = run_module.execute(plan, {"coco": [], "modules": []}, log=lambda *a: None, train=False)
+    assert list(results) == [(finished.name, 42)] and failed == []
+    assert not os.path.exists(os.path.join(unfinished.output_dir, "ran"))
     results, _, _, failed = run_module.execute(plan, {"coco": [], "modules": []}, log=lambda *a: None)
     assert failed == []
     assert not os.path.exists(os.path.join(finished.output_dir, "ran"))
@@ -148,7 +152,9 @@ def test_report_and_plots_from_fabricated_results(tmp_path):
     names = ["A", "B", "C"]
     plots = write_plots(str(tmp_path), names, results, bench["median_s"])
     text = write_report(str(tmp_path / "comparison.md"), names, results, bench, memory,
-                        {"seeds": [42, 43, 44], "max_iter": 500}, "python tools/compare_methods.py", 3600.0, [], plots)
+                        {"seeds": [42, 43, 44], "max_iter": 500}, "python tools/compare_methods.py", 3600.0, [], plots,
+                        untrained=["B seed 44", "C seed 43"])
+    assert "Not trained yet (--report-only; the table has the finished seeds): B seed 44, C seed 43" in text
     rows = {}
     for line in text.splitlines():  # the main table's rows (the per-class table's come later)
         if line.startswith("| `"):
