@@ -34,12 +34,15 @@ def cpu_flags():
     serves the extension). The `omp simd` hints vectorise the loss loops. No FMA
     contraction (nor --fmad on CUDA): the ATSS assignment must round exactly as its Python
     reference, on both devices. -fno-trapping-math: no FP exception flags are read, and GCC
-    otherwise keeps branches (clamps, selects) that it could turn into SIMD blends. The target
-    ISA comes from D2EXT_CPU_ARCH: "native" (default: the build machine's, e.g. AVX2/AVX-512) or
-    "" for a portable build to run on other machines.
+    otherwise keeps branches (clamps, selects) that it could turn into SIMD blends.
+    The library targets the compiler's baseline (x86-64: SSE2), so a wheel runs on any CPU torch
+    runs on; the launcher loops are compiled again for AVX2 and AVX-512 and picked at load time
+    (csrc/cpu_isa.h). D2EXT_CPU_ARCH=native (or another -march value) builds the whole library for
+    one kind of CPU instead; that build runs only on CPUs like it. -Wno-psabi: GCC notes that
+    the 32/64-byte vector types of the variants change an ABI no exported function uses.
     """
-    flags = ["-O3", "-fopenmp", "-ffp-contract=off", "-fno-trapping-math"]
-    arch = os.environ.get("D2EXT_CPU_ARCH", "native")
+    flags = ["-O3", "-fopenmp", "-ffp-contract=off", "-fno-trapping-math", "-Wno-psabi"]
+    arch = os.environ.get("D2EXT_CPU_ARCH", "")
     if arch:
         flags.append(f"-march={arch}")
     return flags
@@ -93,6 +96,22 @@ setup(
     "Libra R-CNN) for Detectron2",
     license="Apache-2.0",
     python_requires=">=3.9",
+    # What the package registry can provide (lower bounds only: requirements.txt pins the tested
+    # versions, and a user's own torch build must not be replaced). Detectron2 itself has no
+    # official release there: install it first (README "Install"). OpenCV (cv2) is needed too but
+    # not declared: opencv-python and opencv-python-headless are both fine, and declaring one
+    # installs a second copy beside a user's other.
+    install_requires=[
+        "torch>=2.1",
+        "torchvision>=0.16",
+        "fvcore>=0.1.5",
+        "pycocotools>=2.0.7",
+        "numpy",
+        "omegaconf>=2.1",
+        "pyyaml>=5.1",
+        "matplotlib>=3.5",
+        "tqdm>=4.60",
+    ],
     packages=find_packages(exclude=("configs", "tests*", "tools*")),
     package_data={"d2ext.model_zoo": get_model_zoo_configs()},
     ext_modules=get_extensions(),

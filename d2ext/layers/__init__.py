@@ -1,6 +1,6 @@
 """d2ext's ops. Each runs a compiled kernel (d2ext._C) or, if that is not built, its reference
 in :mod:`d2ext.layers.reference` after one warning."""
-from ._extension import has_ops
+from ._extension import cpu_capability, has_ops
 from .assign import atss_assign
 from .fused_losses import ap_loss, distribution_focal_loss, quality_focal_loss, sigmoid_focal_loss, varifocal_loss
 from .iou import aligned_iou, combined_iou, giou_loss, pairwise_iou
@@ -11,6 +11,7 @@ __all__ = [
     "ap_loss",
     "atss_assign",
     "combined_iou",
+    "cpu_capability",
     "distribution_focal_loss",
     "giou_loss",
     "has_ops",

@@ -21,6 +21,10 @@ def _load() -> bool:
     except ImportError as e:
         _load.error = str(e)
         return False
+    # Decides the CPU variant now, so that a bad D2EXT_CPU_CAPABILITY fails here, naming itself.
+    import torch
+
+    torch.ops.d2ext.cpu_capability()
     from . import _fake  # noqa: F401  (fake kernels + autograd for the loaded ops)
     from . import _autocast  # noqa: F401  (float32 under torch.autocast)
 
@@ -35,6 +39,17 @@ _warned = False
 def has_ops() -> bool:
     """True when ``torch.ops.d2ext`` is backed by the compiled library."""
     return _HAS_OPS
+
+
+def cpu_capability():
+    """The CPU variant of the compiled launchers in use ("default", "avx2" or "avx512"; chosen
+    from the CPU's features, or forced by D2EXT_CPU_CAPABILITY / ATEN_CPU_CAPABILITY), or None
+    without the compiled ops."""
+    if not _HAS_OPS:
+        return None
+    import torch
+
+    return torch.ops.d2ext.cpu_capability()
 
 
 def warn_fallback_once(op_name: str) -> None:

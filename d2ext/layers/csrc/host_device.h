@@ -26,3 +26,11 @@
 #define D2EXT_SIMD_SUM(var) D2EXT_PRAGMA(omp simd reduction(+ : var))
 #define D2EXT_SIMD_MAX(var) D2EXT_PRAGMA(omp simd reduction(max : var))
 #endif
+
+// Whether the CPU launchers are compiled in x86-64 ISA variants (cpu_isa.h): where GCC targets
+// x86-64 (per-function `#pragma GCC target`); elsewhere one variant for the compiler's target.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(D2EXT_NO_CPU_VARIANTS)
+#define D2EXT_CPU_VARIANTS 1
+#else
+#define D2EXT_CPU_VARIANTS 0
+#endif

@@ -57,10 +57,13 @@ HOST_DEVICE_INLINE int32_t float_bits_as_int(float f) {
 #endif
 }
 
-// a * b + c, fused where the CPU has FMA: the polynomials below are chains of these, and setup.py
-// turns off contraction (for the ATSS assignment's exact rounding), so they ask for it here.
+// a * b + c, fused on the CPU: the polynomials below are chains of these, and setup.py turns off
+// contraction (for the ATSS assignment's exact rounding), so they ask for it here. With the CPU
+// variants (cpu_isa.h) this header is compiled for the baseline ISA, so `__FMA__` cannot tell;
+// the builtin is one instruction once inlined into the AVX2 / AVX-512 variants and a call to
+// libm's exact fmaf in the baseline one: every variant rounds alike.
 HOST_DEVICE_INLINE float mul_add(float a, float b, float c) {
-#if defined(__FMA__) && !defined(__CUDA_ARCH__)
+#if (defined(__FMA__) || D2EXT_CPU_VARIANTS) && !defined(__CUDA_ARCH__)
   return __builtin_fmaf(a, b, c);
 #else
   return a * b + c;
