@@ -157,7 +157,7 @@ def test_bad_backend_is_named():
 
 
 MMDET_CONFIGS = ["atss_r50_fpn_1x_coco", "gfl_r50_fpn_1x_coco", "vfnet_r50_fpn_1x_coco",
-                 "libra-faster-rcnn_r50_fpn_1x_coco"]
+                 "libra-faster-rcnn_r50_fpn_1x_coco", "gfocal_r50_fpn_1x"]
 
 
 @pytest.mark.parametrize("name", MMDET_CONFIGS)
