@@ -16,18 +16,23 @@ def check_resize_backend(backend: str) -> str:
     return backend
 
 
+def resize_with_backend(cfg, augmentations: List) -> List:
+    """
+    `augmentations` with each Detectron2 ResizeShortestEdge replaced, for INPUT.RESIZE_BACKEND
+    "cv2", by :class:`CV2ResizeShortestEdge` with the same sizes and sampling (mmcv's
+    ``imrescale`` size rule and OpenCV's bilinear filter, as mmdetection's keep-ratio Resize).
+    """
+    if check_resize_backend(cfg.INPUT.RESIZE_BACKEND) == "pil":
+        return list(augmentations)
+    return [
+        CV2ResizeShortestEdge(a.short_edge_length, a.max_size, "range" if a.is_range else "choice")
+        if type(a) is T.ResizeShortestEdge
+        else a
+        for a in augmentations
+    ]
+
+
 def build_augmentation(cfg, is_train: bool) -> List[T.Augmentation]:
-    """
-    Detectron2's ``build_augmentation`` (ResizeShortestEdge from INPUT.MIN_SIZE_* /
-    MAX_SIZE_*, then INPUT.RANDOM_FLIP when training). With INPUT.RESIZE_BACKEND "cv2" the
-    resize is :class:`CV2ResizeShortestEdge` with the same sizes and sampling: mmcv's
-    ``imrescale`` size rule and OpenCV's bilinear filter, as mmdetection's keep-ratio Resize.
-    """
-    augmentations = detection_utils.build_augmentation(cfg, is_train)
-    if check_resize_backend(cfg.INPUT.RESIZE_BACKEND) == "cv2":
-        resize = augmentations[0]
-        assert type(resize) is T.ResizeShortestEdge, resize  # Detectron2's list starts with it
-        augmentations[0] = CV2ResizeShortestEdge(
-            resize.short_edge_length, resize.max_size, "range" if resize.is_range else "choice"
-        )
-    return augmentations
+    """Detectron2's ``build_augmentation`` (ResizeShortestEdge from INPUT.MIN_SIZE_* /
+    MAX_SIZE_*, then INPUT.RANDOM_FLIP when training) with INPUT.RESIZE_BACKEND's resize."""
+    return resize_with_backend(cfg, detection_utils.build_augmentation(cfg, is_train))

@@ -25,7 +25,7 @@ from d2ext.data import (
     build_train_mapper,
 )
 from detectron2.config import LazyConfig, instantiate
-from detectron2.data import detection_utils
+from detectron2.data import DatasetMapper, detection_utils
 
 mmcv_image = pytest.importorskip("mmcv.image", reason="mmcv is a test-only dependency (requirements-test.txt)")
 
@@ -131,22 +131,26 @@ def describe(augmentations):
 
 
 @pytest.mark.parametrize("is_train", [True, False])
-def test_pil_default_is_detectron2_augmentation(is_train):
-    cfg = cfg_with()
+@pytest.mark.parametrize("crop", [False, True])
+def test_pil_default_is_detectron2_augmentation(is_train, crop):
+    cfg = cfg_with("INPUT.CROP.ENABLED", crop)
     assert cfg.INPUT.RESIZE_BACKEND == "pil"
-    expected = describe(detection_utils.build_augmentation(cfg, is_train))
-    assert describe(build_augmentation(cfg, is_train)) == expected
-    assert expected[0][0] is T.ResizeShortestEdge
+    assert describe(build_augmentation(cfg, is_train)) == describe(detection_utils.build_augmentation(cfg, is_train))
+    expected = describe(DatasetMapper(cfg, is_train).augmentations.augs)  # Detectron2's own mapper
     mapper = (build_train_mapper if is_train else build_test_mapper)(cfg)
     assert describe(mapper.augmentations.augs) == expected
+    assert T.ResizeShortestEdge in [a[0] for a in expected]
 
 
-def test_cv2_backend_keeps_sizes_and_sampling():
-    cfg = cfg_with("INPUT.RESIZE_BACKEND", "cv2", "INPUT.MIN_SIZE_TRAIN", (640, 800),
-                   "INPUT.MIN_SIZE_TRAIN_SAMPLING", "range")
-    pil = describe(detection_utils.build_augmentation(cfg, True))
-    cv = describe(build_augmentation(cfg, True))
-    assert cv[0][0] is CV2ResizeShortestEdge and cv[0][1:] == pil[0][1:] and cv[1:] == pil[1:]
+@pytest.mark.parametrize("crop", [False, True])
+def test_cv2_backend_keeps_sizes_sampling_and_the_other_augmentations(crop):
+    opts = ("INPUT.MIN_SIZE_TRAIN", (640, 800), "INPUT.MIN_SIZE_TRAIN_SAMPLING", "range", "INPUT.CROP.ENABLED", crop)
+    pil = describe(DatasetMapper(cfg_with(*opts), True).augmentations.augs)
+    cv = describe(build_train_mapper(cfg_with("INPUT.RESIZE_BACKEND", "cv2", *opts)).augmentations.augs)
+    resize = [i for i, a in enumerate(pil) if a[0] is T.ResizeShortestEdge]
+    assert resize == [1 if crop else 0]
+    assert cv[resize[0]][0] is CV2ResizeShortestEdge and cv[resize[0]][1:] == pil[resize[0]][1:]
+    assert cv[: resize[0]] + cv[resize[0] + 1 :] == pil[: resize[0]] + pil[resize[0] + 1 :]
 
 
 def test_bad_backend_is_named():
