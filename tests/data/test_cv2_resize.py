@@ -109,6 +109,11 @@ def test_single_channel_float_and_inverse():
     inverse = tfm.inverse()
     assert isinstance(inverse, CV2ResizeTransform) and inverse.apply_image(out).shape == image.shape
     np.testing.assert_allclose(inverse.apply_box(tfm.apply_box(boxes.copy())), boxes)
+    # DefaultPredictor hands over a channel-reversed view (negative strides).
+    color = photo(61, 90)
+    np.testing.assert_array_equal(
+        tfm.apply_image(color[:, :, ::-1]), cv2.resize(np.ascontiguousarray(color[:, :, ::-1]), (181, 122))
+    )
     with pytest.raises(ValueError, match="61x90 got an image of shape"):
         tfm.apply_image(np.zeros((60, 90, 3), np.uint8))
 
