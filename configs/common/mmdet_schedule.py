@@ -9,6 +9,8 @@ from detectron2.config import LazyCall as L
 from detectron2.model_zoo import get_config
 from detectron2.solver import WarmupParamScheduler
 
+from d2ext.data import CV2ResizeShortestEdge
+
 ITERS_PER_EPOCH = 7329
 MAX_ITER_1X = 12 * ITERS_PER_EPOCH
 
@@ -31,15 +33,20 @@ lr_multiplier_1x = L(WarmupParamScheduler)(
 
 
 def coco_1x(output_dir):
-    """mmdetection's COCO data for these configs (RGB, keep-ratio resize to 1333x800) and the 1x
+    """mmdetection's COCO data for these configs (RGB, keep-ratio resize to 1333x800 as mmcv
+    does it, INPUT.RESIZE_BACKEND "cv2" of the yaml twins; flip 0.5 when training) and the 1x
     train settings (torchvision's ImageNet R-50, a checkpoint and an evaluation every epoch).
     Returns (dataloader, train)."""
     dataloader = get_config("common/data/coco.py").dataloader
     dataloader.train.mapper.use_instance_mask = False
     dataloader.train.mapper.image_format = "RGB"
-    dataloader.train.mapper.augmentations[0].short_edge_length = (800,)
-    dataloader.train.mapper.augmentations[0].max_size = 1333
+    dataloader.train.mapper.augmentations[0] = L(CV2ResizeShortestEdge)(
+        short_edge_length=(800,), max_size=1333, sample_style="choice"
+    )
     dataloader.test.mapper.image_format = "RGB"
+    dataloader.test.mapper.augmentations[0] = L(CV2ResizeShortestEdge)(
+        short_edge_length=800, max_size=1333, sample_style="choice"
+    )
 
     train = get_config("common/train.py").train
     train.init_checkpoint = "https://download.pytorch.org/models/resnet50-0676ba61.pth"

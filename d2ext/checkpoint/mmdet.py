@@ -80,21 +80,24 @@ TOWER_RULES = [
     Rule(r"scales\.(\d+)\.scale", r"scales.\1"),
 ]
 
+GFL_RULES = TOWER_RULES + [
+    Rule(r"gfl_cls\.(weight|bias)", r"cls_score.\1"),
+    Rule(r"gfl_reg\.(weight|bias)", r"bbox_pred.\1"),
+    # GFL v2's DGQP (GFocalV2's GFocalHead): Sequential(conv 1x1, ReLU, conv 1x1, Sigmoid).
+    Rule(r"reg_conf\.0\.(weight|bias)", r"dgqp.conv1.\1"),
+    Rule(r"reg_conf\.2\.(weight|bias)", r"dgqp.conv2.\1"),
+    Rule(r"integral\.project", None, "the constant bins 0..reg_max of the integral"),
+    Rule(r"distribution_project\.project", None, "the constant bins 0..reg_max of the integral"),
+]
+
 HEAD_RULES = {
     "ATSS": TOWER_RULES + [
         Rule(r"atss_cls\.(weight|bias)", r"cls_score.\1"),
         Rule(r"atss_reg\.(weight|bias)", r"bbox_pred.\1"),
         Rule(r"atss_centerness\.(weight|bias)", r"ctrness.\1"),
     ],
-    "GFL": TOWER_RULES + [
-        Rule(r"gfl_cls\.(weight|bias)", r"cls_score.\1"),
-        Rule(r"gfl_reg\.(weight|bias)", r"bbox_pred.\1"),
-        # GFL v2's DGQP: Sequential(conv 1x1, ReLU, conv 1x1, Sigmoid).
-        Rule(r"reg_conf\.0\.(weight|bias)", r"dgqp.conv1.\1"),
-        Rule(r"reg_conf\.2\.(weight|bias)", r"dgqp.conv2.\1"),
-        Rule(r"integral\.project", None, "the constant bins 0..reg_max of the integral"),
-        Rule(r"distribution_project\.project", None, "the constant bins 0..reg_max of the integral"),
-    ],
+    "GFL": GFL_RULES,
+    "GFL v2": GFL_RULES,
     "VFNet": TOWER_RULES + [
         Rule(r"vfnet_reg_conv\.conv\.(weight|bias)", r"reg_init_conv.0.\1"),
         Rule(r"vfnet_reg_conv\.gn\.(weight|bias)", r"reg_init_conv.1.\1"),
@@ -126,6 +129,8 @@ SHARED_2FC_BBOX_HEAD_RULES = [
 # The head key that tells the method of a checkpoint, and the d2ext key the model must have.
 METHOD_SIGNATURES = {
     "ATSS": ("bbox_head.atss_centerness.weight", "head.ctrness.weight"),
+    # Before "GFL": a GFocalV2 checkpoint has GFL's keys too, and needs MODEL.GFL.DGQP.
+    "GFL v2": ("bbox_head.reg_conf.0.weight", "head.dgqp.conv1.weight"),
     "GFL": ("bbox_head.gfl_reg.weight", "head.bbox_pred.weight"),
     "VFNet": ("bbox_head.vfnet_cls.weight", "head.refine_pred.weight"),
     "Libra R-CNN": ("neck.1.refine.conv_out.conv.weight", "backbone.refine.conv_out.weight"),

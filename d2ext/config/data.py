@@ -3,7 +3,8 @@ from detectron2.config import CfgNode as CN
 
 def add_data_config(cfg):
     """
-    Adds the training-pipeline switch read by d2ext's Trainer (d2ext.data.build_train_mapper) and
+    Adds the training-pipeline and resize-backend switches read by d2ext's Trainer
+    (d2ext.data.build_train_mapper / build_test_mapper) and
     the keys of the SSD-style pipeline of the AP-loss recipe (METHODS.md §6.5).
     """
     # "detectron2": Detectron2's DatasetMapper with ResizeShortestEdge (INPUT.MIN_SIZE_TRAIN ...)
@@ -11,6 +12,12 @@ def add_data_config(cfg):
     # distortion, expand, min-IoU random crop, flip, resize to a square INPUT.SSD.SIZE
     # (d2ext.data.ssd_augmentations); the model subtracts MODEL.PIXEL_MEAN.
     cfg.INPUT.TRAIN_PIPELINE = "detectron2"
+    # Whose shortest-edge resize d2ext's train and test mappers run (d2ext.data.build_augmentation):
+    # "pil": Detectron2's ResizeShortestEdge (PIL bilinear for uint8 images). "cv2": mmdetection's
+    # keep-ratio Resize (mmcv.imrescale, cv2 backend): OpenCV bilinear, and mmcv's rounding of
+    # the output size, which differs from Detectron2's for some image sizes
+    # (d2ext.data.CV2ResizeShortestEdge). Same INPUT.MIN_SIZE_* / MAX_SIZE_* either way.
+    cfg.INPUT.RESIZE_BACKEND = "pil"
     cfg.INPUT.SSD = CN()
     # Side of the square training input.
     cfg.INPUT.SSD.SIZE = 512

@@ -1,4 +1,6 @@
-from .mapper import BoxAwareDatasetMapper, build_train_mapper
+from .augmentation import RESIZE_BACKENDS, build_augmentation
+from .cv2_resize import CV2ResizeShortestEdge, CV2ResizeTransform
+from .mapper import BoxAwareDatasetMapper, build_test_mapper, build_train_mapper
 from .synthetic import prepare_split, register_synthetic
 from .photometric import HSVTransform, PhotometricDistortion, lighting_shift, photometric_transform
 from .transforms import SSDMinIoURandomCrop, ZoomOut, build_ssd_augmentations, ssd_augmentations
@@ -7,11 +9,16 @@ register_synthetic()
 
 __all__ = [
     "BoxAwareDatasetMapper",
+    "CV2ResizeShortestEdge",
+    "CV2ResizeTransform",
     "HSVTransform",
     "PhotometricDistortion",
+    "RESIZE_BACKENDS",
     "SSDMinIoURandomCrop",
     "ZoomOut",
+    "build_augmentation",
     "build_ssd_augmentations",
+    "build_test_mapper",
     "build_train_mapper",
     "lighting_shift",
     "photometric_transform",

@@ -9,6 +9,7 @@ from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 from detectron2.structures import BoxMode
 
+from .augmentation import resize_with_backend
 from .transforms import build_ssd_augmentations
 
 TRAIN_PIPELINES = ("detectron2", "ssd")
@@ -57,10 +58,29 @@ class BoxAwareDatasetMapper(DatasetMapper):
 
 
 def build_train_mapper(cfg):
-    """The training mapper selected by INPUT.TRAIN_PIPELINE (d2ext/config/data.py)."""
+    """The training mapper selected by INPUT.TRAIN_PIPELINE (d2ext/config/data.py); the
+    "detectron2" pipeline resizes with INPUT.RESIZE_BACKEND."""
     pipeline = cfg.INPUT.TRAIN_PIPELINE
     if pipeline == "detectron2":
-        return DatasetMapper(cfg, is_train=True)
+        return detectron2_mapper(cfg, is_train=True)
     if pipeline == "ssd":
+        if cfg.INPUT.RESIZE_BACKEND != "pil":
+            raise ValueError(
+                f"INPUT.RESIZE_BACKEND {cfg.INPUT.RESIZE_BACKEND!r} applies to INPUT.TRAIN_PIPELINE "
+                f"'detectron2'; the 'ssd' pipeline resizes with PIL"
+            )
         return BoxAwareDatasetMapper(cfg, is_train=True, augmentations=build_ssd_augmentations(cfg))
     raise ValueError(f"INPUT.TRAIN_PIPELINE must be one of {TRAIN_PIPELINES}, got {pipeline!r}")
+
+
+def build_test_mapper(cfg):
+    """Detectron2's test mapper, resizing with INPUT.RESIZE_BACKEND."""
+    return detectron2_mapper(cfg, is_train=False)
+
+
+def detectron2_mapper(cfg, is_train: bool) -> DatasetMapper:
+    """DatasetMapper(cfg, is_train) (its augmentations: INPUT.CROP, resize, flip) whose resize
+    is INPUT.RESIZE_BACKEND's."""
+    args = DatasetMapper.from_config(cfg, is_train)
+    args["augmentations"] = resize_with_backend(cfg, args["augmentations"])
+    return DatasetMapper(**args)

@@ -1,12 +1,12 @@
 import logging
 import os
 
-from detectron2.data import MetadataCatalog, build_detection_train_loader
+from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, default_setup
 
 from d2ext.checkpoint import Checkpointer
 from d2ext.config import get_cfg, get_num_classes, merge_from_file, num_classes_key
-from d2ext.data import build_train_mapper
+from d2ext.data import build_test_mapper, build_train_mapper
 from d2ext.data.class_count import check_num_classes
 from d2ext.evaluation import COCOEvaluator
 from d2ext.modeling.input_checks import check_pixel_std
@@ -42,7 +42,8 @@ def check_dataset_classes(cfg, dataset_names):
 
 class Trainer(DefaultTrainer):
     """Detectron2's DefaultTrainer with COCO evaluation and the training pipeline chosen by
-    INPUT.TRAIN_PIPELINE ("detectron2": Detectron2's own; "ssd": the AP-loss recipe's), which
+    INPUT.TRAIN_PIPELINE ("detectron2": Detectron2's own; "ssd": the AP-loss recipe's) and the
+    resize of INPUT.RESIZE_BACKEND ("pil": Detectron2's; "cv2": mmdetection's), which
     checks MODEL.PIXEL_STD and the class count when it builds the model and the loaders, and
     d2ext's Checkpointer (resumes only from checkpoints inside OUTPUT_DIR; loads mmdetection /
     torchvision files, d2ext/checkpoint). SOLVER.AMP.ENABLED trains with d2ext's AMPTrainer:
@@ -70,7 +71,7 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        loader = super().build_test_loader(cfg, dataset_name)
+        loader = build_detection_test_loader(cfg, dataset_name, mapper=build_test_mapper(cfg))
         check_dataset_classes(cfg, [dataset_name])
         return loader
 

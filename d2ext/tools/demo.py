@@ -29,6 +29,7 @@ from detectron2.utils.visualizer import Visualizer
 import d2ext  # noqa: F401  (registers d2ext's models and datasets)
 from d2ext.config import get_cfg
 from d2ext.config.method_keys import score_thresh_key
+from d2ext.data import build_augmentation
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -80,6 +81,8 @@ class Demo:
         self.cfg = cfg
         self.threshold = confidence_threshold
         self.predictor = DefaultPredictor(cfg)
+        # DefaultPredictor resizes with Detectron2's ResizeShortestEdge; INPUT.RESIZE_BACKEND's.
+        self.predictor.aug = build_augmentation(cfg, is_train=False)[0]
         names = cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "__unused"
         self.metadata = MetadataCatalog.get(names)
 

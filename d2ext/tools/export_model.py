@@ -6,7 +6,7 @@ tools/deploy/export_model.py:
         --export-method tracing --sample-image img.png --output out/ MODEL.WEIGHTS model_final.pth
 
 Tracing exports one graph (post-processing included) from a (3, H, W) float image in the
-config's INPUT.FORMAT, resized as DefaultPredictor does, to pred_boxes, pred_classes, scores,
+config's INPUT.FORMAT, resized to the test size (INPUT.RESIZE_BACKEND), to pred_boxes, pred_classes, scores,
 image_size; every image size works (ONNX: dynamic height and width, opset 19). Scripting
 (TorchScript only) returns per-image field dicts, finished by d2ext.export.postprocess_scripted.
 """
@@ -15,7 +15,6 @@ import os
 
 import torch
 
-import detectron2.data.transforms as T
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import build_detection_test_loader, detection_utils
 from detectron2.modeling import build_model
@@ -23,6 +22,7 @@ from detectron2.utils.logger import setup_logger
 
 import d2ext  # noqa: F401  (registers d2ext's models and datasets)
 from d2ext.config import get_cfg
+from d2ext.data import build_augmentation, build_test_mapper
 from d2ext.export import ONNX_OPSET, export_onnx, export_scripting, export_torchscript_tracing
 
 
@@ -50,14 +50,16 @@ def setup_cfg(args):
 
 
 def sample_image(cfg, path=None) -> torch.Tensor:
-    """(3, H, W) float image preprocessed as DefaultPredictor does (shortest-edge resize)."""
+    """(3, H, W) float image preprocessed as the test mapper does (shortest-edge resize of
+    INPUT.RESIZE_BACKEND)."""
     if path is None:
-        batch = next(iter(build_detection_test_loader(cfg, cfg.DATASETS.TEST[0])))
+        loader = build_detection_test_loader(cfg, cfg.DATASETS.TEST[0], mapper=build_test_mapper(cfg))
+        batch = next(iter(loader))
         return batch[0]["image"].float()
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--sample-image {path!r} does not exist")
     image = detection_utils.read_image(path, format=cfg.INPUT.FORMAT)
-    aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
+    aug = build_augmentation(cfg, is_train=False)[0]  # the test resize of INPUT.RESIZE_BACKEND
     image = aug.get_transform(image).apply_image(image)
     return torch.as_tensor(image.astype("float32").transpose(2, 0, 1))
 

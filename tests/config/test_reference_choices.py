@@ -26,6 +26,8 @@ REFERENCE_CHOICES = {
     "VFNet/vfnet_R_50_FPN_1x": (0.0, False, True, "location"),
     "VFNet/vfnet_fcos_assign_R_50_FPN_1x": (0.5, False, True, "location"),
     "VFNet/atss_vfl_R_50_FPN_1x": (0.0, False, False, "pair"),
+    # GFocalV2's own mmdetection-2 model (configs/MMDet/gfocal_r50_fpn_1x).
+    "MMDet/gfocal_r50_fpn_1x": (0.0, False, False, "location"),
 }
 
 
