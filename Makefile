@@ -1,9 +1,12 @@
 # The two commands of the README: `make demo` (train + evaluate + draw on the synthetic dataset,
 # on the CPU) and `make test`. Both set up .venv first (idempotent).
 VENV ?= .venv
-# Idle OpenMP threads sleep instead of spin-waiting (a step was ~5x slower next to one other busy
-# process otherwise); every target and the processes it starts inherit it. An explicit value wins.
-export OMP_WAIT_POLICY ?= PASSIVE
+# Idle OpenMP threads spin 10k rounds, then sleep: libgomp's default spin made a step ~3-5x slower
+# next to one other busy process, PASSIVE ~19% slower on an idle machine (README "Threads"). Every
+# target and the processes it starts inherit it; a user's OMP_WAIT_POLICY or GOMP_SPINCOUNT wins.
+ifeq ($(origin OMP_WAIT_POLICY),undefined)
+export GOMP_SPINCOUNT ?= 10000
+endif
 PY := $(VENV)/bin/python
 DEMO_CONFIG ?= configs/Synthetic/atss_R_18_FPN_tiny.yaml
 DEMO_OUTPUT ?= output/atss_R_18_FPN_tiny

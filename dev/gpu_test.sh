@@ -10,15 +10,15 @@
 # Usage: dev/gpu_test.sh [--stage build|cuda|suite|benchmark]... [--all-methods] [--full]
 #   default stages: build cuda benchmark (~5 min on an H100 machine); --full adds suite and the
 #   full-size benchmark. Extra pytest arguments: PYTEST_ARGS="...".
-#   PY=/path/to/python: use that interpreter's environment as it is (torch, Detectron2 and the
+#   D2EXT_PYTHON=/path/to/python: use that interpreter's environment as it is (torch, Detectron2 and the
 #   test dependencies already importable, e.g. a GPU machine without a package registry); the
 #   build stage then only compiles d2ext._C in place instead of creating .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
-own_env=0
-if [ -n "${PY:-}" ]; then own_env=1; else PY=$VENV/bin/python; fi
-export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
+own_env=0 PY=$VENV/bin/python
+if [ -n "${D2EXT_PYTHON:-}" ]; then own_env=1 PY=$D2EXT_PYTHON; fi
+[ -n "${OMP_WAIT_POLICY:-}" ] || export GOMP_SPINCOUNT=${GOMP_SPINCOUNT:-10000}  # README "Threads"
 
 stages=() all_methods=0 full=0
 while [ $# -gt 0 ]; do

@@ -1,9 +1,11 @@
 import os
 import sys
 
-# Before torch loads: idle OpenMP threads sleep instead of spin-waiting, which on a shared CPU
-# made a step ~5x slower (README "Threads"; `make test` sets it too). An explicit OMP_WAIT_POLICY wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Before torch loads: idle OpenMP threads spin 10k rounds, then sleep. libgomp's default spin made a
+# step ~3-5x slower next to one busy process, PASSIVE ~19% slower idle (README "Threads"; `make test` sets it too).
+# A user's OMP_WAIT_POLICY or GOMP_SPINCOUNT wins.
+if "OMP_WAIT_POLICY" not in os.environ:
+    os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -38,7 +38,8 @@ def subprocess_env(cores: int) -> dict:
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(cores)
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if "OMP_WAIT_POLICY" not in env:  # README "Threads"
+        env.setdefault("GOMP_SPINCOUNT", "10000")
     # The subprocess imports this checkout's d2ext, whatever is installed.
     env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO_ROOT, env.get("PYTHONPATH")) if p)
     return env

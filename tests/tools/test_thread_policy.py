@@ -1,5 +1,6 @@
-"""d2ext's CPU entry points make idle OpenMP threads sleep (OMP_WAIT_POLICY=PASSIVE unless the
-user set it) before torch, and with it OpenMP, is loaded: set later, it has no effect."""
+"""d2ext's CPU entry points bound the spin of idle OpenMP threads (GOMP_SPINCOUNT=10000 unless the
+user set OMP_WAIT_POLICY or GOMP_SPINCOUNT) before torch, and with it OpenMP, is loaded: set
+later, it has no effect (README "Threads")."""
 import ast
 import os
 import subprocess
@@ -18,7 +19,8 @@ def first_policy_line_and_heavy_import(path):
     tree = ast.parse(open(os.path.join(REPO_ROOT, path)).read())
     policy = heavy = None
     for node in tree.body:
-        if policy is None and "OMP_WAIT_POLICY" in ast.unparse(node) and "setdefault" in ast.unparse(node):
+        code = ast.unparse(node)
+        if policy is None and "'OMP_WAIT_POLICY' not in os.environ" in code and "setdefault('GOMP_SPINCOUNT'" in code:
             policy = node.lineno
         names = []
         if isinstance(node, ast.Import):
@@ -33,16 +35,29 @@ def first_policy_line_and_heavy_import(path):
 @pytest.mark.parametrize("path", ENTRY_POINTS)
 def test_policy_is_set_before_torch_loads(path):
     policy, heavy = first_policy_line_and_heavy_import(path)
-    assert policy is not None, f"{path} does not set OMP_WAIT_POLICY"
-    assert heavy is not None and policy < heavy, f"{path} sets OMP_WAIT_POLICY after importing torch & co"
+    assert policy is not None, f"{path} does not set GOMP_SPINCOUNT"
+    assert heavy is not None and policy < heavy, f"{path} sets GOMP_SPINCOUNT after importing torch & co"
 
 
-def test_makefile_exports_the_policy_and_a_user_value_wins():
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+def make_env_of_a_target(**user):
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env.update(user)
     show = ["make", "-s", "-C", REPO_ROOT, "-f", "Makefile", "-f", "-", "show"]
-    rule = "show:\n\t@echo $$OMP_WAIT_POLICY\n"
-    out = subprocess.run(show, input=rule, env=env, capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "PASSIVE"
-    env["OMP_WAIT_POLICY"] = "ACTIVE"
-    out = subprocess.run(show, input=rule, env=env, capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "ACTIVE"
+    rule = "show:\n\t@echo \"$${OMP_WAIT_POLICY-unset} $${GOMP_SPINCOUNT-unset}\"\n"
+    return subprocess.run(show, input=rule, env=env, capture_output=True, text=True, check=True).stdout.split()
+
+
+def test_makefile_exports_the_spin_count_and_a_user_value_wins():
+    assert make_env_of_a_target() == ["unset", "10000"]
+    assert make_env_of_a_target(GOMP_SPINCOUNT="500") == ["unset", "500"]
+    assert make_env_of_a_target(OMP_WAIT_POLICY="ACTIVE") == ["ACTIVE", "unset"]  # libgomp ignores the count then
+
+
+def test_an_entry_point_sets_it_only_when_the_user_did_not():
+    code = "import os, runpy; runpy.run_path('tests/conftest.py'); print(os.environ.get('GOMP_SPINCOUNT', 'unset'))"
+    for user, expected in (({}, "10000"), ({"OMP_WAIT_POLICY": "PASSIVE"}, "unset"), ({"GOMP_SPINCOUNT": "7"}, "7")):
+        env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+        env.update(user)
+        out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO_ROOT, capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split()[-1] == expected, user
