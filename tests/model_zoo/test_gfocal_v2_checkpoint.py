@@ -120,6 +120,14 @@ def official_head(state, features):
     return scores, preds
 
 
+@pytest.fixture(autouse=True)
+def d2ext_logs_reach_caplog(monkeypatch):
+    """Detectron2's setup_logger (run by earlier tests in the same process) stops the "d2ext"
+    logger's propagation; caplog listens at the root."""
+    for name in ("d2ext", "d2ext.checkpoint"):
+        monkeypatch.setattr(logging.getLogger(name), "propagate", True)
+
+
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     state = official_gfocal_r50_state()
