@@ -40,11 +40,16 @@ def runnable_variants():
     return [v for v in ("avx512", "avx2") if REQUIRED_FLAGS[v] <= flags] + ["default"]
 
 
-def python(code, **env):
+def unforced_env(**env):
+    """This process's environment without a forced variant, plus `env`."""
     full_env = {k: v for k, v in os.environ.items() if k not in ("D2EXT_CPU_CAPABILITY", "ATEN_CPU_CAPABILITY")}
     full_env.update(env)
-    return subprocess.run([sys.executable, "-c", code], env=full_env, cwd=REPO_ROOT, capture_output=True, text=True,
-                          timeout=300)
+    return full_env
+
+
+def python(code, **env):
+    return subprocess.run([sys.executable, "-c", code], env=unforced_env(**env), cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=300)
 
 
 def test_the_variant_in_use_is_the_best_this_cpu_supports():
@@ -85,8 +90,7 @@ def test_every_op_matches_its_reference_in_a_forced_variant(variant):
         pytest.skip(f"this CPU cannot run the {variant} variant")
     if variant == runnable_variants()[0]:
         pytest.skip(f"{variant} is this CPU's own variant: the rest of the suite runs it")
-    env = {k: v for k, v in os.environ.items() if k != "ATEN_CPU_CAPABILITY"}
-    env["D2EXT_CPU_CAPABILITY"] = variant
+    env = unforced_env(D2EXT_CPU_CAPABILITY=variant)
     out = subprocess.run([sys.executable, "-m", "pytest", "-o", "addopts=", "-q", "-x", "-p", "no:cacheprovider", "-m", "not cuda",
                           *OP_TESTS], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]

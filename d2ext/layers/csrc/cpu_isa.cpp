@@ -4,6 +4,7 @@
 
 #include <cctype>
 #include <cstdlib>
+#include <optional>
 #include <string>
 
 #include <c10/util/Exception.h>
@@ -51,33 +52,35 @@ const char* forced(const char** variable) {
   return nullptr;
 }
 
+// The variant named `name` (any case), if d2ext has one of that name.
+std::optional<CpuIsa> parse(std::string name) {
+  for (auto& c : name) {
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  }
+  for (CpuIsa isa : {CpuIsa::Default, CpuIsa::Avx2, CpuIsa::Avx512}) {
+    if (name == cpu_isa_name(isa)) {
+      return isa;
+    }
+  }
+  return std::nullopt;
+}
+
 CpuIsa choose() {
   const char* variable = nullptr;
-  if (const char* value = forced(&variable)) {
-    std::string v(value);
-    for (auto& c : v) {
-      c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    }
-    CpuIsa isa;
-    if (v == "default") {
-      isa = CpuIsa::Default;
-    } else if (v == "avx2") {
-      isa = CpuIsa::Avx2;
-    } else if (v == "avx512") {
-      isa = CpuIsa::Avx512;
-    } else if (std::string(variable) == "ATEN_CPU_CAPABILITY") {
-      return choose_best();  // an ATen-only value (e.g. zvector, sve256): not d2ext's to judge
-    } else {
-      TORCH_CHECK(false, variable, "=", value, ": d2ext's CPU variants are default, avx2 and avx512");
-    }
-    if (!supported(isa) && std::string(variable) == "ATEN_CPU_CAPABILITY") {
-      return choose_best();  // as ATen does with a capability the CPU lacks
-    }
-    TORCH_CHECK(supported(isa), variable, "=", value, ": this CPU does not support ", cpu_isa_name(isa),
-                " (d2ext was built ", D2EXT_CPU_VARIANTS ? "with" : "without", " the x86-64 variants)");
-    return isa;
+  const char* value = forced(&variable);
+  if (value == nullptr) {
+    return choose_best();
   }
-  return choose_best();
+  const auto isa = parse(value);
+  // ATen's variable is a request, as in ATen: a value d2ext has no variant for (e.g. zvector) or
+  // that the CPU lacks gives the best supported variant. d2ext's own variable is an order.
+  if (std::string(variable) == "ATEN_CPU_CAPABILITY" && !(isa && supported(*isa))) {
+    return choose_best();
+  }
+  TORCH_CHECK(isa.has_value(), variable, "=", value, ": d2ext's CPU variants are default, avx2 and avx512");
+  TORCH_CHECK(supported(*isa), variable, "=", value, ": this CPU does not support ", cpu_isa_name(*isa),
+              " (d2ext was built ", D2EXT_CPU_VARIANTS ? "with" : "without", " the x86-64 variants)");
+  return *isa;
 }
 
 }  // namespace
