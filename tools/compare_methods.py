@@ -32,6 +32,7 @@ from d2ext.compare.plan import DEFAULT_CONFIGS, DEFAULT_TEST, DEFAULT_TRAIN, mak
 from d2ext.compare.plots import write_plots
 from d2ext.compare.report import write_report
 from d2ext.compare.run import execute
+from d2ext.compare.time_log import TimeLog, read_entries, summary
 
 
 def parse_args(argv=None):
@@ -74,14 +75,17 @@ def main(argv=None):
     plan = make_plan(args.configs, args.seeds, args.out, args.max_iter, args.eval_points, args.train_dataset,
                      args.test_dataset, args.num_classes, args.score_thresh, args.cores, args.device, args.first_seed)
     os.makedirs(plan.out, exist_ok=True)
-    results, bench, memory, failed = execute(plan, datasets, args.rounds, args.steps, args.batch,
-                                              train=not args.report_only)
-    plots = write_plots(plan.out, plan.names, results, bench["median_s"])
     command = shlex.join(["python", "tools/compare_methods.py"] + (sys.argv[1:] if argv is None else list(argv)))
+    time_log = None if args.report_only else TimeLog(plan.out, command, args.device)
+    results, bench, memory, failed = execute(plan, datasets, args.rounds, args.steps, args.batch,
+                                              train=not args.report_only, time_log=time_log)
+    if time_log:
+        time_log.update(force=True)
+    plots = write_plots(plan.out, plan.names, results, bench["median_s"])
     report = os.path.join(plan.out, "comparison.md")
     untrained = [f"{r.name} seed {r.seed}" for r in plan.runs if not r.finished] if args.report_only else []
     write_report(report, plan.names, results, bench, memory, plan.settings(), command,
-                 time.perf_counter() - start, failed, plots, untrained)
+                 time.perf_counter() - start, failed, plots, untrained, summary(read_entries(plan.out)))
     print(f"Wrote {report}" + (f"; {len(failed)} run(s) failed: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
 

@@ -267,9 +267,13 @@ def make_plan(
         opts += method_overrides(cfg, lazy, num_classes, score_thresh)
         opts += _kv(lazy, "train.device" if lazy else "MODEL.DEVICE", device)
         plan.config_opts[name] = opts
-        for seed in seed_values:
+    # Seed by seed (every config's first seed, then every config's second, ...): a comparison
+    # stopped midway has every method in its report.
+    for seed in seed_values:
+        for path, name in zip(paths, names):
+            lazy = is_lazy(path)
             run_dir = os.path.join(out, "runs", name, f"seed{seed}")
-            run_opts = opts + _kv(lazy, "train.seed" if lazy else "SEED", seed)
+            run_opts = plan.config_opts[name] + _kv(lazy, "train.seed" if lazy else "SEED", seed)
             run_opts += _kv(lazy, "train.output_dir" if lazy else "OUTPUT_DIR", run_dir)
             plan.runs.append(Run(path, name, seed, run_dir, run_opts, max_iter))
     return plan

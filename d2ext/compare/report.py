@@ -44,7 +44,7 @@ def memory_mib(memory: dict, name: str) -> Optional[float]:
 
 def write_report(path: str, names: Sequence[str], results: Dict[tuple, dict], bench: dict, memory: dict,
                  settings: dict, command: str, wall_s: Optional[float] = None, failed: Sequence[str] = (),
-                 plots: Sequence[str] = (), untrained: Sequence[str] = ()) -> str:
+                 plots: Sequence[str] = (), untrained: Sequence[str] = (), time_it_took: str = "") -> str:
     groups = by_config(results, names)
     base = names[0]
     step = bench.get("median_s", {})
@@ -61,6 +61,8 @@ def write_report(path: str, names: Sequence[str], results: Dict[tuple, dict], be
         "over seeds (no ± with one seed); AP from Detectron2's COCOEvaluator on the test set after the "
         "last iteration.",
     ]
+    if time_it_took:
+        lines.append(time_it_took)
     if wall_s is not None:
         lines.append(f"Wall time of this invocation: {wall_s / 3600:.2f} h.")
     lines += [

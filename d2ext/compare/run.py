@@ -190,9 +190,10 @@ def train_one(run: Run, datasets: dict, cores: int, on_iter=None, poll_s: float 
 
 
 def execute(plan: Plan, datasets: dict, rounds: int = 6, steps: int = 3, batch: int = 8, log=print,
-            train: bool = True):
+            train: bool = True, time_log=None):
     """Benchmark, memory probes, then every unfinished run (train=False: none, the report shows
-    what has finished). Returns (results by run, benchmark, memory, names of failed runs)."""
+    what has finished). `time_log` (a time_log.TimeLog) is kept up to date as runs train.
+    Returns (results by run, benchmark, memory, names of failed runs)."""
     bench = step_benchmark(plan, rounds, steps, batch, log)
     memory = bench.get("memory") or memory_probes(plan, batch, datasets, log)
     eta = Eta(bench["median_s"])
@@ -212,13 +213,15 @@ def execute(plan: Plan, datasets: dict, rounds: int = 6, steps: int = 3, batch: 
                unit="it", desc="training", bar_format="{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} it "
                "[{elapsed}{postfix}]", dynamic_ncols=True)
     bar.set_postfix_str(eta.remaining(remaining))
-    for run in todo:
+    for i, run in enumerate(todo):
         bar.set_description(f"training {run.name} seed {run.seed}")
 
         def on_iter(n, name=run.name):
             remaining[name] -= n
             bar.update(n)
             bar.set_postfix_str(eta.remaining(remaining))
+            if time_log:
+                time_log.update()
 
         result = train_one(run, datasets, plan.cores, on_iter)
         if result is None:
@@ -226,6 +229,8 @@ def execute(plan: Plan, datasets: dict, rounds: int = 6, steps: int = 3, batch: 
         else:
             results[(run.name, run.seed)] = result
             eta.add(run.name, result["s_per_iter"])
+        if time_log:
+            time_log.update(runs_trained=i + 1 - len(failed), force=True)
         bar.set_postfix_str(eta.remaining(remaining))
     bar.close()
     return results, bench, memory, failed

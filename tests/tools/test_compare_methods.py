@@ -13,6 +13,7 @@ from d2ext.compare import run as run_module
 from d2ext.compare.plan import load_config, make_plan
 from d2ext.compare.plots import write_plots
 from d2ext.compare.report import write_report
+from d2ext.compare.time_log import TimeLog, read_entries, summary
 from d2ext.config import get_num_classes
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -20,12 +21,13 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 def test_plan_is_configs_times_seeds_with_their_output_folders(tmp_path):
     plan = make_plan(["atss_R_18_FPN_tiny", "fcos_R_18_FPN_tiny.py"], seeds=2, out=str(tmp_path), max_iter=50)
+    # Seed by seed: a comparison stopped midway has every config's first seed.
     assert [(r.name, r.seed) for r in plan.runs] == [
-        ("atss_R_18_FPN_tiny", 42), ("atss_R_18_FPN_tiny", 43), ("fcos_R_18_FPN_tiny", 42), ("fcos_R_18_FPN_tiny", 43)]
-    assert plan.runs[1].output_dir == os.path.join(str(tmp_path), "runs", "atss_R_18_FPN_tiny", "seed43")
+        ("atss_R_18_FPN_tiny", 42), ("fcos_R_18_FPN_tiny", 42), ("atss_R_18_FPN_tiny", 43), ("fcos_R_18_FPN_tiny", 43)]
+    assert plan.runs[2].output_dir == os.path.join(str(tmp_path), "runs", "atss_R_18_FPN_tiny", "seed43")
     # Each run's seed and output folder reach the config train_net.py will load.
-    yaml_cfg = load_config(plan.runs[1].config, plan.runs[1].opts)
-    assert (yaml_cfg.SEED, yaml_cfg.OUTPUT_DIR) == (43, plan.runs[1].output_dir)
+    yaml_cfg = load_config(plan.runs[2].config, plan.runs[2].opts)
+    assert (yaml_cfg.SEED, yaml_cfg.OUTPUT_DIR) == (43, plan.runs[2].output_dir)
     lazy_cfg = load_config(plan.runs[3].config, plan.runs[3].opts)
     assert (lazy_cfg.train.seed, lazy_cfg.train.output_dir) == (43, plan.runs[3].output_dir)
 
@@ -134,6 +136,26 @@ def test_resume_reuses_finished_runs_and_restarts_unfinished_ones(tmp_path, monk
     assert not os.path.exists(os.path.join(unfinished.output_dir, "ran"))
 
 
+def test_time_it_took_sums_the_invocations_including_a_killed_one(tmp_path, monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr("d2ext.compare.time_log.time.perf_counter", lambda: clock[0])
+    first = TimeLog(str(tmp_path), "python tools/compare_methods.py", min_interval_s=60)
+    clock[0] += 30
+    first.update()  # within a minute of the last write: not written
+    assert read_entries(str(tmp_path))[0]["wall_s"] == 0.0
+    clock[0] += 3570
+    first.update(runs_trained=4)  # then killed: its last update stands
+    second = TimeLog(str(tmp_path), "python tools/compare_methods.py --seeds 3")
+    clock[0] += 1800
+    second.update(runs_trained=2, force=True)
+    entries = read_entries(str(tmp_path))
+    assert [(e["wall_s"], e["runs_trained"]) for e in entries] == [(3600.0, 4), (1800.0, 2)]
+    assert entries[1]["command"].endswith("--seeds 3") and "cores" in entries[1]["machine"]
+    text = summary(entries)
+    assert text.startswith("Time it took: 1.50 h wall, the sum of 2 invocations that trained (resumed; 1.00 h, 0.50 h)")
+    assert summary([]) == ""
+
+
 def fabricated(name, seed, ap, per_class):
     return {"name": name, "seed": seed, "s_per_iter": 1.0,
             "final": {"AP": ap, "AP50": ap + 10, "AP75": ap - 5, "APs": float("nan"), "APm": 1.0, "APl": 2.0},
@@ -153,7 +175,8 @@ def test_report_and_plots_from_fabricated_results(tmp_path):
     plots = write_plots(str(tmp_path), names, results, bench["median_s"])
     text = write_report(str(tmp_path / "comparison.md"), names, results, bench, memory,
                         {"seeds": [42, 43, 44], "max_iter": 500}, "python tools/compare_methods.py", 3600.0, [], plots,
-                        untrained=["B seed 44", "C seed 43"])
+                        untrained=["B seed 44", "C seed 43"], time_it_took="Time it took: 9.99 h wall.")
+    assert "Time it took: 9.99 h wall." in text
     assert "Not trained yet (--report-only; the table has the finished seeds): B seed 44, C seed 43" in text
     rows = {}
     for line in text.splitlines():  # the main table's rows (the per-class table's come later)
@@ -198,3 +221,5 @@ def test_end_to_end_two_iterations_slow(tmp_path):
     assert memory["peak_rss_mib"] > memory["rss_before_step_mib"] > 100
     report = open(out / "comparison.md").read()
     assert "| `atss_R_18_FPN_tiny` | 1 |" in report and "--max-iter 2" in report
+    assert "Time it took: " in report and "1 cores" in report
+    assert len(json.load(open(out / "invocations.json"))) == 1
