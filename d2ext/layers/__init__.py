@@ -2,11 +2,13 @@
 in :mod:`d2ext.layers.reference` after one warning."""
 from ._extension import cpu_capability, has_ops
 from .assign import atss_assign
+from .deform_conv import DeformConv2d, sampled_deform_conv2d
 from .fused_losses import ap_loss, distribution_focal_loss, quality_focal_loss, sigmoid_focal_loss, varifocal_loss
 from .iou import aligned_iou, combined_iou, giou_loss, pairwise_iou
 from .logit_product import logit_of_product
 
 __all__ = [
+    "DeformConv2d",
     "aligned_iou",
     "ap_loss",
     "atss_assign",
@@ -18,6 +20,7 @@ __all__ = [
     "logit_of_product",
     "pairwise_iou",
     "quality_focal_loss",
+    "sampled_deform_conv2d",
     "sigmoid_focal_loss",
     "varifocal_loss",
 ]

@@ -66,3 +66,11 @@ def test_device_cuda_times_and_measures_cuda_memory():
     result = _benchmark("--device", "cuda", "--quick", "--no-compile", "--only", "giou_loss,sigmoid_focal_loss")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "cuda:" in result.stdout and "| giou_loss | kernel |" in result.stdout
+
+
+def test_deform_conv2d_rows_have_ratios_to_d2exts_path():
+    result = _benchmark("--quick", "--no-compile", "--repeats", "1", "--only", "deform_conv2d")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| deform_conv2d |")]
+    assert [r.split("|")[2].strip() for r in rows] == ["grid_sample+matmul", "torchvision"]
+    assert rows[0].split("|")[5].strip() == "1.0x" and rows[1].split("|")[5].strip().endswith("x")

@@ -2,8 +2,8 @@
 per level, star-shaped deformable sampling at that box's corners, edge midpoints and centre, and
 on those features a per-side refinement factor and the IoU-aware classification score (IACS).
 
-The deformable convolutions are ``torchvision.ops.DeformConv2d`` (no private DCN build), run in
-float32 under autocast (d2ext.layers.deform_conv).
+The deformable convolutions are d2ext.layers.DeformConv2d: torchvision's layer (no private DCN
+build), computed with grid_sample on the CPU and run in float32 under autocast.
 """
 import math
 from typing import List, Sequence
