@@ -24,6 +24,38 @@ def fmt(values: Sequence[float]) -> str:
     return f"{mean:.1f}" if std is None else f"{mean:.1f} ± {std:.1f}"
 
 
+def separation(a: Sequence[float], b: Sequence[float]) -> Optional[float]:
+    """(mean(a) - mean(b)) in standard errors of that difference, sqrt(s_a²/n_a + s_b²/n_b) (as
+    Welch's t); None with fewer than two seeds on a side or no spread at all."""
+    (ma, sa), (mb, sb) = mean_std(a), mean_std(b)
+    if sa is None or sb is None:
+        return None
+    na, nb = (len([v for v in x if not math.isnan(v)]) for x in (a, b))
+    se = math.sqrt(sa**2 / na + sb**2 / nb)
+    return (ma - mb) / se if se > 0 else None
+
+
+def noise_lines(groups: Dict[str, List[dict]], names: Sequence[str], limit: float = 2.0) -> List[str]:
+    """The seed spread of each config and the pairs whose AP difference is within `limit`
+    standard errors: what this many seeds cannot tell apart."""
+    aps = {n: [r["final"]["AP"] for r in groups[n]] for n in names if len(groups[n]) > 1}
+    if not aps:
+        return []
+    spread = ", ".join(f"`{n}` {mean_std(v)[1]:.1f}" for n, v in aps.items())
+    close = []
+    for i, a in enumerate(aps):
+        for b in list(aps)[i + 1:]:
+            sep = separation(aps[a], aps[b])
+            if sep is not None and abs(sep) < limit:
+                diff = mean_std(aps[a])[0] - mean_std(aps[b])[0]
+                close.append(f"`{a}` − `{b}` {diff:+.1f} ({abs(sep):.1f}σ)")
+    lines = [f"Seed spread (sample std of AP): {spread}.",
+             f"σ: the standard error of a difference of means, sqrt(s₁²/n₁ + s₂²/n₂); a difference of "
+             f"{limit:g}σ or more exceeds the seed spread. Pairs within {limit:g}σ (not told apart by "
+             "these seeds): " + ("; ".join(close) if close else "none") + ".", ""]
+    return lines
+
+
 def by_config(results: Dict[tuple, dict], names: Sequence[str]) -> Dict[str, List[dict]]:
     """The results of each config, in plan order, seeds sorted."""
     return {n: [results[k] for k in sorted(results) if k[0] == n] for n in names}
@@ -76,6 +108,9 @@ def write_report(path: str, names: Sequence[str], results: Dict[tuple, dict], be
         cells = [fmt([r["final"][k] for r in runs]) for k in FINAL_KEYS]
         ap = mean_std([r["final"]["AP"] for r in runs])[0] if runs else float("nan")
         diff = "–" if base_ap is None or math.isnan(ap) or name == base else f"{ap - base_ap:+.1f}"
+        sep = separation([r["final"]["AP"] for r in runs], [r["final"]["AP"] for r in groups[base]])
+        if diff != "–" and sep is not None:
+            diff += f" ({abs(sep):.1f}σ)"
         s = step.get(name)
         mem = memory_mib(memory, name)
         lines.append(
@@ -84,8 +119,8 @@ def write_report(path: str, names: Sequence[str], results: Dict[tuple, dict], be
             + (f"{mem:.0f}" if mem is not None else "–")
             + (f" (+{memory[name]['step_increase_mib']:.0f})" if "step_increase_mib" in memory.get(name, {}) else "") + f" | {ratio(mem, memory_mib(memory, base))} |"
         )
+    lines += [""] + noise_lines(groups, names)
     lines += [
-        "",
         f"Step time: median of the interleaved benchmark ({bench.get('settings', {}).get('rounds')} rounds × "
         f"{bench.get('settings', {}).get('steps')} steps per config on one fixed batch of "
         f"{bench.get('settings', {}).get('batch')} training images, forward + backward + SGD update, the "

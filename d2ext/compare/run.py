@@ -108,19 +108,23 @@ class Eta:
         return "ETA " + ("" if measured else ">") + tqdm.format_interval(total)
 
 
-def step_benchmark(plan: Plan, rounds: int, steps: int, batch: int, log=print) -> dict:
+def step_benchmark(plan: Plan, rounds: int, steps: int, batch: int, log=print, measure: bool = True) -> dict:
     """Median step times (and CUDA peak memory) of every config, interleaved in this process;
     reused when <out>/benchmark.json has the same configs and settings (ratios compare only
-    numbers measured in one run)."""
+    numbers measured in one run). measure=False (--report-only): whatever benchmark.json holds,
+    or no step times."""
     from .benchmark import Runner, fixed_batch, interleave
     from .plan import load_config
 
     path = os.path.join(plan.out, "benchmark.json")
     settings = {"names": plan.names, "rounds": rounds, "steps": steps, "batch": batch,
                 "opts": plan.config_opts, "cores": plan.cores}
-    if os.path.isfile(path) and read_json(path)["settings"] == settings:
+    if os.path.isfile(path) and (read_json(path)["settings"] == settings or not measure):
         log(f"Reusing the step times of {path}")
         return read_json(path)
+    if not measure:
+        log(f"No step times: {path} does not exist")
+        return {"median_s": {}}
     first = plan.configs[0]
     images = fixed_batch(load_config(first, plan.config_opts[plan.names[0]]), batch)
     runners = [Runner(c, images, plan.config_opts[n], plan.device, n) for c, n in zip(plan.configs, plan.names)]
@@ -134,13 +138,15 @@ def step_benchmark(plan: Plan, rounds: int, steps: int, batch: int, log=print) -
     return result
 
 
-def memory_probes(plan: Plan, batch: int, datasets: dict, log=print) -> Dict[str, dict]:
+def memory_probes(plan: Plan, batch: int, datasets: dict, log=print, measure: bool = True) -> Dict[str, dict]:
     """On the CPU: each config's RSS high-water mark over two training steps, in a fresh process
-    (<out>/memory/<name>.json, reused when present)."""
+    (<out>/memory/<name>.json, reused when present; measure=False: only those)."""
     out = {}
     for config, name in zip(plan.configs, plan.names):
         path = os.path.join(plan.out, "memory", f"{name}.json")
         if not os.path.isfile(path):
+            if not measure:
+                continue
             cmd = [sys.executable, "-m", "d2ext.compare.benchmark", config, str(batch),
                    json.dumps(plan.config_opts[name]), json.dumps(datasets)]
             proc = subprocess.run(cmd, env=subprocess_env(plan.cores), capture_output=True, text=True)
@@ -192,10 +198,10 @@ def train_one(run: Run, datasets: dict, cores: int, on_iter=None, poll_s: float 
 def execute(plan: Plan, datasets: dict, rounds: int = 6, steps: int = 3, batch: int = 8, log=print,
             train: bool = True, time_log=None):
     """Benchmark, memory probes, then every unfinished run (train=False: none, the report shows
-    what has finished). `time_log` (a time_log.TimeLog) is kept up to date as runs train.
+    what has finished, with the step times and memory measured before, if any). `time_log` (a time_log.TimeLog) is kept up to date as runs train.
     Returns (results by run, benchmark, memory, names of failed runs)."""
-    bench = step_benchmark(plan, rounds, steps, batch, log)
-    memory = bench.get("memory") or memory_probes(plan, batch, datasets, log)
+    bench = step_benchmark(plan, rounds, steps, batch, log, measure=train)
+    memory = bench.get("memory") or memory_probes(plan, batch, datasets, log, measure=train)
     eta = Eta(bench["median_s"])
     results, failed = {}, []
     for run in plan.runs:

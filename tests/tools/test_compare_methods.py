@@ -136,6 +136,22 @@ def test_resume_reuses_finished_runs_and_restarts_unfinished_ones(tmp_path, monk
     assert not os.path.exists(os.path.join(unfinished.output_dir, "ran"))
 
 
+def test_report_only_measures_nothing(tmp_path, monkeypatch):
+    """--report-only reads the step times and memory measured before (even under other settings,
+    e.g. on another machine), and without them reports none: it never benchmarks."""
+    plan = make_plan(["atss_R_18_FPN_tiny"], seeds=1, out=str(tmp_path), max_iter=2, eval_points=0)
+    monkeypatch.setattr("d2ext.compare.benchmark.interleave", lambda *a, **k: pytest.fail("benchmarked"))
+    monkeypatch.setattr(run_module.subprocess, "run", lambda *a, **k: pytest.fail("probed memory"))
+    assert run_module.step_benchmark(plan, 6, 3, 8, log=lambda *a: None, measure=False) == {"median_s": {}}
+    assert run_module.memory_probes(plan, 8, {}, log=lambda *a: None, measure=False) == {}
+    stored = {"settings": {"cores": 16}, "median_s": {"atss_R_18_FPN_tiny": 0.5}}
+    run_module.write_json(os.path.join(str(tmp_path), "benchmark.json"), stored)
+    run_module.write_json(os.path.join(str(tmp_path), "memory", "atss_R_18_FPN_tiny.json"), {"peak_rss_mib": 9.0})
+    assert run_module.step_benchmark(plan, 6, 3, 8, log=lambda *a: None, measure=False) == stored
+    assert run_module.memory_probes(plan, 8, {}, log=lambda *a: None, measure=False) == {
+        "atss_R_18_FPN_tiny": {"peak_rss_mib": 9.0}}
+
+
 def test_time_it_took_sums_the_invocations_including_a_killed_one(tmp_path, monkeypatch):
     clock = [100.0]
     monkeypatch.setattr("d2ext.compare.time_log.time.perf_counter", lambda: clock[0])
@@ -154,6 +170,18 @@ def test_time_it_took_sums_the_invocations_including_a_killed_one(tmp_path, monk
     text = summary(entries)
     assert text.startswith("Time it took: 1.50 h wall, the sum of 2 invocations that trained (resumed; 1.00 h, 0.50 h)")
     assert summary([]) == ""
+
+
+def test_separation_and_pairs_within_the_seed_noise():
+    from d2ext.compare.report import noise_lines, separation
+
+    # Means 22 and 23, stds 2 and 1, 3 seeds each: se = sqrt(4/3 + 1/3) = 1.291 -> 0.77σ.
+    assert abs(separation([20.0, 22.0, 24.0], [22.0, 23.0, 24.0]) + 1 / 1.2909944) < 1e-6
+    assert separation([20.0], [22.0, 23.0]) is None and separation([1.0, 1.0], [1.0, 1.0]) is None
+    groups = {n: [fabricated(n, 42 + i, ap, {}) for i, ap in enumerate(aps)]
+              for n, aps in {"A": [20.0, 22.0, 24.0], "B": [22.0, 23.0, 24.0], "C": [40.0, 41.0, 42.0]}.items()}
+    text = "\n".join(noise_lines(groups, ["A", "B", "C"]))
+    assert "Pairs within 2σ (not told apart by these seeds): `A` − `B` -1.0 (0.8σ)." in text
 
 
 def fabricated(name, seed, ap, per_class):
@@ -184,8 +212,12 @@ def test_report_and_plots_from_fabricated_results(tmp_path):
             rows.setdefault(line.split("|")[1].strip(" `"), [c.strip() for c in line.split("|")[2:-1]])
     # A: 20, 22, 24 -> mean 22, sample std 2; AP50 +10; APs all NaN -> "–".
     assert rows["A"][:8] == ["3", "22.0 ± 2.0", "32.0 ± 2.0", "17.0 ± 2.0", "–", "1.0 ± 0.0", "2.0 ± 0.0", "–"]
-    # B: 30, 31 -> 30.5 ± 0.707; 8.5 AP above A; step 1.5 / 1.0; memory 1200 / 1000.
-    assert rows["B"][1] == "30.5 ± 0.7" and rows["B"][7] == "+8.5"
+    # B: 30, 31 -> 30.5 ± 0.707; 8.5 AP above A, in standard errors of the difference:
+    # 8.5 / sqrt(2²/3 + 0.707²/2) = 8.5 / 1.258 = 6.76.
+    assert rows["B"][1] == "30.5 ± 0.7" and rows["B"][7] == "+8.5 (6.8σ)"
+    assert rows["C"][7] == "-7.0"  # one seed: no σ
+    assert "Seed spread (sample std of AP): `A` 2.0, `B` 0.7." in text
+    assert "Pairs within 2σ (not told apart by these seeds): none." in text
     assert rows["B"][8:] == ["1.500", "1.50x", "1200", "1.20x"]
     assert rows["A"][10] == "1000 (+200)"
     # One seed: no ±; no memory probe: "–".
