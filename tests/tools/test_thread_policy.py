@@ -11,7 +11,8 @@ import pytest
 from conftest import REPO_ROOT
 
 ENTRY_POINTS = ["tools/train_net.py", "tools/benchmark_models.py", "tools/benchmark_ops.py",
-                "tools/visualize_predictions.py", "tools/compare_methods.py", "tests/conftest.py"]
+                "tools/visualize_predictions.py", "tools/compare_methods.py", "tests/conftest.py",
+                "d2ext/__init__.py"]  # the last for the installed d2ext-train, d2ext-demo, d2ext-export
 HEAVY = ("torch", "detectron2", "d2ext", "numpy", "cv2", "pytest", "fvcore")
 
 
@@ -26,7 +27,7 @@ def first_policy_line_and_heavy_import(path):
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
-            names = [node.module or ""]
+            names = ["d2ext"] if node.level else [node.module or ""]  # relative: d2ext's own modules
         if heavy is None and any(n.split(".")[0] in HEAVY for n in names):
             heavy = node.lineno
     return policy, heavy
@@ -61,3 +62,17 @@ def test_an_entry_point_sets_it_only_when_the_user_did_not():
         out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO_ROOT, capture_output=True, text=True)
         assert out.returncode == 0, out.stderr
         assert out.stdout.split()[-1] == expected, user
+
+
+def test_importing_d2ext_first_sets_it_and_after_torch_does_not():
+    """The installed console scripts import d2ext before torch; a script that loaded torch first
+    keeps libgomp's settings and its environment unchanged."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env["PYTHONPATH"] = REPO_ROOT
+    show = "import os; print(os.environ.get('GOMP_SPINCOUNT', 'unset'))"
+    for code, user, expected in (("import d2ext", {}, "10000"), ("import torch, d2ext", {}, "unset"),
+                                 ("import d2ext", {"OMP_WAIT_POLICY": "ACTIVE"}, "unset"),
+                                 ("import d2ext", {"GOMP_SPINCOUNT": "7"}, "7")):
+        out = subprocess.run([sys.executable, "-c", f"{code}; {show}"], env=dict(env, **user), cwd=REPO_ROOT,
+                             capture_output=True, text=True, check=True).stdout.split()[-1]
+        assert out == expected, (code, user, out)
