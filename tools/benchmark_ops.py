@@ -382,11 +382,11 @@ def print_table(rows: List[dict]) -> None:
     print("| op | impl | fwd+bwd ms | peak extra MB | time vs kernel | memory vs kernel |")
     print("|---|---|---:|---:|---:|---:|")
     # The base of each op's ratios: its first implementation (the kernel; for deform_conv2d,
-    # d2ext's CPU path).
+    # d2ext's CPU path); no ratios if that one failed.
     kernels = {}
     for r in rows:
-        if "seconds" in r:
-            kernels.setdefault(r["op"], r)
+        kernels.setdefault(r["op"], r)
+    kernels = {op: r for op, r in kernels.items() if "seconds" in r}
     for r in rows:
         if "error" in r:
             print(f"| {r['op']} | {r['impl']} | failed: {r['error']} | | | |")

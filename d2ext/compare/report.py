@@ -38,7 +38,8 @@ def separation(a: Sequence[float], b: Sequence[float]) -> Optional[float]:
 def noise_lines(groups: Dict[str, List[dict]], names: Sequence[str], limit: float = 2.0) -> List[str]:
     """The seed spread of each config and the pairs whose AP difference is within `limit`
     standard errors: what this many seeds cannot tell apart."""
-    aps = {n: [r["final"]["AP"] for r in groups[n]] for n in names if len(groups[n]) > 1}
+    aps = {n: [r["final"]["AP"] for r in groups[n]] for n in names}
+    aps = {n: v for n, v in aps.items() if mean_std(v)[1] is not None}  # two or more AP values
     if not aps:
         return []
     spread = ", ".join(f"`{n}` {mean_std(v)[1]:.1f}" for n, v in aps.items())
@@ -50,9 +51,10 @@ def noise_lines(groups: Dict[str, List[dict]], names: Sequence[str], limit: floa
                 diff = mean_std(aps[a])[0] - mean_std(aps[b])[0]
                 close.append(f"`{a}` − `{b}` {diff:+.1f} ({abs(sep):.1f}σ)")
     lines = [f"Seed spread (sample std of AP): {spread}.",
-             f"σ: the standard error of a difference of means, sqrt(s₁²/n₁ + s₂²/n₂); a difference of "
-             f"{limit:g}σ or more exceeds the seed spread. Pairs within {limit:g}σ (not told apart by "
-             "these seeds): " + ("; ".join(close) if close else "none") + ".", ""]
+             f"σ: the standard error of a difference of means, sqrt(s₁²/n₁ + s₂²/n₂). A difference of "
+             f"about {limit:g}σ or more stands out from the seed spread; with this few seeds that is a rule "
+             f"of thumb, not a significance test. Pairs within {limit:g}σ (not told apart by these seeds): "
+             + ("; ".join(close) if close else "none") + ".", ""]
     return lines
 
 

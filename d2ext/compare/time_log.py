@@ -1,8 +1,11 @@
-"""How long a comparison took, over all the invocations that trained for it (a resumed comparison
-is several): each appends an entry to <out>/invocations.json and updates its wall time as it goes
-(at most once a minute, and at the end), so an invocation that was killed still counts up to its
-last update. The report's "time it took" is their sum."""
+"""How long a comparison took, over all the invocations that trained for it: a resumed comparison
+is several in a row, a parallel one several at once (processes over disjoint configs / seeds into
+one <out>). Each invocation writes its own <out>/invocations/<start>-<pid>.json and updates its
+wall time as it goes (at most once a minute, and at the end), so one that was killed still counts
+up to its last update. The report's "time it took" is the time covered by at least one of them
+(their sum when they ran one after another)."""
 import datetime
+import glob
 import json
 import math
 import os
@@ -28,20 +31,21 @@ def machine(device: str = "cpu") -> str:
 
 
 def read_entries(out: str) -> List[dict]:
-    path = os.path.join(out, "invocations.json")
-    if not os.path.isfile(path):
-        return []
-    with open(path) as f:
-        return json.load(f)
+    """The invocations' entries, oldest first."""
+    entries = []
+    for path in glob.glob(os.path.join(out, "invocations", "*.json")):
+        with open(path) as f:
+            entries.append(json.load(f))
+    return sorted(entries, key=lambda e: e["started_unix"])
 
 
 class TimeLog:
     def __init__(self, out: str, command: str, device: str = "cpu", min_interval_s: float = 60.0):
-        self.path = os.path.join(out, "invocations.json")
-        self.entries = read_entries(out)
-        self.entry = {"started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        now = datetime.datetime.now().astimezone()
+        self.path = os.path.join(out, "invocations", f"{now:%Y%m%dT%H%M%S.%f}-{os.getpid()}.json")
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        self.entry = {"started": now.isoformat(timespec="seconds"), "started_unix": now.timestamp(),
                       "command": command, "machine": machine(device), "wall_s": 0.0, "runs_trained": 0}
-        self.entries.append(self.entry)
         self.start = time.perf_counter()
         self.min_interval_s = min_interval_s
         self.last_write = -math.inf
@@ -56,18 +60,32 @@ class TimeLog:
         self.entry["wall_s"] = now - self.start
         self.last_write = now
         with open(self.path + ".tmp", "w") as f:
-            json.dump(self.entries, f, indent=1)
+            json.dump(self.entry, f, indent=1)
         os.replace(self.path + ".tmp", self.path)
 
 
+def covered_seconds(entries: List[dict]) -> float:
+    """Length of the union of the invocations' [start, start + wall] intervals."""
+    total, end = 0.0, -math.inf
+    for e in sorted(entries, key=lambda e: e["started_unix"]):
+        start, stop = e["started_unix"], e["started_unix"] + e["wall_s"]
+        if stop > end:
+            total += stop - max(start, end)
+            end = stop
+    return total
+
+
 def summary(entries: List[dict]) -> str:
-    """One sentence for the report: total wall time, over how many invocations, on which machines."""
+    """One sentence for the report: wall time, over how many invocations, on which machines."""
     if not entries:
         return ""
-    total = sum(e["wall_s"] for e in entries)
-    machines = sorted({e["machine"] for e in entries})
-    text = f"Time it took: {total / 3600:.2f} h wall"
+    covered, summed = covered_seconds(entries), sum(e["wall_s"] for e in entries)
+    text = f"Time it took: {covered / 3600:.2f} h wall"
     if len(entries) > 1:
-        text += (f", the sum of {len(entries)} invocations that trained (resumed; "
-                 + ", ".join(f"{e['wall_s'] / 3600:.2f} h" for e in entries) + ")")
+        text += f" over {len(entries)} invocations of the command"
+        if summed > covered + 1:
+            text += f" (some ran at once: {summed / 3600:.2f} h summed over processes)"
+        else:
+            text += " (one after another: " + ", ".join(f"{e['wall_s'] / 3600:.2f} h" for e in entries) + ")"
+    machines = sorted({e["machine"] for e in entries})
     return text + ", on " + "; ".join(machines) + "."

@@ -2,10 +2,10 @@
 
 - On the CPU it computes the same convolution by bilinear sampling with ``F.grid_sample`` and one
   matrix product (:func:`sampled_deform_conv2d`): torchvision's CPU kernel runs its loops on one
-  thread and made VFNet's tiny training step 7x ATSS's on 2 cores (grid_sample and matmul are
-  vectorised and multi-threaded: ~10x faster forward + backward at VFNet's shapes,
-  tools/benchmark_models.py). Traced, scripted and exported models keep torchvision's op (ONNX
-  DeformConv, d2ext.export.onnx_ops), as do CUDA tensors.
+  thread and made VFNet's tiny training step 7x ATSS's on 2 cores, 1.7x with this path
+  (tools/benchmark_models.py; the op alone: tools/benchmark_ops.py --only deform_conv2d).
+  Traced, scripted and exported models (torch.jit, ONNX, torch.export) keep torchvision's op
+  (ONNX DeformConv, d2ext.export.onnx_ops), as do CUDA tensors.
 - Inside torch.autocast it runs in float32: torchvision's CPU kernel has no bfloat16 version (and
   registers no CPU autocast rule), and the sampling offsets lose too much in half precision.
 Scriptable: TorchScript compiles the plain call and skips the other branches."""
@@ -24,6 +24,18 @@ def _pair(v) -> Tuple[int, int]:
     return (v, v) if isinstance(v, int) else tuple(v)
 
 
+def _whole_pixels_right(p: Tensor, size: int) -> Tensor:
+    """Positions within 4 eps * size of a whole pixel moved just right of it (4 eps * size:
+    float32, 1e-4 px at 200 px), with gradient 1. grid_sample's round trip to pixel coordinates
+    rounds a whole pixel to 1 ulp below it about as often as not, which puts it in the cell to
+    its left: the same value but the other one-sided offset gradient. torchvision floors (the
+    cell to the right); it matters for zero-initialised offsets, where every point is whole."""
+    tol = 4 * torch.finfo(p.dtype).eps * size
+    off_whole = p - torch.round(p)
+    shift = torch.where(off_whole.abs() < tol, tol - off_whole, torch.zeros_like(p))
+    return p + shift.detach()
+
+
 def sampled_deform_conv2d(input: Tensor, offset: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
                           stride=1, padding=0, dilation=1, mask: Optional[Tensor] = None) -> Tensor:
     """``torchvision.ops.deform_conv2d`` for one weight group and one offset group, computed as
@@ -31,8 +43,11 @@ def sampled_deform_conv2d(input: Tensor, offset: Tensor, weight: Tensor, bias: O
     followed by one matmul; autograd gives the input, offset, mask and weight gradients.
 
     Offsets use torchvision's layout: channel 2k is the y and 2k+1 the x displacement of kernel
-    point k = i * kw + j. Memory: the sampled columns, (N, C * kh * kw, H_out * W_out), are kept
-    for the backward pass (as torchvision's kernel builds them too)."""
+    point k = i * kw + j. Memory: autograd keeps the sampled columns, (N, C * kh * kw, H_out *
+    W_out) values (twice with a mask), until the backward pass, where torchvision's kernel builds
+    them per chunk and again in its backward: ~0.3 GB per call at 2 x 256 x 100 x 167 in float32.
+    Speed: grid_sample's CPU kernel parallelises over the batch, matmul over everything, so a
+    batch of one samples on one thread."""
     n, c, h, w = input.shape
     c_out, c_in, kh, kw = weight.shape
     if c_in != c or offset.shape[1] != 2 * kh * kw:
@@ -56,11 +71,15 @@ def sampled_deform_conv2d(input: Tensor, offset: Tensor, weight: Tensor, bias: O
     y = offset[:, :, 0] + (kernel_y.view(k, 1, 1) + out_y.view(1, h_out, 1))
     x = offset[:, :, 1] + (kernel_x.view(k, 1, 1) + out_x.view(1, 1, w_out))
     # grid_sample's coordinates for align_corners=False: pixel p maps to (2p + 1) / size - 1.
-    grid = torch.stack(((2 * x + 1) / w - 1, (2 * y + 1) / h - 1), dim=-1).view(n, k * h_out, w_out, 2)
+    x, y = _whole_pixels_right(x, w), _whole_pixels_right(y, h)
+    grid = torch.stack(((2 * x + 1) / w - 1, (2 * y + 1) / h - 1), dim=-1)
+    grid = grid.view(n, k * h_out, w_out, 2)
     columns = F.grid_sample(input, grid.to(input.dtype), mode="bilinear", padding_mode="zeros", align_corners=False)
     columns = columns.view(n, c, k, h_out * w_out)
     if mask is not None:
-        columns = columns * mask.view(n, 1, k, h_out * w_out)
+        if tuple(mask.shape) != (n, k, h_out, w_out):
+            raise ValueError(f"mask shape {tuple(mask.shape)}: expected {(n, k, h_out, w_out)}")
+        columns = columns * mask.reshape(n, 1, k, h_out * w_out)
     out = torch.matmul(weight.reshape(c_out, c * k), columns.view(n, c * k, h_out * w_out))
     out = out.view(n, c_out, h_out, w_out)
     return out if bias is None else out + bias.view(1, c_out, 1, 1)
@@ -69,6 +88,8 @@ def sampled_deform_conv2d(input: Tensor, offset: Tensor, weight: Tensor, bias: O
 def _use_sampled(input: Tensor, offset: Tensor, weight: Tensor) -> bool:
     """The CPU path for eager (and torch.compile'd) code with one weight and one offset group."""
     if input.device.type != "cpu" or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        return False
+    if torch.compiler.is_exporting():  # torch.export: a graph with torchvision's op
         return False
     return weight.shape[1] == input.shape[1] and offset.shape[1] == 2 * weight.shape[2] * weight.shape[3]
 

@@ -54,6 +54,22 @@ def test_sampled_equals_torchvision_values_and_gradients(kw, with_mask):
         torch.testing.assert_close(g, tv_g, rtol=1e-9, atol=1e-9, msg=lambda m: f"{name} gradient: {m}")
 
 
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-9), (torch.float32, 1e-2)])  # float32: the nudge
+@pytest.mark.parametrize("hw", [(3, 5), (7, 9), (36, 60), (5, 333)])
+def test_whole_pixel_positions_take_torchvisions_one_sided_offset_gradient(dtype, tol, hw):
+    """Zero offsets (a DCN's initialisation) sample whole pixels, where bilinear sampling has a
+    kink: the offset gradient must be torchvision's (the cell right of / below the pixel) for
+    every point, not the left one that grid_sample's coordinate round trip would give ~10% of
+    them (up to 30 apart on gradients of ~20, before the nudge)."""
+    x, offset, weight, bias, _ = inputs(n=1, c=2, h=hw[0], w=hw[1], c_out=3, dtype=dtype)
+    offset = torch.zeros_like(offset)
+    offset[:, 0::2] = 2.0  # whole pixels away from the regular grid too
+    (tv_out, tv_grads), (out, grads) = both(x, offset, weight, bias, padding=1)
+    torch.testing.assert_close(out, tv_out, rtol=tol, atol=tol)
+    for g, tv_g in zip(grads, tv_grads):
+        torch.testing.assert_close(g, tv_g, rtol=tol, atol=tol)
+
+
 def test_integer_offsets_are_a_shifted_convolution():
     """Offsets of whole pixels sample pixels exactly: a (+1, -2) shift of every kernel point is
     a plain convolution of the image shifted by one row down and two columns left."""
@@ -89,6 +105,19 @@ def test_bad_shapes_are_named():
         sampled_deform_conv2d(x, offset[..., :8], weight, padding=1)
     with pytest.raises(ValueError, match="one weight and one offset group"):
         sampled_deform_conv2d(x, torch.cat([offset, offset], 1), weight, padding=1)
+    mask = torch.ones(2, 9, 9, 7, dtype=x.dtype)  # H and W swapped: as many elements
+    with pytest.raises(ValueError, match=r"mask shape \(2, 9, 9, 7\): expected \(2, 9, 7, 9\)"):
+        sampled_deform_conv2d(x, offset, weight, padding=1, mask=mask)
+
+
+def test_strided_mask_and_offsets_and_empty_batch():
+    x, offset, weight, bias, mask = inputs()
+    wide_mask = torch.cat([mask, mask], dim=-1)[..., ::2]  # not contiguous
+    wide_offset = torch.cat([offset, offset], dim=-1)[..., ::2]
+    expected = deform_conv2d(x, wide_offset, weight, bias, padding=1, mask=wide_mask)
+    torch.testing.assert_close(sampled_deform_conv2d(x, wide_offset, weight, bias, padding=1, mask=wide_mask), expected)
+    out = sampled_deform_conv2d(x[:0], offset[:0], weight, bias, padding=1)
+    assert out.shape == (0, 4, 7, 9)
 
 
 def test_layer_picks_the_sampled_path_on_cpu_and_torchvision_when_traced_or_grouped(monkeypatch):
@@ -112,6 +141,13 @@ def test_layer_picks_the_sampled_path_on_cpu_and_torchvision_when_traced_or_grou
     assert calls == [1]  # two weight groups: torchvision's op
     scripted = torch.jit.script(layer)
     torch.testing.assert_close(scripted(x, offset), expected)
+    exported = torch.export.export(layer, (x, offset))
+    assert "torchvision.deform_conv2d" in str(exported.graph) and "grid_sampler" not in str(exported.graph)
+    # The mask reaches the sampled path too.
+    mask = torch.rand(1, 9, 5, 6, dtype=torch.float64)
+    torch.testing.assert_close(layer(x, offset, mask),
+                               deform_conv2d(x, offset, layer.weight, layer.bias, padding=1, mask=mask))
+    assert calls == [1, 1]
 
 
 def test_layer_under_cpu_autocast_runs_float32():

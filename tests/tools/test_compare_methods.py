@@ -152,7 +152,7 @@ def test_report_only_measures_nothing(tmp_path, monkeypatch):
         "atss_R_18_FPN_tiny": {"peak_rss_mib": 9.0}}
 
 
-def test_time_it_took_sums_the_invocations_including_a_killed_one(tmp_path, monkeypatch):
+def test_time_it_took_covers_the_invocations_including_a_killed_one(tmp_path, monkeypatch):
     clock = [100.0]
     monkeypatch.setattr("d2ext.compare.time_log.time.perf_counter", lambda: clock[0])
     first = TimeLog(str(tmp_path), "python tools/compare_methods.py", min_interval_s=60)
@@ -167,9 +167,23 @@ def test_time_it_took_sums_the_invocations_including_a_killed_one(tmp_path, monk
     entries = read_entries(str(tmp_path))
     assert [(e["wall_s"], e["runs_trained"]) for e in entries] == [(3600.0, 4), (1800.0, 2)]
     assert entries[1]["command"].endswith("--seeds 3") and "cores" in entries[1]["machine"]
-    text = summary(entries)
-    assert text.startswith("Time it took: 1.50 h wall, the sum of 2 invocations that trained (resumed; 1.00 h, 0.50 h)")
+    # As if the second started after the first ended: one after another, the sum.
+    entries[1]["started_unix"] = entries[0]["started_unix"] + 4000
+    assert summary(entries).startswith(
+        "Time it took: 1.50 h wall over 2 invocations of the command (one after another: 1.00 h, 0.50 h), on ")
     assert summary([]) == ""
+
+
+def test_time_it_took_of_invocations_that_ran_at_once_is_their_union():
+    from d2ext.compare.time_log import covered_seconds
+
+    def e(start, wall):
+        return {"started_unix": start, "wall_s": wall, "machine": "m"}
+
+    # [0, 100] and [50, 120] overlap (120 s covered), [200, 210] after a gap.
+    entries = [e(50, 70), e(0, 100), e(200, 10), e(10, 20)]
+    assert covered_seconds(entries) == 130
+    assert "(some ran at once: 0.06 h summed over processes)" in summary(entries)
 
 
 def test_separation_and_pairs_within_the_seed_noise():
@@ -182,6 +196,10 @@ def test_separation_and_pairs_within_the_seed_noise():
               for n, aps in {"A": [20.0, 22.0, 24.0], "B": [22.0, 23.0, 24.0], "C": [40.0, 41.0, 42.0]}.items()}
     text = "\n".join(noise_lines(groups, ["A", "B", "C"]))
     assert "Pairs within 2σ (not told apart by these seeds): `A` − `B` -1.0 (0.8σ)." in text
+    # Two runs but one AP (the other NaN): no spread to report for it, no error.
+    groups["D"] = [fabricated("D", 42, float("nan"), {}), fabricated("D", 43, 5.0, {})]
+    text = "\n".join(noise_lines(groups, ["A", "B", "C", "D"]))
+    assert "`D`" not in text and "`C` 1.0." in text
 
 
 def fabricated(name, seed, ap, per_class):
@@ -254,4 +272,4 @@ def test_end_to_end_two_iterations_slow(tmp_path):
     report = open(out / "comparison.md").read()
     assert "| `atss_R_18_FPN_tiny` | 1 |" in report and "--max-iter 2" in report
     assert "Time it took: " in report and "1 cores" in report
-    assert len(json.load(open(out / "invocations.json"))) == 1
+    assert len(os.listdir(out / "invocations")) == 1
