@@ -54,6 +54,8 @@ def parse_args(argv=None):
     parser.add_argument("--score-thresh", type=float, default=None, help="test score threshold for every method (default: each config's)")
     parser.add_argument("--cores", type=int, default=len(os.sched_getaffinity(0)),
                         help="CPU cores to use: the process and its runs are bound to this many, with as many torch threads")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs trained at once, each bound to --cores / --jobs of the cores (on a GPU they share it)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--rounds", type=int, default=6, help="step-time benchmark: round-robin rounds")
     parser.add_argument("--steps", type=int, default=3, help="step-time benchmark: steps per config and round")
@@ -78,13 +80,14 @@ def main(argv=None):
     command = shlex.join(["python", "tools/compare_methods.py"] + (sys.argv[1:] if argv is None else list(argv)))
     time_log = None if args.report_only else TimeLog(plan.out, command, args.device)
     results, bench, memory, failed = execute(plan, datasets, args.rounds, args.steps, args.batch,
-                                              train=not args.report_only, time_log=time_log)
+                                              train=not args.report_only, time_log=time_log, jobs=args.jobs)
     if time_log:
         time_log.update(force=True)
     plots = write_plots(plan.out, plan.names, results, bench["median_s"])
     report = os.path.join(plan.out, "comparison.md")
     untrained = [f"{r.name} seed {r.seed}" for r in plan.runs if not r.finished] if args.report_only else []
-    write_report(report, plan.names, results, bench, memory, plan.settings(), command,
+    settings = dict(plan.settings(), **({"jobs": args.jobs} if args.jobs > 1 else {}))
+    write_report(report, plan.names, results, bench, memory, settings, command,
                  time.perf_counter() - start, failed, plots, untrained, summary(read_entries(plan.out)))
     print(f"Wrote {report}" + (f"; {len(failed)} run(s) failed: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0

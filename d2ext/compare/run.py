@@ -1,16 +1,19 @@
 """Executes a comparison plan: the interleaved step-time benchmark, the step-memory probes, then
-every (config, seed) run, one at a time, each a `tools/train_net.py` subprocess (Detectron2's
-trainer, COCOEvaluator and metrics.json). Every piece writes its result file last, so an
+every (config, seed) run, one at a time or --jobs at once, each a `tools/train_net.py` subprocess
+(Detectron2's trainer, COCOEvaluator and metrics.json). Every piece writes its result file last, so an
 interrupted comparison resumes where it stopped: a run is finished when its result.json exists.
 """
 import json
 import math
 import os
+import queue
 import runpy
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Optional
 
 from tqdm import tqdm
@@ -98,14 +101,15 @@ class Eta:
             return self.step_s[name] * sum(ratios) / len(ratios), True
         return self.step_s.get(name, float("nan")), False
 
-    def remaining(self, todo: Dict[str, int]) -> str:
+    def remaining(self, todo: Dict[str, int], jobs: int = 1) -> str:
+        """The remaining time, the work divided among `jobs` concurrent runs."""
         total, measured = 0.0, True
         for name, iters in todo.items():
             s, m = self.seconds_per_iter(name)
             total, measured = total + s * iters, measured and m
         if math.isnan(total):
             return "ETA ?"
-        return "ETA " + ("" if measured else ">") + tqdm.format_interval(total)
+        return "ETA " + ("" if measured else ">") + tqdm.format_interval(total / jobs)
 
 
 def step_benchmark(plan: Plan, rounds: int, steps: int, batch: int, log=print, measure: bool = True) -> dict:
@@ -158,10 +162,11 @@ def memory_probes(plan: Plan, batch: int, datasets: dict, log=print, measure: bo
     return out
 
 
-def train_one(run: Run, datasets: dict, cores: int, on_iter=None, poll_s: float = 2.0) -> Optional[dict]:
-    """Trains and evaluates one run in a subprocess; returns its result (also in result.json), or
-    None when it failed (the tail of its log is printed). An unfinished run starts afresh:
-    Detectron2's JSONWriter appends, so a stale metrics.json would mix two runs."""
+def train_one(run: Run, datasets: dict, cores: int, on_iter=None, poll_s: float = 2.0,
+              cpus: Optional[List[int]] = None) -> Optional[dict]:
+    """Trains and evaluates one run in a subprocess (bound to `cpus` if given); returns its result
+    (also in result.json), or None when it failed (the tail of its log is printed). An unfinished
+    run starts afresh: Detectron2's JSONWriter appends, so a stale metrics.json would mix two runs."""
     if os.path.isdir(run.output_dir):
         shutil.rmtree(run.output_dir)
     os.makedirs(run.output_dir)
@@ -169,8 +174,9 @@ def train_one(run: Run, datasets: dict, cores: int, on_iter=None, poll_s: float 
     metrics_path = os.path.join(run.output_dir, "metrics.json")
     start, done = time.perf_counter(), 0
     with open(log_path, "w") as log_file:
+        bind = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
         proc = subprocess.Popen(train_command(run, datasets), stdout=log_file, stderr=subprocess.STDOUT,
-                                env=subprocess_env(cores), cwd=REPO_ROOT)
+                                env=subprocess_env(cores), cwd=REPO_ROOT, preexec_fn=bind)
         while proc.poll() is None:
             time.sleep(poll_s)
             metrics = read_metrics(metrics_path)
@@ -195,11 +201,25 @@ def train_one(run: Run, datasets: dict, cores: int, on_iter=None, poll_s: float 
     return result
 
 
+def core_sets(cores: int, jobs: int) -> List[List[int]]:
+    """This process's first `cores` CPUs split into `jobs` disjoint sets of cores // jobs."""
+    if not 1 <= jobs <= cores:
+        raise ValueError(f"--jobs {jobs}: needs 1 to --cores ({cores}) concurrent runs, each on its own cores")
+    cpus = sorted(os.sched_getaffinity(0))[:cores]
+    per = cores // jobs
+    return [cpus[i * per:(i + 1) * per] for i in range(jobs)]
+
+
 def execute(plan: Plan, datasets: dict, rounds: int = 6, steps: int = 3, batch: int = 8, log=print,
-            train: bool = True, time_log=None):
+            train: bool = True, time_log=None, jobs: int = 1):
     """Benchmark, memory probes, then every unfinished run (train=False: none, the report shows
-    what has finished, with the step times and memory measured before, if any). `time_log` (a time_log.TimeLog) is kept up to date as runs train.
+    what has finished, with the step times and memory measured before, if any), `jobs` at a time,
+    each on its own cores // jobs cores (on a GPU they share it). `time_log` (a
+    time_log.TimeLog) is kept up to date as runs train.
     Returns (results by run, benchmark, memory, names of failed runs)."""
+    free_cpus = queue.SimpleQueue()
+    for cpus in core_sets(plan.cores, jobs):
+        free_cpus.put(cpus)
     bench = step_benchmark(plan, rounds, steps, batch, log, measure=train)
     memory = bench.get("memory") or memory_probes(plan, batch, datasets, log, measure=train)
     eta = Eta(bench["median_s"])
@@ -218,26 +238,41 @@ def execute(plan: Plan, datasets: dict, rounds: int = 6, steps: int = 3, batch: 
     bar = tqdm(total=sum(r.max_iter for r in plan.runs), initial=sum(r.max_iter for r in plan.runs if r.finished),
                unit="it", desc="training", bar_format="{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} it "
                "[{elapsed}{postfix}]", dynamic_ncols=True)
-    bar.set_postfix_str(eta.remaining(remaining))
-    for i, run in enumerate(todo):
-        bar.set_description(f"training {run.name} seed {run.seed}")
+    bar.set_postfix_str(eta.remaining(remaining, jobs))
+    lock, done = threading.Lock(), []
 
-        def on_iter(n, name=run.name):
-            remaining[name] -= n
-            bar.update(n)
-            bar.set_postfix_str(eta.remaining(remaining))
+    def train(run: Run):
+        cpus = free_cpus.get()
+        with lock:
+            bar.set_description(f"training {run.name} seed {run.seed}")
+
+        def on_iter(n):
+            with lock:
+                remaining[run.name] -= n
+                bar.update(n)
+                bar.set_postfix_str(eta.remaining(remaining, jobs))
+                if time_log:
+                    time_log.update()
+
+        try:
+            result = train_one(run, datasets, len(cpus), on_iter, cpus=cpus if jobs > 1 else None)
+        finally:
+            free_cpus.put(cpus)
+        with lock:
+            done.append(run)
+            if result is None:
+                failed.append(f"{run.name} seed {run.seed}")
+            else:
+                results[(run.name, run.seed)] = result
+                eta.add(run.name, result["s_per_iter"])
             if time_log:
-                time_log.update()
+                time_log.update(runs_trained=len(done) - len(failed), force=True)
+            bar.set_postfix_str(eta.remaining(remaining, jobs))
 
-        result = train_one(run, datasets, plan.cores, on_iter)
-        if result is None:
-            failed.append(f"{run.name} seed {run.seed}")
-        else:
-            results[(run.name, run.seed)] = result
-            eta.add(run.name, result["s_per_iter"])
-        if time_log:
-            time_log.update(runs_trained=i + 1 - len(failed), force=True)
-        bar.set_postfix_str(eta.remaining(remaining))
+    # Threads only wait on their training subprocesses; runs start in plan order.
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        for future in [pool.submit(train, run) for run in todo]:
+            future.result()
     bar.close()
     return results, bench, memory, failed
 

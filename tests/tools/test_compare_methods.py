@@ -202,6 +202,35 @@ def test_separation_and_pairs_within_the_seed_noise():
     assert "`D`" not in text and "`C` 1.0." in text
 
 
+def test_jobs_train_at_once_each_on_its_own_cores(tmp_path, monkeypatch):
+    """--jobs 2 on 2 cores: two runs at a time, each subprocess bound to one core, every run
+    trained once; more jobs than cores is an error naming --jobs."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs 2 cores")
+    plan = make_plan(["atss_R_18_FPN_tiny"], seeds=4, out=str(tmp_path), max_iter=2, eval_points=0, cores=2)
+    # The fake run records its cores and waits until both jobs are running (or 20 s).
+    fake = FAKE_TRAIN + """
+import glob, time
+open(os.path.join(out, "cpus"), "w").write(json.dumps(sorted(os.sched_getaffinity(0))))
+open(os.path.join(out, "started"), "w").write("x")
+deadline = time.time() + 20
+while len(glob.glob(os.path.join(os.path.dirname(out), "*", "started"))) < 2 and time.time() < deadline:
+    time.sleep(0.05)
+open(os.path.join(out, "together"), "w").write(str(time.time() < deadline))
+"""
+    monkeypatch.setattr(run_module, "train_command", lambda run, datasets: [sys.executable, "-c", fake, run.output_dir])
+    monkeypatch.setattr(run_module, "step_benchmark", lambda *a, **k: {"median_s": {}})
+    monkeypatch.setattr(run_module, "memory_probes", lambda *a, **k: {})
+    results, _, _, failed = run_module.execute(plan, {}, log=lambda *a: None, jobs=2)
+    assert failed == [] and sorted(results) == [("atss_R_18_FPN_tiny", s) for s in (42, 43, 44, 45)]
+    cpus = [json.load(open(os.path.join(r.output_dir, "cpus"))) for r in plan.runs]
+    assert all(len(c) == 1 for c in cpus) and len({c[0] for c in cpus}) == 2
+    assert open(os.path.join(plan.runs[0].output_dir, "together")).read() == "True"
+    assert all(open(os.path.join(r.output_dir, "ran")).read() == "x" for r in plan.runs)
+    with pytest.raises(ValueError, match="--jobs 3: needs 1 to --cores"):
+        run_module.execute(plan, {}, log=lambda *a: None, jobs=3)
+
+
 def fabricated(name, seed, ap, per_class):
     return {"name": name, "seed": seed, "s_per_iter": 1.0,
             "final": {"AP": ap, "AP50": ap + 10, "AP75": ap - 5, "APs": float("nan"), "APm": 1.0, "APl": 2.0},
