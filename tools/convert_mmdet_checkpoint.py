@@ -17,6 +17,7 @@ import torch
 
 import d2ext  # noqa: F401  (registers d2ext's models)
 from d2ext.checkpoint import convert_mmdet_checkpoint, is_mmdet_checkpoint
+from d2ext.checkpoint.weights_only import load_weights_only
 
 
 def build(config_file, opts):
@@ -43,7 +44,7 @@ def main(argv=None):
     args = parser.parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
 
-    loaded = torch.load(args.input, map_location="cpu")
+    loaded = load_weights_only(args.input)  # weights-only; mmengine metadata as placeholders
     if not is_mmdet_checkpoint(loaded):
         sys.exit(f"{args.input} is not an mmdetection checkpoint (no 'state_dict' with backbone./neck./"
                  f"bbox_head./rpn_head./roi_head. keys)")

@@ -3,15 +3,18 @@
 - Resuming follows ``save_dir/last_checkpoint``. Detectron2 joins whatever that file names to
   save_dir, so an absolute path or ``..`` makes it unpickle a file outside the run's folder; here
   the named checkpoint must lie inside save_dir.
-- A file torch cannot load raises an error that names the file and says it is not a valid
-  checkpoint. torch's own message names neither and advises ``weights_only=False``, which would
-  let the file run code.
+- Files load weights-only (d2ext/checkpoint/weights_only.py: metadata objects torch does not
+  build, such as mmengine's, are left as inert placeholders). A file that cannot be loaded so
+  raises an error that names the file and says it is not a valid checkpoint. torch's own message
+  names neither and advises ``weights_only=False``, which would let the file run code.
 """
 import logging
 import os
 import re
 
 from detectron2.checkpoint import DetectionCheckpointer
+
+from .weights_only import load_weights_only
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +60,7 @@ class SafeResumeCheckpointer(DetectionCheckpointer):
 
     def _torch_load(self, f):
         try:
-            return super()._torch_load(f)
+            return load_weights_only(f)
         except OSError:  # unreadable, not invalid: torch's message names the file
             raise
         except Exception as e:  # torch.load's errors on bad bytes vary (UnpicklingError, IndexError, ...)
