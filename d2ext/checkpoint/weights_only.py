@@ -2,17 +2,17 @@
 unpickler does not build: numpy scalars and arrays, mmengine's MessageHub buffers and the like.
 Every checkpoint mmdetection 3 (mmengine) saves while training has them, and so may older mmcv
 ``meta`` dicts; torch refuses the whole file, and weights_only=False would run whatever the file
-names. Here each such global becomes an inert placeholder (it stores its arguments and state and
-runs nothing), while numpy's scalar / array / dtype rebuilders, which only rebuild data, are
-allowed. The weights themselves must still be tensors (or numpy arrays): a placeholder among
-them is an error naming its global.
+names. Here every such global, numpy's included (numpy's real rebuilders trust the file's dtype
+flags and can be made to read pointers from it), becomes an inert placeholder: it stores its
+arguments and state and runs nothing. Placeholders may only stand where d2ext does not read: in an
+mmdetection file (weights in ``state_dict``) anywhere but there; in any other file nowhere (a
+Detectron2 checkpoint's optimizer and scheduler state are read on resume).
 """
 import logging
 import pickle
 import re
-from typing import Dict, List
+from typing import Dict
 
-import numpy as np
 import torch
 
 logger = logging.getLogger(__name__)
@@ -42,83 +42,73 @@ def _placeholder(name: str) -> type:
     return type("Unloaded", (Unloaded,), {"global_name": name})
 
 
-def _numpy_multiarray():
-    try:
-        from numpy._core import multiarray  # numpy >= 2
-    except ImportError:  # numpy 1.x
-        from numpy.core import multiarray
-    return multiarray
-
-
-def _numpy_global(name: str):
-    """numpy's data rebuilders under the names numpy 1 and 2 pickle them with, else None."""
-    found = re.fullmatch(r"numpy\.(?:_?core)\.multiarray\.(scalar|_reconstruct)", name)
-    if found:
-        return getattr(_numpy_multiarray(), found.group(1))
-    if name in ("numpy.ndarray", "numpy.dtype"):
-        return getattr(np, name.split(".")[1])
-    if name.startswith("numpy.dtypes."):
-        return getattr(getattr(np, "dtypes", None), name.split(".")[-1], None)
-    return None
-
-
-def _numpy_dtype_classes() -> List[type]:
-    """numpy >= 1.25 builds each dtype as an instance of its own class (numpy.dtypes.Float64DType,
-    ...), which the unpickler must be allowed to set the state of."""
-    dtypes = getattr(np, "dtypes", None)
-    return [getattr(dtypes, n) for n in dir(dtypes) if n.endswith("DType")] if dtypes else []
-
-
 def _placeholders_in(obj, found: set, depth: int = 0) -> set:
+    """The global names of the placeholders in obj (nested dicts, their keys, lists, tuples)."""
     if isinstance(obj, Unloaded):
         found.add(obj.global_name)
-    elif isinstance(obj, dict) and depth < 8:
-        for v in obj.values():
+    elif depth < 16 and isinstance(obj, dict):
+        for k, v in obj.items():
+            _placeholders_in(k, found, depth + 1)
             _placeholders_in(v, found, depth + 1)
-    elif isinstance(obj, (list, tuple)) and depth < 8:
+    elif depth < 16 and isinstance(obj, (list, tuple)):
         for v in obj:
             _placeholders_in(v, found, depth + 1)
     return found
 
 
-def weights_part(loaded):
-    """Where a checkpoint keeps its weights: mmdetection's state_dict, Detectron2's model, or the
-    whole dict."""
-    if isinstance(loaded, dict):
-        for key in ("state_dict", "model"):
-            if key in loaded:
-                return loaded[key]
-    return loaded
+def _names_in_file(f: str):
+    """Every global a zip-format checkpoint names (one pass, no loading); none for legacy files,
+    whose names the load loop finds one at a time."""
+    try:
+        return torch.serialization.get_unsafe_globals_in_checkpoint(f)
+    except Exception:
+        return []
+
+
+def _global_name(error: Exception):
+    found = _UNSUPPORTED.search(str(error))
+    if not found:
+        return None
+    # torch's message drops the "builtins." of a builtin (e.g. getattr in numpy pickles).
+    return found.group(1) if "." in found.group(1) else f"builtins.{found.group(1)}"
+
+
+def _user_allowed_names() -> set:
+    """Names the user allowlisted with torch.serialization.add_safe_globals: never replaced."""
+    names = set()
+    for entry in torch.serialization.get_safe_globals():
+        obj, name = entry if isinstance(entry, tuple) else (entry, None)
+        names.add(name or f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', '')}")
+    return names
 
 
 def load_weights_only(f: str):
     """torch.load(f, weights_only=True) on the CPU; if the file names globals torch does not
     allow, loaded again with those as placeholders (logged by name). Raises pickle's
-    UnpicklingError when the file cannot be read that way or its weights are not tensors."""
-    extra: Dict[str, object] = {}
+    UnpicklingError when the file cannot be read that way or a placeholder stands where d2ext
+    reads (see the module's docstring)."""
+    extra: Dict[str, type] = {}
     while True:
-        allowed: List = [(obj, name) for name, obj in extra.items()]
-        if extra:
-            allowed += _numpy_dtype_classes()
         try:
-            with torch.serialization.safe_globals(allowed):
+            with torch.serialization.safe_globals([(cls, name) for name, cls in extra.items()]):
                 loaded = torch.load(f, map_location="cpu", weights_only=True)
             break
         except pickle.UnpicklingError as e:
-            found = _UNSUPPORTED.search(str(e))
-            # torch's message drops the "builtins." of a builtin (e.g. getattr in numpy pickles).
-            name = found and (found.group(1) if "." in found.group(1) else f"builtins.{found.group(1)}")
-            if not found or name in extra or len(extra) >= MAX_GLOBALS:
+            name = _global_name(e)
+            if name is None or name in extra or len(extra) >= MAX_GLOBALS:
                 raise
-            extra[name] = _numpy_global(name) or _placeholder(name)
-    unloaded = sorted(n for n, obj in extra.items() if isinstance(obj, type) and issubclass(obj, Unloaded))
-    if unloaded:
-        in_weights = sorted(_placeholders_in(weights_part(loaded), set()))
-        if in_weights:
+            user = _user_allowed_names()
+            for n in [name] + ([] if extra else _names_in_file(f)):
+                if n not in user:
+                    extra.setdefault(n, _placeholder(n))
+    if extra:
+        read = loaded["state_dict"] if isinstance(loaded, dict) and "state_dict" in loaded else loaded
+        where = sorted(_placeholders_in(read, set()))
+        if where:
+            part = "weights (state_dict)" if read is not loaded else "checkpoint"
             raise pickle.UnpicklingError(
-                f"its weights hold objects of {', '.join(in_weights)}, which weights-only loading does not build"
+                f"its {part} holds objects of {', '.join(where)}, which weights-only loading does not build"
             )
-        logger.info("%s: loaded without the objects of %s (not weights; weights-only loading does not build them)",
-                    f, ", ".join(unloaded))
+        logger.info("%s: loaded without the objects of %s (metadata; weights-only loading does not build them)",
+                    f, ", ".join(sorted(extra)))
     return loaded
-
