@@ -70,7 +70,10 @@ def main(argv=None):
     args = parse_args(argv)
     start = time.perf_counter()
     # At most --cores cores for this process and the runs it starts (they inherit the binding).
-    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: args.cores])
+    available = sorted(os.sched_getaffinity(0))
+    if not 1 <= args.cores <= len(available):
+        sys.exit(f"--cores {args.cores}: this process may use 1 to {len(available)} CPUs")
+    os.sched_setaffinity(0, available[: args.cores])
     torch.set_num_threads(args.cores)
     datasets = {"coco": args.coco_dataset, "modules": args.modules}
     register_datasets(**datasets)
@@ -79,10 +82,12 @@ def main(argv=None):
     os.makedirs(plan.out, exist_ok=True)
     command = shlex.join(["python", "tools/compare_methods.py"] + (sys.argv[1:] if argv is None else list(argv)))
     time_log = None if args.report_only else TimeLog(plan.out, command, args.device)
-    results, bench, memory, failed = execute(plan, datasets, args.rounds, args.steps, args.batch,
-                                              train=not args.report_only, time_log=time_log, jobs=args.jobs)
-    if time_log:
-        time_log.update(force=True)
+    try:
+        results, bench, memory, failed = execute(plan, datasets, args.rounds, args.steps, args.batch,
+                                                  train=not args.report_only, time_log=time_log, jobs=args.jobs)
+    finally:  # interrupted too: the time spent counts
+        if time_log:
+            time_log.update(force=True)
     plots = write_plots(plan.out, plan.names, results, bench["median_s"])
     report = os.path.join(plan.out, "comparison.md")
     untrained = [f"{r.name} seed {r.seed}" for r in plan.runs if not r.finished] if args.report_only else []

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import Dict, List, Optional
 
 from tqdm import tqdm
@@ -101,15 +101,16 @@ class Eta:
             return self.step_s[name] * sum(ratios) / len(ratios), True
         return self.step_s.get(name, float("nan")), False
 
-    def remaining(self, todo: Dict[str, int], jobs: int = 1) -> str:
-        """The remaining time, the work divided among `jobs` concurrent runs."""
+    def remaining(self, todo: Dict[str, int], jobs: int = 1, runs_left: Optional[int] = None) -> str:
+        """The remaining time, the work divided among min(jobs, runs left) concurrent runs."""
         total, measured = 0.0, True
         for name, iters in todo.items():
             s, m = self.seconds_per_iter(name)
             total, measured = total + s * iters, measured and m
         if math.isnan(total):
             return "ETA ?"
-        return "ETA " + ("" if measured else ">") + tqdm.format_interval(total / jobs)
+        parallel = max(1, min(jobs, jobs if runs_left is None else runs_left))
+        return "ETA " + ("" if measured else ">") + tqdm.format_interval(total / parallel)
 
 
 def step_benchmark(plan: Plan, rounds: int, steps: int, batch: int, log=print, measure: bool = True) -> dict:
@@ -163,10 +164,12 @@ def memory_probes(plan: Plan, batch: int, datasets: dict, log=print, measure: bo
 
 
 def train_one(run: Run, datasets: dict, cores: int, on_iter=None, poll_s: float = 2.0,
-              cpus: Optional[List[int]] = None) -> Optional[dict]:
-    """Trains and evaluates one run in a subprocess (bound to `cpus` if given); returns its result
-    (also in result.json), or None when it failed (the tail of its log is printed). An unfinished
-    run starts afresh: Detectron2's JSONWriter appends, so a stale metrics.json would mix two runs."""
+              stop: Optional[threading.Event] = None) -> Optional[dict]:
+    """Trains and evaluates one run in a subprocess; returns its result (also in result.json), or
+    None when it failed (the tail of its log is printed). The subprocess inherits the calling
+    thread's CPU affinity. An unfinished run starts afresh: Detectron2's JSONWriter appends, so a
+    stale metrics.json would mix two runs. Interrupted (Ctrl-C, an error, `stop` set), it kills the
+    run and raises."""
     if os.path.isdir(run.output_dir):
         shutil.rmtree(run.output_dir)
     os.makedirs(run.output_dir)
@@ -174,16 +177,22 @@ def train_one(run: Run, datasets: dict, cores: int, on_iter=None, poll_s: float 
     metrics_path = os.path.join(run.output_dir, "metrics.json")
     start, done = time.perf_counter(), 0
     with open(log_path, "w") as log_file:
-        bind = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
         proc = subprocess.Popen(train_command(run, datasets), stdout=log_file, stderr=subprocess.STDOUT,
-                                env=subprocess_env(cores), cwd=REPO_ROOT, preexec_fn=bind)
-        while proc.poll() is None:
-            time.sleep(poll_s)
-            metrics = read_metrics(metrics_path)
-            if metrics and on_iter:
-                now = min(max(m.get("iteration", 0) for m in metrics) + 1, run.max_iter)
-                on_iter(now - done)
-                done = now
+                                env=subprocess_env(cores), cwd=REPO_ROOT)
+        try:
+            while proc.poll() is None:
+                time.sleep(poll_s)
+                if stop is not None and stop.is_set():
+                    raise RuntimeError(f"{run.name} seed {run.seed} stopped: another run raised")
+                metrics = read_metrics(metrics_path)
+                if metrics and on_iter:
+                    now = min(max(m.get("iteration", 0) for m in metrics) + 1, run.max_iter)
+                    on_iter(now - done)
+                    done = now
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
     wall = time.perf_counter() - start
     if on_iter:
         on_iter(run.max_iter - done)
@@ -197,15 +206,18 @@ def train_one(run: Run, datasets: dict, cores: int, on_iter=None, poll_s: float 
         tqdm.write(f"FAILED {run.name} seed {run.seed} ({e}); log {log_path}:\n{tail}")
         return None
     result["command"] = train_command(run, datasets)[3:]
+    result["cores"] = cores
     write_json(run.result_file, result)
     return result
 
 
 def core_sets(cores: int, jobs: int) -> List[List[int]]:
     """This process's first `cores` CPUs split into `jobs` disjoint sets of cores // jobs."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if cores > len(cpus):
+        raise ValueError(f"--cores {cores}: this process may use {len(cpus)} CPUs ({cpus})")
     if not 1 <= jobs <= cores:
         raise ValueError(f"--jobs {jobs}: needs 1 to --cores ({cores}) concurrent runs, each on its own cores")
-    cpus = sorted(os.sched_getaffinity(0))[:cores]
     per = cores // jobs
     return [cpus[i * per:(i + 1) * per] for i in range(jobs)]
 
@@ -213,10 +225,10 @@ def core_sets(cores: int, jobs: int) -> List[List[int]]:
 def execute(plan: Plan, datasets: dict, rounds: int = 6, steps: int = 3, batch: int = 8, log=print,
             train: bool = True, time_log=None, jobs: int = 1):
     """Benchmark, memory probes, then every unfinished run (train=False: none, the report shows
-    what has finished, with the step times and memory measured before, if any), `jobs` at a time,
-    each on its own cores // jobs cores (on a GPU they share it). `time_log` (a
-    time_log.TimeLog) is kept up to date as runs train.
-    Returns (results by run, benchmark, memory, names of failed runs)."""
+    what has finished, with the step times and memory measured before, if any), one after another
+    in plan order, or `jobs` at a time, each on its own cores // jobs cores (on a GPU they share
+    it). `time_log` (a time_log.TimeLog) is kept up to date as runs train.
+    Returns (results by run, benchmark, memory, names of failed runs in plan order)."""
     free_cpus = queue.SimpleQueue()
     for cpus in core_sets(plan.cores, jobs):
         free_cpus.put(cpus)
@@ -238,43 +250,84 @@ def execute(plan: Plan, datasets: dict, rounds: int = 6, steps: int = 3, batch: 
     bar = tqdm(total=sum(r.max_iter for r in plan.runs), initial=sum(r.max_iter for r in plan.runs if r.finished),
                unit="it", desc="training", bar_format="{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} it "
                "[{elapsed}{postfix}]", dynamic_ncols=True)
-    bar.set_postfix_str(eta.remaining(remaining, jobs))
-    lock, done = threading.Lock(), []
+    lock, running, finished, stop = threading.Lock(), [], [], threading.Event()
+
+    def show():  # under the lock
+        bar.set_description("training " + ", ".join(f"{r.name} seed {r.seed}" for r in running))
+        bar.set_postfix_str(eta.remaining(remaining, jobs, len(todo) - len(finished)))
 
     def train(run: Run):
         cpus = free_cpus.get()
-        with lock:
-            bar.set_description(f"training {run.name} seed {run.seed}")
-
-        def on_iter(n):
-            with lock:
-                remaining[run.name] -= n
-                bar.update(n)
-                bar.set_postfix_str(eta.remaining(remaining, jobs))
-                if time_log:
-                    time_log.update()
-
         try:
-            result = train_one(run, datasets, len(cpus), on_iter, cpus=cpus if jobs > 1 else None)
+            if jobs > 1:
+                # This thread's affinity, inherited by the run's process (Linux: pid 0 = the thread).
+                os.sched_setaffinity(0, cpus)
+            with lock:
+                running.append(run)
+                show()
+
+            def on_iter(n):
+                with lock:
+                    remaining[run.name] -= n
+                    bar.update(n)
+                    show()
+                    if time_log:
+                        time_log.update()
+
+            result = train_one(run, datasets, len(cpus) if jobs > 1 else plan.cores, on_iter, stop=stop)
         finally:
             free_cpus.put(cpus)
         with lock:
-            done.append(run)
+            running.remove(run)
+            finished.append(run)
             if result is None:
-                failed.append(f"{run.name} seed {run.seed}")
+                failed.append(run)
             else:
                 results[(run.name, run.seed)] = result
                 eta.add(run.name, result["s_per_iter"])
             if time_log:
-                time_log.update(runs_trained=len(done) - len(failed), force=True)
-            bar.set_postfix_str(eta.remaining(remaining, jobs))
+                time_log.update(runs_trained=len(finished) - len(failed), force=True)
+            show()
 
-    # Threads only wait on their training subprocesses; runs start in plan order.
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        for future in [pool.submit(train, run) for run in todo]:
-            future.result()
+    with lock:
+        show()
+    if jobs == 1:
+        for run in todo:
+            train(run)
+    else:
+        run_parallel(train, todo, jobs, stop)
     bar.close()
-    return results, bench, memory, failed
+    return results, bench, memory, [f"{r.name} seed {r.seed}" for r in plan.runs if r in failed]
+
+
+def run_parallel(fn, items, jobs: int, stop: threading.Event):
+    """fn(item) for every item, `jobs` threads at a time, in order of items. The first error (or
+    Ctrl-C) sets `stop` (fn's train_one then kills its process), cancels what has not started and
+    is raised once the running ones have stopped."""
+    errors = []
+
+    def guarded(item):
+        if stop.is_set():
+            return
+        try:
+            fn(item)
+        except BaseException as e:
+            if not stop.is_set():  # the first error; later ones are the stops it caused
+                errors.append(e)
+                stop.set()
+            raise
+
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    futures = [pool.submit(guarded, item) for item in items]
+    try:
+        wait(futures, return_when=FIRST_EXCEPTION)
+    except BaseException:  # Ctrl-C in this thread
+        stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True, cancel_futures=True)
+    if errors:
+        raise errors[0]
 
 
 if __name__ == "__main__":

@@ -231,6 +231,48 @@ open(os.path.join(out, "together"), "w").write(str(time.time() < deadline))
         run_module.execute(plan, {}, log=lambda *a: None, jobs=3)
 
 
+def test_eta_divides_by_the_runs_that_can_still_run_at_once():
+    eta = run_module.Eta({"a": 1.0})
+    assert eta.remaining({"a": 400}, jobs=4, runs_left=4) == "ETA >01:40"
+    assert eta.remaining({"a": 100}, jobs=4, runs_left=1) == "ETA >01:40"  # the last run: one at a time
+
+
+SLOW_FAKE = """
+import os, sys, time
+open(os.path.join(sys.argv[1], "pid"), "w").write(str(os.getpid()))
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_an_error_or_interrupt_kills_the_running_runs_and_raises(tmp_path, monkeypatch, jobs):
+    if len(os.sched_getaffinity(0)) < jobs:
+        pytest.skip(f"needs {jobs} cores")
+    plan = make_plan(["atss_R_18_FPN_tiny"], seeds=3, out=str(tmp_path), max_iter=2, eval_points=0, cores=jobs)
+    monkeypatch.setattr(run_module, "train_command",
+                        lambda run, datasets: [sys.executable, "-c", SLOW_FAKE, run.output_dir])
+    monkeypatch.setattr(run_module, "step_benchmark", lambda *a, **k: {"median_s": {}})
+    monkeypatch.setattr(run_module, "memory_probes", lambda *a, **k: {})
+    monkeypatch.setattr(run_module, "read_metrics", lambda path: [{"iteration": 0}])  # progress: on_iter runs
+
+    class Interrupting:  # Ctrl-C (KeyboardInterrupt) arriving in the progress update of a poll
+        def update(self, runs_trained=None, force=False):
+            if all(os.path.exists(os.path.join(r.output_dir, "pid")) for r in plan.runs[:jobs]):
+                raise KeyboardInterrupt
+
+    import time
+
+    start = time.time()
+    with pytest.raises(KeyboardInterrupt):
+        run_module.execute(plan, {}, log=lambda *a: None, time_log=Interrupting(), jobs=jobs)
+    assert time.time() - start < 30  # not the runs' 60 s
+    for run in plan.runs[:jobs]:  # killed and reaped
+        pid = int(open(os.path.join(run.output_dir, "pid")).read())
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert not os.path.exists(plan.runs[jobs].output_dir)  # never started
+
+
 def fabricated(name, seed, ap, per_class):
     return {"name": name, "seed": seed, "s_per_iter": 1.0,
             "final": {"AP": ap, "AP50": ap + 10, "AP75": ap - 5, "APs": float("nan"), "APm": 1.0, "APl": 2.0},
