@@ -3,6 +3,8 @@
 - Resuming follows ``save_dir/last_checkpoint``. Detectron2 joins whatever that file names to
   save_dir, so an absolute path or ``..`` makes it unpickle a file outside the run's folder; here
   the named checkpoint must lie inside save_dir.
+- ``.pkl`` weights (Detectron2 / Caffe2 model zoo) load through a pickle reader that builds only
+  numeric numpy arrays and plain data (d2ext/checkpoint/safe_pickle.py), not ``pickle.load``.
 - Files load weights-only (d2ext/checkpoint/weights_only.py: metadata objects torch does not
   build, such as mmengine's, are left as inert placeholders). A file that cannot be loaded so
   raises an error that names the file and says it is not a valid checkpoint. torch's own message
@@ -14,6 +16,7 @@ import re
 
 from detectron2.checkpoint import DetectionCheckpointer
 
+from .safe_pickle import load_pickle_weights, unsafe_pickle_allowed
 from .weights_only import load_weights_only
 
 logger = logging.getLogger(__name__)
@@ -57,6 +60,26 @@ class SafeResumeCheckpointer(DetectionCheckpointer):
                 f"(train.init_checkpoint) without --resume."
             )
         return path
+
+    def _load_file(self, filename):
+        if not filename.endswith(".pkl") or unsafe_pickle_allowed():
+            return super()._load_file(filename)
+        # Detectron2's .pkl branch with a loader that runs nothing (d2ext/checkpoint/safe_pickle.py).
+        try:
+            with self.path_manager.open(filename, "rb") as f:
+                data = load_pickle_weights(f)
+        except OSError:
+            raise
+        except Exception as e:
+            raise InvalidCheckpointError(
+                f"{filename} is not a valid weights file: {type(e).__name__}: {e}"
+            ) from None
+        if "model" in data and "__author__" in data:  # Detectron2 model-zoo format
+            self.logger.info("Reading a file from '{}'".format(data["__author__"]))
+            return data
+        data = data.get("blobs", data)  # Caffe2 / Detectron1 detection models keep them in "blobs"
+        data = {k: v for k, v in data.items() if not k.endswith("_momentum")}
+        return {"model": data, "__author__": "Caffe2", "matching_heuristics": True}
 
     def _torch_load(self, f):
         try:

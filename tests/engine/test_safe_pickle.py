@@ -1,0 +1,107 @@
+"""Model-zoo .pkl weights load without running the file (d2ext/checkpoint/safe_pickle.py):
+numeric numpy arrays, scalars and plain data are rebuilt; anything else the file names is refused."""
+import pickle
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+import torch
+
+from d2ext.checkpoint.safe_pickle import ALLOW_UNSAFE_PICKLE_ENV, _Array, _DType, load_pickle_weights
+
+
+class _CreatesFile:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def dump(tmp_path, data, protocol=2, name="w.pkl"):
+    path = tmp_path / name
+    with open(path, "wb") as f:
+        pickle.dump(data, f, protocol=protocol)
+    return str(path)
+
+
+def load(path):
+    with open(path, "rb") as f:
+        return load_pickle_weights(f)
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_numeric_arrays_scalars_and_plain_data_round_trip(tmp_path, protocol):
+    data = {
+        "model": OrderedDict(
+            w=np.arange(12, dtype=np.float32).reshape(3, 4),
+            fortran=np.asfortranarray(np.arange(6, dtype=np.float64).reshape(2, 3)),
+            big_endian=np.arange(5, dtype=">i4"),
+            flags=np.array([True, False]),
+            empty=np.zeros((0, 3), np.uint8),
+        ),
+        "__author__": "Caffe2", "iter": np.int64(7), "lr": np.float32(0.5), "names": ["a", ("b", 1.5)],
+    }
+    loaded = load(dump(tmp_path, data, protocol))
+    for k, v in data["model"].items():
+        assert loaded["model"][k].dtype == v.dtype and np.array_equal(loaded["model"][k], v), k
+    assert isinstance(loaded["model"], OrderedDict) and list(loaded["model"]) == list(data["model"])
+    assert loaded["iter"] == 7 and loaded["iter"].dtype == np.int64 and loaded["lr"] == np.float32(0.5)
+    assert loaded["names"] == ["a", ("b", 1.5)]
+
+
+def test_python2_string_data_read_as_latin1():
+    """Python 2 pickles hold array bytes as str; encoding="latin1" gives them back as such."""
+    raw = np.array([1.0, -2.5], "<f4").tobytes().decode("latin1")
+    dtype = _DType("f4", False, True)
+    dtype.__setstate__((3, "<", None, None, None, -1, -1, 0))
+    array = _Array()
+    array.__setstate__((1, (2,), dtype, False, raw))
+    assert np.array_equal(array.resolve(), [1.0, -2.5])
+
+
+@pytest.mark.parametrize("bad,message", [
+    ({"model": {"w": np.array([1, 2], dtype=object)}}, "not a plain numeric type"),
+    ({"model": {"w": np.zeros(2, dtype=[("a", "f4"), ("b", "i4")])}}, "not a plain numeric type"),
+    ({"model": {"w": np.array(["x"])}}, "not a plain numeric type"),
+])
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_object_structured_and_string_arrays_are_refused(tmp_path, bad, message, protocol):
+    with pytest.raises(pickle.UnpicklingError, match=message):
+        load(dump(tmp_path, bad, protocol))
+
+
+def test_array_data_must_match_its_shape():
+    dtype = _DType("f4", False, True)
+    for shape in [(3,), (2**40, 2**40), (-1, -2)]:  # too few bytes, an overflowing product, negative
+        array = _Array()
+        array.__setstate__((1, shape, dtype, False, b"\0" * 8))
+        with pytest.raises(pickle.UnpicklingError, match="bytes"):
+            array.resolve()
+
+
+def test_a_code_running_global_is_refused_and_named(tmp_path):
+    marker = tmp_path / "ran"
+    path = dump(tmp_path, {"model": {"w": np.ones(2)}, "evil": _CreatesFile(str(marker))})
+    with pytest.raises(pickle.UnpicklingError, match=r"it names io.open; .*D2EXT_ALLOW_UNSAFE_PICKLE=1"):
+        load(path)
+    assert not marker.exists()
+
+
+def test_checkpointer_loads_a_model_zoo_pkl_and_names_a_bad_one(tmp_path, monkeypatch):
+    from d2ext.checkpoint import Checkpointer
+    from d2ext.checkpoint.safe_resume import InvalidCheckpointError
+
+    model = torch.nn.Linear(2, 2)
+    state = {k: np.full(tuple(v.shape), 3.0, np.float32) for k, v in model.state_dict().items()}
+    Checkpointer(model).load(dump(tmp_path, {"model": state, "__author__": "Detectron2 model zoo"}))
+    assert torch.equal(model.weight, torch.full((2, 2), 3.0))
+    marker = tmp_path / "ran"
+    bad = dump(tmp_path, {"model": state, "__author__": "x", "evil": _CreatesFile(str(marker))}, name="bad.pkl")
+    with pytest.raises(InvalidCheckpointError, match=f"{bad} is not a valid weights file: .*it names io.open"):
+        Checkpointer(model).load(bad)
+    assert not marker.exists()
+    # The documented opt-in: Detectron2's plain pickle.load (the file runs).
+    monkeypatch.setenv(ALLOW_UNSAFE_PICKLE_ENV, "1")
+    Checkpointer(model).load(bad)
+    assert marker.exists()
