@@ -68,6 +68,8 @@ class SafeResumeCheckpointer(DetectionCheckpointer):
         try:
             with self.path_manager.open(filename, "rb") as f:
                 data = load_pickle_weights(f)
+            if not isinstance(data, dict) or not isinstance(data.get("blobs", data), dict):
+                raise TypeError(f"it holds a {type(data).__name__}, not a dict of weights")
         except OSError:
             raise
         except Exception as e:
@@ -78,7 +80,7 @@ class SafeResumeCheckpointer(DetectionCheckpointer):
             self.logger.info("Reading a file from '{}'".format(data["__author__"]))
             return data
         data = data.get("blobs", data)  # Caffe2 / Detectron1 detection models keep them in "blobs"
-        data = {k: v for k, v in data.items() if not k.endswith("_momentum")}
+        data = {k: v for k, v in data.items() if not str(k).endswith("_momentum")}
         return {"model": data, "__author__": "Caffe2", "matching_heuristics": True}
 
     def _torch_load(self, f):

@@ -5,8 +5,8 @@ Every checkpoint mmdetection 3 (mmengine) saves while training has them, and so 
 names. Here every such global, numpy's included (numpy's real rebuilders trust the file's dtype
 flags and can be made to read pointers from it), becomes an inert placeholder: it stores its
 arguments and state and runs nothing. Placeholders may only stand where d2ext does not read: in an
-mmdetection file (weights in ``state_dict``) anywhere but there; in any other file nowhere (a
-Detectron2 checkpoint's optimizer and scheduler state are read on resume).
+mmdetection file (weights in ``state_dict``, no ``model``) anywhere but there; in any other file
+nowhere (a Detectron2 checkpoint's optimizer and scheduler state are read on resume).
 """
 import logging
 import pickle
@@ -42,17 +42,22 @@ def _placeholder(name: str) -> type:
     return type("Unloaded", (Unloaded,), {"global_name": name})
 
 
-def _placeholders_in(obj, found: set, depth: int = 0) -> set:
-    """The global names of the placeholders in obj (nested dicts, their keys, lists, tuples)."""
-    if isinstance(obj, Unloaded):
-        found.add(obj.global_name)
-    elif depth < 16 and isinstance(obj, dict):
-        for k, v in obj.items():
-            _placeholders_in(k, found, depth + 1)
-            _placeholders_in(v, found, depth + 1)
-    elif depth < 16 and isinstance(obj, (list, tuple)):
-        for v in obj:
-            _placeholders_in(v, found, depth + 1)
+def _placeholders_in(root) -> set:
+    """The global names of the placeholders in root (dicts and their keys, lists, tuples, sets;
+    every object visited once, however often the file references it)."""
+    found, seen, stack = set(), set(), [root]
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, Unloaded):
+            found.add(obj.global_name)
+        elif isinstance(obj, dict):
+            stack.extend(dict.keys(obj))
+            stack.extend(dict.values(obj))
+        elif isinstance(obj, (list, tuple, set, frozenset)):
+            stack.extend(obj)
     return found
 
 
@@ -102,8 +107,9 @@ def load_weights_only(f: str):
                 if n not in user:
                     extra.setdefault(n, _placeholder(n))
     if extra:
-        read = loaded["state_dict"] if isinstance(loaded, dict) and "state_dict" in loaded else loaded
-        where = sorted(_placeholders_in(read, set()))
+        mmdet = isinstance(loaded, dict) and "state_dict" in loaded and "model" not in loaded
+        read = loaded["state_dict"] if mmdet else loaded
+        where = sorted(_placeholders_in(read))
         if where:
             part = "weights (state_dict)" if read is not loaded else "checkpoint"
             raise pickle.UnpicklingError(

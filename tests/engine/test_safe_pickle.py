@@ -61,9 +61,10 @@ def test_python2_string_data_read_as_latin1():
 
 
 @pytest.mark.parametrize("bad,message", [
-    ({"model": {"w": np.array([1, 2], dtype=object)}}, "not a plain numeric type"),
-    ({"model": {"w": np.zeros(2, dtype=[("a", "f4"), ("b", "i4")])}}, "not a plain numeric type"),
-    ({"model": {"w": np.array(["x"])}}, "not a plain numeric type"),
+    ({"model": {"w": np.array([1, 2], dtype=object)}}, "is not a bool, integer or float type"),
+    ({"model": {"w": np.zeros(2, dtype=[("a", "f4"), ("b", "i4")])}}, "is not a bool, integer or float type"),
+    ({"model": {"w": np.array(["x"])}}, "is not a bool, integer or float type"),
+    ({"model": {"w": np.zeros(2, np.float128)}}, "is not a bool, integer or float type of <= 64 bits"),
 ])
 @pytest.mark.parametrize("protocol", [2, 4])
 def test_object_structured_and_string_arrays_are_refused(tmp_path, bad, message, protocol):
@@ -76,8 +77,59 @@ def test_array_data_must_match_its_shape():
     for shape in [(3,), (2**40, 2**40), (-1, -2)]:  # too few bytes, an overflowing product, negative
         array = _Array()
         array.__setstate__((1, shape, dtype, False, b"\0" * 8))
-        with pytest.raises(pickle.UnpicklingError, match="bytes"):
+        with pytest.raises(pickle.UnpicklingError, match="bytes|shape"):
             array.resolve()
+
+
+def load_bytes(data):
+    import io
+
+    return load_pickle_weights(io.BytesIO(data))
+
+
+@pytest.mark.parametrize("data,message", [
+    # numpy.ndarray called by the file (shape, dtype, buffer and strides would be its choice).
+    (b"\x80\x02cnumpy\nndarray\n(K\x02tR.", "not callable"),
+    (b"\x80\x02cnumpy\nndarray\n)\x81.", "NEWOBJ class argument"),
+    (b"(inumpy\nndarray\n.", "opcode INST"),
+    # The extension registry (skips find_class when cached), a 2**32 memo index.
+    (b"\x80\x02\x82\xf0.", "opcode EXT1"),
+    (b"\x80\x02Nr\xff\xff\xff\xff.", "memo index 4294967295"),
+    # BUILD on an OrderedDict (its items() would be the file's) and on a stand-in function.
+    (b"\x80\x02ccollections\nOrderedDict\n)R}X\x05\x00\x00\x00itemsK\x01sb.", "sets the state of an OrderedDict"),
+    (b"\x80\x02c_codecs\nencode\n}b.", "sets the state of _Call"),
+    (b"\x80\x02ccollections\nOrderedDict\nK\x05\x85R.", "OrderedDict with arguments"),
+    (b"\x80\x02c__builtin__\nbytes\nJ\x00\x00\x00\x40\x85R.", "bytes\\(\\) with arguments"),
+])
+def test_crafted_files_are_refused(data, message):
+    with pytest.raises((pickle.UnpicklingError, TypeError), match=message):
+        load_bytes(data)
+
+
+def test_sets_and_self_holding_containers_are_refused():
+    with pytest.raises(pickle.UnpicklingError, match="an object of type set"):
+        load_bytes(pickle.dumps({"w": {1, 2}}, protocol=4))
+    loop = []
+    loop.append(loop)
+    with pytest.raises(pickle.UnpicklingError, match="holds itself"):
+        load_bytes(pickle.dumps(loop, protocol=4))
+
+
+def test_shared_references_are_rebuilt_once():
+    """A file can reference one object many times for 2 bytes each: 2**40 paths here."""
+    import time
+
+    x = [np.arange(3, dtype=np.float32)]
+    for _ in range(40):
+        x = [x, x]
+    start = time.time()
+    loaded = load_bytes(pickle.dumps(x, protocol=4))
+    assert time.time() - start < 5
+    assert loaded[0] is loaded[1]
+    inner = loaded
+    for _ in range(40):
+        inner = inner[0]
+    assert np.array_equal(inner[0], [0, 1, 2])
 
 
 def test_a_code_running_global_is_refused_and_named(tmp_path):
@@ -101,6 +153,9 @@ def test_checkpointer_loads_a_model_zoo_pkl_and_names_a_bad_one(tmp_path, monkey
     with pytest.raises(InvalidCheckpointError, match=f"{bad} is not a valid weights file: .*it names io.open"):
         Checkpointer(model).load(bad)
     assert not marker.exists()
+    not_a_dict = dump(tmp_path, [1, 2], name="list.pkl")
+    with pytest.raises(InvalidCheckpointError, match="list.pkl is not a valid weights file: .*holds a list"):
+        Checkpointer(model).load(not_a_dict)
     # The documented opt-in: Detectron2's plain pickle.load (the file runs).
     monkeypatch.setenv(ALLOW_UNSAFE_PICKLE_ENV, "1")
     Checkpointer(model).load(bad)

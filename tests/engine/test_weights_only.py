@@ -94,9 +94,23 @@ def test_a_detectron2_file_may_hold_no_placeholder_at_all(tmp_path):
     checkpoint = {"model": OrderedDict(w=torch.ones(2)), "scheduler": {"last_epoch": np.int64(5)}}
     with pytest.raises(pickle.UnpicklingError, match="its checkpoint holds objects of numpy"):
         load_weights_only(save(tmp_path, checkpoint))
-    # Keys too.
+    # Keys and sets too; a dummy state_dict beside "model" does not make it an mmdetection file.
     with pytest.raises(pickle.UnpicklingError, match="its checkpoint holds objects of numpy"):
         load_weights_only(save(tmp_path, {"model": {np.int64(1): torch.ones(1)}}))
+    with pytest.raises(pickle.UnpicklingError, match="its checkpoint holds objects of numpy"):
+        load_weights_only(save(tmp_path, {"model": {}, "state_dict": {}, "x": {np.int64(1)}}))
+
+
+def test_shared_references_are_scanned_once(tmp_path):
+    import time
+
+    x = [np.int64(1)]
+    for _ in range(40):  # 2**40 paths to one placeholder
+        x = [x, x]
+    start = time.time()
+    with pytest.raises(pickle.UnpicklingError, match="its checkpoint holds objects of numpy"):
+        load_weights_only(save(tmp_path, {"model": {}, "x": x}))
+    assert time.time() - start < 10
 
 
 def test_legacy_files_find_globals_one_at_a_time_up_to_max_globals(tmp_path, monkeypatch):
