@@ -68,20 +68,22 @@ class SafeResumeCheckpointer(DetectionCheckpointer):
         try:
             with self.path_manager.open(filename, "rb") as f:
                 data = load_pickle_weights(f)
-            if not isinstance(data, dict) or not isinstance(data.get("blobs", data), dict):
-                raise TypeError(f"it holds a {type(data).__name__}, not a dict of weights")
+            detectron2 = isinstance(data, dict) and "model" in data and "__author__" in data
+            weights = data["model"] if detectron2 else data.get("blobs", data) if isinstance(data, dict) else data
+            if not isinstance(weights, dict) or not all(isinstance(k, str) for k in weights):
+                raise TypeError("it holds no dict of weights by name")
         except OSError:
             raise
         except Exception as e:
             raise InvalidCheckpointError(
                 f"{filename} is not a valid weights file: {type(e).__name__}: {e}"
             ) from None
-        if "model" in data and "__author__" in data:  # Detectron2 model-zoo format
-            self.logger.info("Reading a file from '{}'".format(data["__author__"]))
+        if detectron2:  # Detectron2 model-zoo format
+            self.logger.info("Reading a file from '{}'".format(str(data["__author__"])[:200]))
             return data
-        data = data.get("blobs", data)  # Caffe2 / Detectron1 detection models keep them in "blobs"
-        data = {k: v for k, v in data.items() if not str(k).endswith("_momentum")}
-        return {"model": data, "__author__": "Caffe2", "matching_heuristics": True}
+        # Caffe2 / Detectron1 model zoo (detection models keep the weights in "blobs").
+        weights = {k: v for k, v in weights.items() if not k.endswith("_momentum")}
+        return {"model": weights, "__author__": "Caffe2", "matching_heuristics": True}
 
     def _torch_load(self, f):
         try:

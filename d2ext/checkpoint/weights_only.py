@@ -4,9 +4,9 @@ Every checkpoint mmdetection 3 (mmengine) saves while training has them, and so 
 ``meta`` dicts; torch refuses the whole file, and weights_only=False would run whatever the file
 names. Here every such global, numpy's included (numpy's real rebuilders trust the file's dtype
 flags and can be made to read pointers from it), becomes an inert placeholder: it stores its
-arguments and state and runs nothing. Placeholders may only stand where d2ext does not read: in an
-mmdetection file (weights in ``state_dict``, no ``model``) anywhere but there; in any other file
-nowhere (a Detectron2 checkpoint's optimizer and scheduler state are read on resume).
+arguments and state and runs nothing. Only an mmdetection file (weights in ``state_dict``, no
+``model``) may hold them, outside a ``state_dict`` of plain tensors by name; any other file (a
+Detectron2 checkpoint's optimizer and scheduler state are read on resume) is refused.
 """
 import logging
 import pickle
@@ -61,6 +61,21 @@ def _placeholders_in(root) -> set:
     return found
 
 
+def _check_plain_weights(state, extra: Dict[str, type]):
+    """An mmdetection state_dict loaded beside placeholders: names to plain tensors, nothing else
+    (no placeholder, not even as a class or an attribute of a tensor)."""
+    ok = isinstance(state, dict) and all(
+        isinstance(k, str) and type(v) in (torch.Tensor, torch.nn.Parameter) and not v.__dict__
+        for k, v in dict.items(state)
+    )
+    if not ok:
+        where = sorted(_placeholders_in(state)) or sorted(extra)
+        raise pickle.UnpicklingError(
+            f"its weights (state_dict) are not only tensors by name; the file holds objects of {', '.join(where)}, "
+            "which weights-only loading does not build"
+        )
+
+
 def _names_in_file(f: str):
     """Every global a zip-format checkpoint names (one pass, no loading); none for legacy files,
     whose names the load loop finds one at a time."""
@@ -108,13 +123,11 @@ def load_weights_only(f: str):
                     extra.setdefault(n, _placeholder(n))
     if extra:
         mmdet = isinstance(loaded, dict) and "state_dict" in loaded and "model" not in loaded
-        read = loaded["state_dict"] if mmdet else loaded
-        where = sorted(_placeholders_in(read))
-        if where:
-            part = "weights (state_dict)" if read is not loaded else "checkpoint"
+        if not mmdet:
             raise pickle.UnpicklingError(
-                f"its {part} holds objects of {', '.join(where)}, which weights-only loading does not build"
+                f"its checkpoint holds objects of {', '.join(sorted(extra))}, which weights-only loading does not build"
             )
+        _check_plain_weights(loaded["state_dict"], extra)
         logger.info("%s: loaded without the objects of %s (metadata; weights-only loading does not build them)",
                     f, ", ".join(sorted(extra)))
     return loaded

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from d2ext.checkpoint.safe_pickle import ALLOW_UNSAFE_PICKLE_ENV, _Array, _DType, load_pickle_weights
+from d2ext.checkpoint.safe_pickle import ALLOW_UNSAFE_PICKLE_ENV, _array_from_bytes, _Budget, _DType, load_pickle_weights
 
 
 class _CreatesFile:
@@ -43,8 +43,8 @@ def test_numeric_arrays_scalars_and_plain_data_round_trip(tmp_path, protocol):
         "__author__": "Caffe2", "iter": np.int64(7), "lr": np.float32(0.5), "names": ["a", ("b", 1.5)],
     }
     loaded = load(dump(tmp_path, data, protocol))
-    for k, v in data["model"].items():
-        assert loaded["model"][k].dtype == v.dtype and np.array_equal(loaded["model"][k], v), k
+    for k, v in data["model"].items():  # in native byte order (torch.from_numpy needs it)
+        assert loaded["model"][k].dtype == v.dtype.newbyteorder("=") and np.array_equal(loaded["model"][k], v), k
     assert isinstance(loaded["model"], OrderedDict) and list(loaded["model"]) == list(data["model"])
     assert loaded["iter"] == 7 and loaded["iter"].dtype == np.int64 and loaded["lr"] == np.float32(0.5)
     assert loaded["names"] == ["a", ("b", 1.5)]
@@ -55,9 +55,7 @@ def test_python2_string_data_read_as_latin1():
     raw = np.array([1.0, -2.5], "<f4").tobytes().decode("latin1")
     dtype = _DType("f4", False, True)
     dtype.__setstate__((3, "<", None, None, None, -1, -1, 0))
-    array = _Array()
-    array.__setstate__((1, (2,), dtype, False, raw))
-    assert np.array_equal(array.resolve(), [1.0, -2.5])
+    assert np.array_equal(_array_from_bytes((2,), dtype, False, raw, _Budget(100)), [1.0, -2.5])
 
 
 @pytest.mark.parametrize("bad,message", [
@@ -72,13 +70,15 @@ def test_object_structured_and_string_arrays_are_refused(tmp_path, bad, message,
         load(dump(tmp_path, bad, protocol))
 
 
-def test_array_data_must_match_its_shape():
+def test_array_data_must_match_its_shape_and_the_budget():
     dtype = _DType("f4", False, True)
-    for shape in [(3,), (2**40, 2**40), (-1, -2)]:  # too few bytes, an overflowing product, negative
-        array = _Array()
-        array.__setstate__((1, shape, dtype, False, b"\0" * 8))
+    for shape in [(3,), (2**40, 2**40), (-1, -2), (1,) * 33, (2**70,)]:
         with pytest.raises(pickle.UnpicklingError, match="bytes|shape"):
-            array.resolve()
+            _array_from_bytes(shape, dtype, False, b"\0" * 8, _Budget(100))
+    budget = _Budget(12)
+    _array_from_bytes((2,), dtype, False, b"\0" * 8, budget)
+    with pytest.raises(pickle.UnpicklingError, match="more than its own size"):
+        _array_from_bytes((2,), dtype, False, b"\0" * 8, budget)
 
 
 def load_bytes(data):
@@ -90,7 +90,7 @@ def load_bytes(data):
 @pytest.mark.parametrize("data,message", [
     # numpy.ndarray called by the file (shape, dtype, buffer and strides would be its choice).
     (b"\x80\x02cnumpy\nndarray\n(K\x02tR.", "not callable"),
-    (b"\x80\x02cnumpy\nndarray\n)\x81.", "NEWOBJ class argument"),
+    (b"\x80\x02cnumpy\nndarray\n)\x81.", "not a type object"),
     (b"(inumpy\nndarray\n.", "opcode INST"),
     # The extension registry (skips find_class when cached), a 2**32 memo index.
     (b"\x80\x02\x82\xf0.", "opcode EXT1"),
@@ -106,30 +106,36 @@ def test_crafted_files_are_refused(data, message):
         load_bytes(data)
 
 
-def test_sets_and_self_holding_containers_are_refused():
-    with pytest.raises(pickle.UnpicklingError, match="an object of type set"):
+def test_sets_and_shared_containers_are_refused_quickly():
+    """A file could reference one container many times for 2 bytes each (2**40 paths here, or
+    a dict key whose hash takes 2**60 steps): only strings, numbers and dtypes may be shared."""
+    import time
+
+    with pytest.raises(pickle.UnpicklingError, match="opcode EMPTY_SET"):
         load_bytes(pickle.dumps({"w": {1, 2}}, protocol=4))
     loop = []
     loop.append(loop)
-    with pytest.raises(pickle.UnpicklingError, match="holds itself"):
-        load_bytes(pickle.dumps(loop, protocol=4))
-
-
-def test_shared_references_are_rebuilt_once():
-    """A file can reference one object many times for 2 bytes each: 2**40 paths here."""
-    import time
-
     x = [np.arange(3, dtype=np.float32)]
     for _ in range(40):
         x = [x, x]
+    key = (1, 2)
+    for _ in range(60):  # (as a dict key, hashing it would take 2**60 steps)
+        key = (key, key)
     start = time.time()
-    loaded = load_bytes(pickle.dumps(x, protocol=4))
+    for shared in (loop, x, [key]):
+        with pytest.raises(pickle.UnpicklingError, match="references a container twice"):
+            load_bytes(pickle.dumps(shared, protocol=4))
     assert time.time() - start < 5
-    assert loaded[0] is loaded[1]
-    inner = loaded
-    for _ in range(40):
-        inner = inner[0]
-    assert np.array_equal(inner[0], [0, 1, 2])
+
+
+def test_one_buffer_used_many_times_is_paid_for():
+    big = "x" * 100_000  # one memoised str, encoded to bytes by 50 calls: 5 MB from a ~100 kB file
+    # A protocol-2 file whose 50 entries are _codecs.encode(<the same memoised str>, "latin1").
+    entry = b"c_codecs\nencode\nh\x01X\x06\x00\x00\x00latin1\x86R"
+    head = b"\x80\x02]X" + len(big).to_bytes(4, "little") + big.encode() + b"q\x01("
+    crafted = head + entry * 50 + b"e."
+    with pytest.raises(pickle.UnpicklingError, match="more than its own size"):
+        load_bytes(crafted)
 
 
 def test_a_code_running_global_is_refused_and_named(tmp_path):
@@ -154,7 +160,7 @@ def test_checkpointer_loads_a_model_zoo_pkl_and_names_a_bad_one(tmp_path, monkey
         Checkpointer(model).load(bad)
     assert not marker.exists()
     not_a_dict = dump(tmp_path, [1, 2], name="list.pkl")
-    with pytest.raises(InvalidCheckpointError, match="list.pkl is not a valid weights file: .*holds a list"):
+    with pytest.raises(InvalidCheckpointError, match="list.pkl is not a valid weights file: .*holds no dict of weights by name"):
         Checkpointer(model).load(not_a_dict)
     # The documented opt-in: Detectron2's plain pickle.load (the file runs).
     monkeypatch.setenv(ALLOW_UNSAFE_PICKLE_ENV, "1")

@@ -84,9 +84,21 @@ def test_a_code_running_global_runs_nothing(tmp_path):
 
 def test_a_placeholder_among_the_weights_is_an_error_naming_it(tmp_path):
     marker = tmp_path / "ran"
-    with pytest.raises(pickle.UnpicklingError, match=r"its weights \(state_dict\) holds objects of io.open"):
+    with pytest.raises(pickle.UnpicklingError, match=r"its weights \(state_dict\) are not only tensors.*io.open"):
         load_weights_only(save(tmp_path, mmengine_like(marker, in_weights=True)))
     assert not marker.exists()
+
+
+def test_placeholder_classes_and_tensor_attributes_in_the_weights_are_errors(tmp_path):
+    """Not only placeholder instances: a placeholder class never called, or one hung on a tensor."""
+    checkpoint = mmengine_like()
+    checkpoint["state_dict"]["cls"] = HistoryBufferLike
+    with pytest.raises(pickle.UnpicklingError, match=r"not only tensors by name; .*HistoryBufferLike"):
+        load_weights_only(save(tmp_path, checkpoint))
+    checkpoint = mmengine_like()
+    checkpoint["state_dict"]["w"].note = HistoryBufferLike()
+    with pytest.raises(pickle.UnpicklingError, match=r"not only tensors by name"):
+        load_weights_only(save(tmp_path, checkpoint))
 
 
 def test_a_detectron2_file_may_hold_no_placeholder_at_all(tmp_path):
