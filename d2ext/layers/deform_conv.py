@@ -29,7 +29,8 @@ def _whole_pixels_right(p: Tensor, size: int) -> Tensor:
     float32, 1e-4 px at 200 px), with gradient 1. grid_sample's round trip to pixel coordinates
     rounds a whole pixel to 1 ulp below it about as often as not, which puts it in the cell to
     its left: the same value but the other one-sided offset gradient. torchvision floors (the
-    cell to the right); it matters for zero-initialised offsets, where every point is whole."""
+    cell to the right); it matters for zero-initialised offsets, where every point is whole.
+    Applied only when the offsets need a gradient, so inference samples exactly where asked."""
     tol = 4 * torch.finfo(p.dtype).eps * size
     off_whole = p - torch.round(p)
     shift = torch.where(off_whole.abs() < tol, tol - off_whole, torch.zeros_like(p))
@@ -70,8 +71,9 @@ def sampled_deform_conv2d(input: Tensor, offset: Tensor, weight: Tensor, bias: O
     offset = offset.view(n, k, 2, h_out, w_out)
     y = offset[:, :, 0] + (kernel_y.view(k, 1, 1) + out_y.view(1, h_out, 1))
     x = offset[:, :, 1] + (kernel_x.view(k, 1, 1) + out_x.view(1, 1, w_out))
+    if offset.requires_grad and torch.is_grad_enabled():  # only the offset gradient needs it
+        x, y = _whole_pixels_right(x, w), _whole_pixels_right(y, h)
     # grid_sample's coordinates for align_corners=False: pixel p maps to (2p + 1) / size - 1.
-    x, y = _whole_pixels_right(x, w), _whole_pixels_right(y, h)
     grid = torch.stack(((2 * x + 1) / w - 1, (2 * y + 1) / h - 1), dim=-1)
     grid = grid.view(n, k * h_out, w_out, 2)
     columns = F.grid_sample(input, grid.to(input.dtype), mode="bilinear", padding_mode="zeros", align_corners=False)

@@ -70,6 +70,23 @@ def test_whole_pixel_positions_take_torchvisions_one_sided_offset_gradient(dtype
         torch.testing.assert_close(g, tv_g, rtol=tol, atol=tol)
 
 
+def test_inference_samples_where_asked(monkeypatch):
+    """The whole-pixel nudge is for the offset gradient only: without one, nothing is moved (the
+    mmdetection VFNet parity compares inference scores to 1e-6)."""
+    import d2ext.layers.deform_conv as module
+
+    moved = []
+    real = module._whole_pixels_right
+    monkeypatch.setattr(module, "_whole_pixels_right", lambda p, size: moved.append(1) or real(p, size))
+    x, offset, weight, bias, _ = inputs()
+    with torch.no_grad():
+        sampled_deform_conv2d(x, offset.requires_grad_(), weight, bias, padding=1)
+    sampled_deform_conv2d(x, offset.detach(), weight, bias, padding=1)
+    assert moved == []
+    sampled_deform_conv2d(x, offset.requires_grad_(), weight, bias, padding=1)
+    assert moved == [1, 1]
+
+
 def test_integer_offsets_are_a_shifted_convolution():
     """Offsets of whole pixels sample pixels exactly: a (+1, -2) shift of every kernel point is
     a plain convolution of the image shifted by one row down and two columns left."""
