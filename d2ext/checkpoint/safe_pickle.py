@@ -17,7 +17,6 @@ dicts of numpy arrays (and strings, numbers, OrderedDicts). This reader builds e
 ``D2EXT_ALLOW_UNSAFE_PICKLE=1`` restores Detectron2's plain ``pickle.load`` for files you trust.
 """
 import io
-import math
 import os
 import pickle
 import pickletools
@@ -235,9 +234,6 @@ class _SafeUnpickler(pickle._Unpickler):
                 f"and strings (set {ALLOW_UNSAFE_PICKLE_ENV}=1 to load a file you trust with plain pickle)"
             )
         return found
-
-    def persistent_load(self, pid):
-        raise pickle.UnpicklingError("a persistent id")
 
 
 def _check_opcodes(data: bytes):

@@ -68,8 +68,10 @@ class SafeResumeCheckpointer(DetectionCheckpointer):
         try:
             with self.path_manager.open(filename, "rb") as f:
                 data = load_pickle_weights(f)
-            detectron2 = isinstance(data, dict) and "model" in data and "__author__" in data
-            weights = data["model"] if detectron2 else data.get("blobs", data) if isinstance(data, dict) else data
+            if not isinstance(data, dict):
+                raise TypeError("it holds no dict of weights by name")
+            detectron2 = "model" in data and "__author__" in data
+            weights = data["model"] if detectron2 else data.get("blobs", data)
             if not isinstance(weights, dict) or not all(isinstance(k, str) for k in weights):
                 raise TypeError("it holds no dict of weights by name")
         except OSError:

@@ -109,7 +109,7 @@ class Eta:
             total, measured = total + s * iters, measured and m
         if math.isnan(total):
             return "ETA ?"
-        parallel = max(1, min(jobs, jobs if runs_left is None else runs_left))
+        parallel = min(jobs, runs_left or jobs)
         return "ETA " + ("" if measured else ">") + tqdm.format_interval(total / parallel)
 
 
