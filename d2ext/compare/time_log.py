@@ -6,12 +6,13 @@ up to its last update. The report's "time it took" is the time covered by at lea
 (their sum when they ran one after another)."""
 import datetime
 import glob
-import json
 import math
 import os
 import platform
 import time
 from typing import List, Optional
+
+from .run import read_json, write_json
 
 
 def machine(device: str = "cpu") -> str:
@@ -32,10 +33,7 @@ def machine(device: str = "cpu") -> str:
 
 def read_entries(out: str) -> List[dict]:
     """The invocations' entries, oldest first."""
-    entries = []
-    for path in glob.glob(os.path.join(out, "invocations", "*.json")):
-        with open(path) as f:
-            entries.append(json.load(f))
+    entries = [read_json(path) for path in glob.glob(os.path.join(out, "invocations", "*.json"))]
     return sorted(entries, key=lambda e: e["started_unix"])
 
 
@@ -43,7 +41,6 @@ class TimeLog:
     def __init__(self, out: str, command: str, device: str = "cpu", min_interval_s: float = 60.0):
         now = datetime.datetime.now().astimezone()
         self.path = os.path.join(out, "invocations", f"{now:%Y%m%dT%H%M%S.%f}-{os.getpid()}.json")
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
         self.entry = {"started": now.isoformat(timespec="seconds"), "started_unix": now.timestamp(),
                       "command": command, "machine": machine(device), "wall_s": 0.0, "runs_trained": 0}
         self.start = time.perf_counter()
@@ -59,9 +56,7 @@ class TimeLog:
             return
         self.entry["wall_s"] = now - self.start
         self.last_write = now
-        with open(self.path + ".tmp", "w") as f:
-            json.dump(self.entry, f, indent=1)
-        os.replace(self.path + ".tmp", self.path)
+        write_json(self.path, self.entry)
 
 
 def covered_seconds(entries: List[dict]) -> float:
