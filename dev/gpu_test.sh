@@ -17,7 +17,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 own_env=0 PY=$VENV/bin/python
-if [ -n "${D2EXT_PYTHON:-}" ]; then own_env=1 PY=$D2EXT_PYTHON; fi
+if [ -n "${D2EXT_PYTHON:-}" ]; then
+  own_env=1 PY=$D2EXT_PYTHON
+  # d2ext is built in place, not installed: subprocesses (train_net.py, benchmark_ops.py) import it
+  # from the checkout.
+  export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+fi
 [ -n "${OMP_WAIT_POLICY:-}" ] || export GOMP_SPINCOUNT=${GOMP_SPINCOUNT:-10000}  # README "Threads"
 
 stages=() all_methods=0 full=0
