@@ -1,17 +1,11 @@
 # The two commands of the README: `make demo` (train + evaluate + draw on the synthetic dataset,
 # on the CPU) and `make test`. Both set up .venv first (idempotent).
 VENV ?= .venv
-# Idle OpenMP threads spin 10k rounds, then sleep: libgomp's default spin made a step ~3-5x slower
-# next to one other busy process, PASSIVE ~19% slower on an idle machine (README "Threads"). Every
-# target and the processes it starts inherit it; a user's OMP_WAIT_POLICY or GOMP_SPINCOUNT wins.
-ifeq ($(origin OMP_WAIT_POLICY),undefined)
-export GOMP_SPINCOUNT ?= 10000
-endif
 PY := $(VENV)/bin/python
 DEMO_CONFIG ?= configs/Synthetic/atss_R_18_FPN_tiny.yaml
 DEMO_OUTPUT ?= output/atss_R_18_FPN_tiny
 
-.PHONY: setup demo test gpu-test cuda-check benchmark clean
+.PHONY: setup demo test gpu-test cuda-check clean
 
 setup:
 	bash dev/setup_env.sh

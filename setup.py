@@ -122,6 +122,9 @@ setup(
             "d2ext-train=d2ext.tools.train_net:main",
             "d2ext-demo=d2ext.tools.demo:main",
             "d2ext-export=d2ext.tools.export_model:main",
+            "d2ext-visualize-predictions=d2ext.tools.visualize_predictions:main",
+            "d2ext-convert-mmdet-checkpoint=d2ext.tools.convert_mmdet_checkpoint:main",
+            "d2ext-compare=d2ext.tools.compare_methods:main",
         ]
     },
 )

@@ -23,7 +23,6 @@ if [ -n "${D2EXT_PYTHON:-}" ]; then
   # from the checkout.
   export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 fi
-[ -n "${OMP_WAIT_POLICY:-}" ] || export GOMP_SPINCOUNT=${GOMP_SPINCOUNT:-10000}  # README "Threads"
 
 stages=() all_methods=0 full=0
 while [ $# -gt 0 ]; do

@@ -1,11 +1,7 @@
 import os
 import sys
 
-# Before torch loads: idle OpenMP threads spin 10k rounds, then sleep. libgomp's default spin made a
-# step ~3-5x slower next to one busy process, PASSIVE ~19% slower idle (README "Threads"; `make test` sets it too).
-# A user's OMP_WAIT_POLICY or GOMP_SPINCOUNT wins.
-if "OMP_WAIT_POLICY" not in os.environ:
-    os.environ.setdefault("GOMP_SPINCOUNT", "10000")
+import d2ext  # noqa: F401,E402  first: sets the process environment before torch loads (d2ext/environment.py)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -15,11 +15,7 @@ A step is forward + backward + SGD update, as in Detectron2's SimpleTrainer, wit
 """
 import os
 
-# Before torch loads: idle OpenMP threads spin 10k rounds, then sleep. libgomp's default spin made a
-# step ~3-5x slower next to one busy process, PASSIVE ~19% slower idle (README "Threads").
-# A user's OMP_WAIT_POLICY or GOMP_SPINCOUNT wins.
-if "OMP_WAIT_POLICY" not in os.environ:
-    os.environ.setdefault("GOMP_SPINCOUNT", "10000")
+import d2ext  # noqa: F401  first: sets the process environment before torch loads (d2ext/environment.py)
 
 import argparse
 
@@ -27,7 +23,7 @@ import torch
 
 import d2ext  # noqa: F401  (registers the models)
 from d2ext.compare.benchmark import Runner, fixed_batch, interleave
-from d2ext.compare.plan import load_config
+from d2ext.config import load_config
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIGS = [

@@ -21,11 +21,7 @@ allocation, not only torch's.
 """
 import os
 
-# Before torch loads: idle OpenMP threads spin 10k rounds, then sleep. libgomp's default spin made a
-# step ~3-5x slower next to one busy process, PASSIVE ~19% slower idle (README "Threads").
-# A user's OMP_WAIT_POLICY or GOMP_SPINCOUNT wins.
-if "OMP_WAIT_POLICY" not in os.environ:
-    os.environ.setdefault("GOMP_SPINCOUNT", "10000")
+import d2ext  # noqa: F401  first: sets the process environment before torch loads (d2ext/environment.py)
 
 import argparse
 import gc

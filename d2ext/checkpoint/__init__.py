@@ -1,5 +1,6 @@
 from .checkpointer import Checkpointer
 from .conversion import ConversionError
+from .loading import load_weights, local_weights
 from .mmdet import convert_mmdet_checkpoint, is_mmdet_checkpoint
 from .safe_resume import InvalidCheckpointError, SafeResumeCheckpointer, UnsafeCheckpointPathError
 from .torchvision import convert_torchvision_resnet, is_torchvision_resnet
@@ -14,4 +15,6 @@ __all__ = [
     "convert_torchvision_resnet",
     "is_mmdet_checkpoint",
     "is_torchvision_resnet",
+    "load_weights",
+    "local_weights",
 ]

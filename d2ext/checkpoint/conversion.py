@@ -11,6 +11,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
+from d2ext.errors import ConversionError
+
 logger = logging.getLogger(__name__)
 
 # A rule's target: a re.sub replacement template or function, or None to drop the key.
@@ -38,11 +40,6 @@ class Table:
     # Per-level scalars kept as separate modules by the source ("….scales.3.scale") and as one
     # (L,) parameter by d2ext: target name of each level's value -> stacked target name.
     stacked: Dict[str, str] = field(default_factory=dict)
-
-
-class ConversionError(KeyError):
-    def __str__(self):  # KeyError quotes its message; keep it readable
-        return str(self.args[0])
 
 
 def convert(table: Table, source: Dict[str, torch.Tensor], target: Dict[str, torch.Tensor],
@@ -126,12 +123,19 @@ def _rename(table: Table, key: str):
 def _stack_levels(table: Table, out, origin):
     """Per-level scalars "<name>.<level>" -> one (L,) tensor "<stacked name>"."""
     for prefix, stacked_name in table.stacked.items():
-        levels = {}
+        levels, level_origin = {}, {}
         for key in list(out):
             if key.startswith(prefix + "."):
                 level = int(key[len(prefix) + 1:])
+                source_key = origin.pop(key, key)
+                if level in levels:  # "scales.1.scale" and "scales.01.scale"
+                    raise ConversionError(
+                        f"{level_origin[level]!r} and {source_key!r} both map to level {level} of "
+                        f"{stacked_name!r} ({table.name})"
+                    )
                 levels[level] = out.pop(key).reshape(())
-                origin.setdefault(stacked_name, origin.pop(key, key))
+                level_origin[level] = source_key
+                origin.setdefault(stacked_name, source_key)
         if levels:
             if sorted(levels) != list(range(len(levels))):
                 raise ConversionError(f"{prefix}: levels {sorted(levels)} are not 0..{len(levels) - 1}")

@@ -16,18 +16,12 @@ import re
 
 from detectron2.checkpoint import DetectionCheckpointer
 
+from d2ext.errors import InvalidCheckpointError, UnsafeCheckpointPathError
+
 from .safe_pickle import load_pickle_weights, unsafe_pickle_allowed
 from .weights_only import load_weights_only
 
 logger = logging.getLogger(__name__)
-
-
-class UnsafeCheckpointPathError(ValueError):
-    """last_checkpoint names a file outside the checkpointer's save_dir."""
-
-
-class InvalidCheckpointError(ValueError):
-    """A checkpoint file that torch.load cannot read (corrupt, truncated, not a checkpoint)."""
 
 
 def _reason(error: Exception) -> str:
@@ -45,21 +39,27 @@ class SafeResumeCheckpointer(DetectionCheckpointer):
     file when one cannot be read."""
 
     def get_checkpoint_file(self) -> str:
+        """The file save_dir/last_checkpoint names, resolved as it will be opened (symlinks
+        followed): refused unless it lies inside save_dir and is a plain local path."""
         path = super().get_checkpoint_file()
         if not path:
             return path
-        with self.path_manager.open(os.path.join(self.save_dir, "last_checkpoint"), "r") as f:
+        save_file = os.path.join(self.save_dir, "last_checkpoint")
+        with self.path_manager.open(save_file, "r") as f:
             named = f.read().strip()
-        root = os.path.abspath(self.save_dir)
-        resolved = os.path.abspath(path)
-        if os.path.isabs(named) or os.path.commonpath([root, resolved]) != root:
+        root = os.path.realpath(self.save_dir)
+        resolved = os.path.realpath(os.path.join(self.save_dir, named))
+        # Detectron2's load() cuts a URL query ("?...") off the name and iopath treats "://" as
+        # a URL: either would open another file than the one checked here.
+        plain = not any(c in named for c in "?#") and "://" not in named and not os.path.isabs(named)
+        if not plain or os.path.commonpath([root, resolved]) != root:
             raise UnsafeCheckpointPathError(
-                f"{os.path.join(self.save_dir, 'last_checkpoint')} names {named!r}, which resolves to "
-                f"{resolved}, outside the output folder {root}; --resume only loads checkpoints "
+                f"{save_file} names {named[:200]!r}, which resolves to {resolved[:200]}, outside the output "
+                f"folder {root} (or is not a plain relative file name); --resume only loads checkpoints "
                 f"inside it. Fix or delete last_checkpoint, or pass the file as MODEL.WEIGHTS "
                 f"(train.init_checkpoint) without --resume."
             )
-        return path
+        return resolved
 
     def _load_file(self, filename):
         if not filename.endswith(".pkl") or unsafe_pickle_allowed():

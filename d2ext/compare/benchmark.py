@@ -17,12 +17,15 @@ import numpy as np
 import torch
 
 from detectron2.config import instantiate
-from detectron2.data import DatasetCatalog, DatasetMapper
+from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
 from detectron2.solver import build_optimizer
 from detectron2.utils.events import EventStorage
 
-from .plan import is_lazy, load_config
+from d2ext.config import load_config
+from d2ext.data import build_train_mapper
+
+from .plan import is_lazy
 
 
 def train_dataset(cfg) -> str:
@@ -36,7 +39,7 @@ def fixed_batch(cfg, size: int):
     """`size` training images of the config's first training set through its training mapper,
     mapped once (fixed seed) and reused for every step of every model."""
     np.random.seed(0)
-    mapper = DatasetMapper(cfg, is_train=True) if hasattr(cfg, "MODEL") else instantiate(cfg.dataloader.train.mapper)
+    mapper = build_train_mapper(cfg) if hasattr(cfg, "MODEL") else instantiate(cfg.dataloader.train.mapper)
     records = DatasetCatalog.get(train_dataset(cfg))[:size]
     return [mapper(dict(record)) for record in records]
 

@@ -2,7 +2,7 @@
 put every method on one schedule and one dataset.
 
 Overrides are plain config options (yaml "KEY VALUE" pairs, lazy "key=value" strings) passed to
-tools/train_net.py, so a run is exactly what `train_net.py --config-file C <opts>` trains, and the
+d2ext.tools.train_net, so a run is exactly what `d2ext-train --config-file C <opts>` trains, and the
 step-time benchmark loads each config with the same options.
 """
 import json
@@ -10,15 +10,12 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
-from detectron2.config import LazyConfig
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from d2ext.config import get_cfg, merge_from_file, num_classes_key, score_thresh_key
-from d2ext.config import set_num_classes, set_score_thresh
-from d2ext.config.lazy_overrides import apply_overrides
+from d2ext.model_zoo.model_zoo import CONFIG_ROOT
+from d2ext.config import load_config, num_classes_key, score_thresh_key, set_num_classes, set_score_thresh
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SYNTHETIC = os.path.join(REPO_ROOT, "configs", "Synthetic")
+SYNTHETIC = os.path.join(CONFIG_ROOT, "Synthetic")  # d2ext's shipped configs (installed or a checkout)
 # The tiny method configs, then the baselines. The first config is the reference of the ratio
 # columns. retinanet_R_18_FPN_tiny (Detectron2's untuned defaults) is left out for its fair variant.
 DEFAULT_CONFIGS = [
@@ -79,7 +76,7 @@ class Plan:
 
     def settings(self) -> dict:
         return {
-            "configs": [os.path.relpath(c, REPO_ROOT) if c.startswith(REPO_ROOT) else c for c in self.configs],
+            "configs": [os.path.relpath(c, CONFIG_ROOT) if c.startswith(SYNTHETIC) else c for c in self.configs],
             "seeds": self.seeds, "max_iter": self.max_iter, "eval_period": self.eval_period,
             "train_dataset": self.train_dataset, "test_dataset": self.test_dataset,
             "num_classes": self.num_classes, "score_thresh": self.score_thresh,
@@ -108,16 +105,6 @@ def resolve_configs(configs: Sequence[str]) -> List[str]:
             f"unknown config(s): {', '.join(missing)} (give a .yaml or .py file, or a name in {SYNTHETIC})"
         )
     return paths
-
-
-def load_config(path: str, opts: Sequence[str] = ()):
-    """The yaml (d2ext's get_cfg + safe yaml) or lazy config at `path` with train_net.py-style
-    overrides applied, as tools/train_net.py would see it."""
-    if is_lazy(path):
-        return apply_overrides(LazyConfig.load(path), list(opts))
-    cfg = merge_from_file(get_cfg(), path)
-    cfg.merge_from_list(list(opts))
-    return cfg
 
 
 def check_datasets(*names: str):

@@ -1,5 +1,5 @@
 """Executes a comparison plan: the interleaved step-time benchmark, the step-memory probes, then
-every (config, seed) run, one at a time or --jobs at once, each a `tools/train_net.py` subprocess
+every (config, seed) run, one at a time or --jobs at once, each a `d2ext.tools.train_net` subprocess
 (Detectron2's trainer, COCOEvaluator and metrics.json). Every piece writes its result file last, so an
 interrupted comparison resumes where it stopped: a run is finished when its result.json exists.
 """
@@ -18,9 +18,12 @@ from typing import Dict, List, Optional
 
 from tqdm import tqdm
 
-from .plan import REPO_ROOT, Plan, Run
+import d2ext
 
-TRAIN_NET = os.path.join(REPO_ROOT, "tools", "train_net.py")
+from .plan import Plan, Run
+
+# The folder d2ext is imported from (site-packages, or a checkout): the runs import the same d2ext.
+D2EXT_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(d2ext.__file__)))
 FINAL_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
@@ -41,10 +44,8 @@ def subprocess_env(cores: int) -> dict:
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(cores)
-    if "OMP_WAIT_POLICY" not in env:  # README "Threads"
-        env.setdefault("GOMP_SPINCOUNT", "10000")
-    # The subprocess imports this checkout's d2ext, whatever is installed.
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO_ROOT, env.get("PYTHONPATH")) if p)
+    # The subprocess imports the d2ext this process runs, whatever else is installed.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (D2EXT_PARENT, env.get("PYTHONPATH")) if p)
     return env
 
 
@@ -119,7 +120,7 @@ def step_benchmark(plan: Plan, rounds: int, steps: int, batch: int, log=print, m
     numbers measured in one run). measure=False (--report-only): whatever benchmark.json holds,
     or no step times."""
     from .benchmark import Runner, fixed_batch, interleave
-    from .plan import load_config
+    from d2ext.config import load_config
 
     path = os.path.join(plan.out, "benchmark.json")
     settings = {"names": plan.names, "rounds": rounds, "steps": steps, "batch": batch,
@@ -178,7 +179,7 @@ def train_one(run: Run, datasets: dict, cores: int, on_iter=None, poll_s: float 
     start, done = time.perf_counter(), 0
     with open(log_path, "w") as log_file:
         proc = subprocess.Popen(train_command(run, datasets), stdout=log_file, stderr=subprocess.STDOUT,
-                                env=subprocess_env(cores), cwd=REPO_ROOT)
+                                env=subprocess_env(cores))
         try:
             while proc.poll() is None:
                 time.sleep(poll_s)
@@ -331,12 +332,10 @@ def run_parallel(fn, items, jobs: int, stop: threading.Event):
 
 
 if __name__ == "__main__":
-    # python -m d2ext.compare.run '<json datasets>' <tools/train_net.py arguments>: registers the
-    # user's datasets (plan.register_datasets), then runs tools/train_net.py as its own __main__.
+    # python -m d2ext.compare.run '<json datasets>' <train_net arguments>: registers the user's
+    # datasets (plan.register_datasets), then runs d2ext.tools.train_net as its own __main__.
     from .plan import register_datasets
 
-    import d2ext  # noqa: F401
-
     register_datasets(**json.loads(sys.argv[1]))
-    sys.argv = [TRAIN_NET] + sys.argv[2:]
-    runpy.run_path(TRAIN_NET, run_name="__main__")
+    sys.argv = ["d2ext-train"] + sys.argv[2:]
+    runpy.run_module("d2ext.tools.train_net", run_name="__main__", alter_sys=True)

@@ -14,6 +14,8 @@ from detectron2.config import LazyConfig
 from detectron2.utils.registry import locate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from d2ext.errors import OverrideKeyError
+
 _MISSING = object()
 
 
@@ -61,13 +63,8 @@ def _target_accepts(parent, name: str) -> bool:
     return True
 
 
-class OverrideKeyError(KeyError):
-    def __str__(self):  # KeyError would print the message in quotes
-        return str(self.args[0])
-
-
 def check_override_keys(cfg, overrides: List[str]):
-    """Raises KeyError naming each override key that does not exist in cfg (with the closest
+    """Raises OverrideKeyError (a KeyError) naming each override key that does not exist in cfg (with the closest
     existing key) and is not a new argument its LazyCall node's target accepts."""
     for key in _override_keys(overrides):
         if OmegaConf.select(cfg, key, default=_MISSING, throw_on_missing=False) is not _MISSING:

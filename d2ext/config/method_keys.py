@@ -7,19 +7,37 @@ node is a LazyCall of the detector).
 """
 from typing import Tuple
 
-# META_ARCHITECTURE -> (class-count key, test score-threshold key) of a yaml config.
-YAML_KEYS = {
-    "ATSS": ("MODEL.ATSS.NUM_CLASSES", "MODEL.ATSS.SCORE_THRESH_TEST"),
-    "DynamicATSS": ("MODEL.DYNAMIC_ATSS.NUM_CLASSES", "MODEL.DYNAMIC_ATSS.SCORE_THRESH_TEST"),
-    "GFL": ("MODEL.GFL.NUM_CLASSES", "MODEL.GFL.SCORE_THRESH_TEST"),
-    "VFNet": ("MODEL.VFNET.NUM_CLASSES", "MODEL.VFNET.SCORE_THRESH_TEST"),
-    "MuSu": ("MODEL.MUSU.NUM_CLASSES", "MODEL.MUSU.SCORE_THRESH_TEST"),
-    # APLossRetinaNet reads its architecture from MODEL.RETINANET, its test keys from AP_LOSS.
+from detectron2.modeling import META_ARCH_REGISTRY
+
+# The few meta-architectures whose keys are not MODEL.<config_node>.NUM_CLASSES /
+# .SCORE_THRESH_TEST: Detectron2's own (no config_node) and AP-loss RetinaNet, which reads its
+# architecture from MODEL.RETINANET and its test keys from MODEL.AP_LOSS.
+# META_ARCHITECTURE -> (class-count key, test score-threshold key).
+OVERRIDES = {
     "APLossRetinaNet": ("MODEL.RETINANET.NUM_CLASSES", "MODEL.AP_LOSS.SCORE_THRESH_TEST"),
     "RetinaNet": ("MODEL.RETINANET.NUM_CLASSES", "MODEL.RETINANET.SCORE_THRESH_TEST"),
     # Faster R-CNN and Libra R-CNN (LibraROIHeads reads the same keys).
     "GeneralizedRCNN": ("MODEL.ROI_HEADS.NUM_CLASSES", "MODEL.ROI_HEADS.SCORE_THRESH_TEST"),
 }
+
+
+def yaml_keys(arch: str) -> Tuple[str, str]:
+    """(class-count key, score-threshold key) of a registered meta-architecture: an override
+    above, or MODEL.<config_node>.NUM_CLASSES / .SCORE_THRESH_TEST of its class (every d2ext
+    dense detector names its config node; a new method needs no entry here)."""
+    if arch in OVERRIDES:
+        return OVERRIDES[arch]
+    try:
+        node = getattr(META_ARCH_REGISTRY.get(arch), "config_node", None)
+    except KeyError:
+        node = None
+    if node is None:
+        raise KeyError(
+            f"d2ext.config does not know the class-count key of MODEL.META_ARCHITECTURE={arch!r}: it "
+            f"is neither one of {sorted(OVERRIDES)} nor a registered class with a config_node "
+            "(Detectron2's FCOS has lazy configs only: model.num_classes)"
+        )
+    return f"MODEL.{node}.NUM_CLASSES", f"MODEL.{node}.SCORE_THRESH_TEST"
 
 
 def _is_lazy(cfg) -> bool:
@@ -38,13 +56,7 @@ def _keys(cfg) -> Tuple[str, str]:
             f"d2ext.config cannot tell where the lazy model {cfg.model.get('_target_')!r} keeps its "
             "class count: neither model.num_classes nor model.roi_heads.num_classes exists"
         )
-    arch = cfg.MODEL.META_ARCHITECTURE
-    if arch not in YAML_KEYS:
-        raise KeyError(
-            f"d2ext.config does not know the class-count key of MODEL.META_ARCHITECTURE={arch!r}; "
-            f"known: {sorted(YAML_KEYS)} (Detectron2's FCOS has lazy configs only: model.num_classes)"
-        )
-    return YAML_KEYS[arch]
+    return yaml_keys(cfg.MODEL.META_ARCHITECTURE)
 
 
 def _get(cfg, key):
@@ -75,6 +87,10 @@ def score_thresh_key(cfg) -> str:
 
 def get_num_classes(cfg) -> int:
     return int(_get(cfg, num_classes_key(cfg)))
+
+
+def get_score_thresh(cfg) -> float:
+    return float(_get(cfg, score_thresh_key(cfg)))
 
 
 def set_num_classes(cfg, num_classes: int):

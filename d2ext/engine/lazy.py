@@ -1,15 +1,14 @@
 """Training and evaluation from lazy (Python) configs, as Detectron2's lazyconfig_train_net."""
 import logging
 
-from detectron2.config import LazyConfig, instantiate
-from detectron2.engine import SimpleTrainer, default_setup, default_writers, hooks
+from detectron2.config import instantiate
+from detectron2.engine import SimpleTrainer, default_writers, hooks
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 from omegaconf import OmegaConf
 
-from d2ext.checkpoint import Checkpointer
+from d2ext.checkpoint import Checkpointer, load_weights
 from d2ext.config import num_classes_key
-from d2ext.config.lazy_overrides import apply_overrides
 from d2ext.data.class_count import check_num_classes
 from d2ext.evaluation import add_missing_info
 
@@ -17,14 +16,6 @@ from .amp import AMPTrainer
 from .ddp import create_ddp_model
 
 logger = logging.getLogger("detectron2")
-
-
-def setup_lazy(args):
-    cfg = LazyConfig.load(args.config_file)
-    # Unlike LazyConfig.apply_overrides, an override of a key that does not exist is an error.
-    cfg = apply_overrides(cfg, args.opts)
-    default_setup(cfg, args)
-    return cfg
 
 
 def model_num_classes(model):
@@ -99,21 +90,13 @@ def do_train(args, cfg):
 
 def evaluate_lazy(args, cfg):
     """Evaluates the last checkpoint of train.output_dir (--resume, when it has one) or
-    train.init_checkpoint; an error when neither gives weights (it would score a random model)."""
+    train.init_checkpoint."""
     model = instantiate(cfg.model)
     model.to(cfg.train.device)
     model = create_ddp_model(model)
     checkpointer = Checkpointer(model, cfg.train.output_dir)
     if args.resume and checkpointer.has_checkpoint():
-        path = checkpointer.get_checkpoint_file()
-    elif cfg.train.init_checkpoint:
-        path = cfg.train.init_checkpoint
-    else:
-        raise FileNotFoundError(
-            f"--eval-only has no weights to evaluate: "
-            + (f"train.output_dir={cfg.train.output_dir!r} has no last_checkpoint and " if args.resume else "")
-            + "train.init_checkpoint is empty; pass train.init_checkpoint=<file>"
-            + ("" if args.resume else " or --resume to load the last checkpoint of train.output_dir")
-        )
-    checkpointer.load(path)
+        checkpointer.load(checkpointer.get_checkpoint_file())
+    else:  # empty train.init_checkpoint is an error: it would score the random initialisation
+        load_weights(model, cfg.train.init_checkpoint, key="train.init_checkpoint")
     return do_test(cfg, model)

@@ -1,18 +1,22 @@
 import logging
 import os
+import weakref
 
+from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
-from detectron2.engine import DefaultTrainer, default_setup
+from detectron2.engine import DefaultTrainer, SimpleTrainer, TrainerBase, default_setup
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 from d2ext.checkpoint import Checkpointer
-from d2ext.config import get_cfg, get_num_classes, merge_from_file, num_classes_key
+from d2ext.config import get_num_classes, load_config, num_classes_key
 from d2ext.data import build_test_mapper, build_train_mapper
 from d2ext.data.class_count import check_num_classes
 from d2ext.evaluation import COCOEvaluator
 from d2ext.modeling.input_checks import check_pixel_std
 
-from . import ddp  # noqa: F401  (CPU-aware DDP for DefaultTrainer)
 from .amp import AMPTrainer
+from .ddp import create_ddp_model
 
 logger = logging.getLogger(__name__)
 
@@ -50,12 +54,24 @@ class Trainer(DefaultTrainer):
     float16 on CUDA, bfloat16 on the CPU."""
 
     def __init__(self, cfg):
-        super().__init__(cfg)
-        if cfg.SOLVER.AMP.ENABLED:
-            # DefaultTrainer built Detectron2's AMPTrainer, which asserts CUDA in every step;
-            # nothing has run yet, and hooks and checkpointer reach it through self._trainer.
-            d2 = self._trainer
-            self._trainer = AMPTrainer(d2.model, d2.data_loader, d2.optimizer)
+        # DefaultTrainer.__init__'s steps, with d2ext's CPU-aware DDP, AMP trainer and
+        # Checkpointer (Detectron2's module-level create_ddp_model is not replaced).
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        model = create_ddp_model(model, broadcast_buffers=False)
+        trainer_class = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
+        self._trainer = trainer_class(model, data_loader, optimizer)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = Checkpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
 
     @classmethod
     def build_model(cls, cfg):
@@ -79,21 +95,13 @@ class Trainer(DefaultTrainer):
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         return build_evaluator(cfg, dataset_name, output_folder)
 
-    def build_hooks(self):
-        # DefaultTrainer.__init__ makes self.checkpointer just before it calls build_hooks (whose
-        # PeriodicCheckpointer saves through it): swap in d2ext's, same model and checkpointables.
-        self.checkpointer = Checkpointer(
-            self.checkpointer.model, self.cfg.OUTPUT_DIR, **self.checkpointer.checkpointables
-        )
-        return super().build_hooks()
 
-
-def setup_yaml(args):
-    """Detectron2 config with every d2ext key, merged from args.config_file (safe yaml, see
-    d2ext.config.safe_yaml) and args.opts."""
-    cfg = get_cfg()
-    merge_from_file(cfg, args.config_file)
-    cfg.merge_from_list(args.opts)
-    cfg.freeze()
+def setup(args):
+    """The config of a tool's ``args`` (config_file, opts, allow_unsafe_yaml) through
+    d2ext.config.load_config, frozen when it is a yaml config, and Detectron2's default_setup
+    (logging, the config saved in OUTPUT_DIR, seeding)."""
+    cfg = load_config(args.config_file, args.opts, allow_unsafe_yaml=getattr(args, "allow_unsafe_yaml", False))
+    if isinstance(cfg, CfgNode):
+        cfg.freeze()
     default_setup(cfg, args)
     return cfg

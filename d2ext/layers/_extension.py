@@ -10,7 +10,7 @@ import warnings
 
 logger = logging.getLogger(__name__)
 
-BUILD_COMMAND = "python setup.py build_ext --inplace  (or: make build)"
+BUILD_COMMAND = "python setup.py build_ext --inplace  (or: make setup)"
 
 
 def _load() -> bool:

@@ -4,11 +4,11 @@ from typing import Optional
 
 import torch
 
-from detectron2.config import CfgNode, LazyConfig, instantiate
+from detectron2.config import CfgNode, instantiate
 from detectron2.modeling import build_model
-from detectron2.utils.file_io import PathManager
 
-from d2ext.checkpoint import Checkpointer
+from d2ext.checkpoint import load_weights
+from d2ext.config import load_config
 
 CONFIG_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 
@@ -67,33 +67,12 @@ def get_config(config_path: str, trained: bool = False):
             config's published checkpoint (:func:`get_checkpoint_url`); raises if it has none.
     """
     url = get_checkpoint_url(config_path) if trained else None
-    cfg_file = get_config_file(config_path)
-    if cfg_file.endswith(".yaml"):
-        from d2ext.config import get_cfg, merge_from_file
-
-        cfg = merge_from_file(get_cfg(), cfg_file)
-        if url:
-            cfg.MODEL.WEIGHTS = url
-        return cfg
-    if cfg_file.endswith(".py"):
-        cfg = LazyConfig.load(cfg_file)
-        if url:
-            cfg.train.init_checkpoint = url
-        return cfg
-    raise ValueError(f"{config_path} is neither a .yaml nor a .py config")
-
-
-def _local_weights(path: str) -> str:
-    """A local copy of the weights file (downloaded, as Detectron2 does, when it is a URL)."""
-    if not path or "://" not in path:
-        return path
-    try:
-        return PathManager.get_local_path(path)
-    except Exception as e:  # offline, proxy, 404 ...: say which file is needed
-        raise RuntimeError(
-            f"could not download {path} ({type(e).__name__}: {e}). Download it where you are "
-            f"online and point MODEL.WEIGHTS (or train.init_checkpoint) at the file"
-        ) from e
+    cfg = load_config(get_config_file(config_path))
+    if url and isinstance(cfg, CfgNode):
+        cfg.MODEL.WEIGHTS = url
+    elif url:
+        cfg.train.init_checkpoint = url
+    return cfg
 
 
 def get(config_path: str, trained: bool = False, device: Optional[str] = None):
@@ -114,11 +93,9 @@ def get(config_path: str, trained: bool = False, device: Optional[str] = None):
         if device is not None:
             cfg.MODEL.DEVICE = device
         model = build_model(cfg)
-        Checkpointer(model).load(_local_weights(cfg.MODEL.WEIGHTS))
-        return model
+        return load_weights(model, cfg.MODEL.WEIGHTS, allow_random_init=True)
     model = instantiate(cfg.model)
     if device is not None:
         model = model.to(device)
-    if "train" in cfg and "init_checkpoint" in cfg.train:
-        Checkpointer(model).load(_local_weights(cfg.train.init_checkpoint))
-    return model
+    weights = cfg.train.init_checkpoint if "train" in cfg and "init_checkpoint" in cfg.train else ""
+    return load_weights(model, weights, key="train.init_checkpoint", allow_random_init=True)

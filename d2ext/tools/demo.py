@@ -20,23 +20,24 @@ import cv2
 import torch
 import tqdm
 
+from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
 from detectron2.data.detection_utils import read_image
-from detectron2.engine import DefaultPredictor
 from detectron2.utils.logger import setup_logger
 from detectron2.utils.visualizer import Visualizer
 
 import d2ext  # noqa: F401  (registers d2ext's models and datasets)
-from d2ext.config import get_cfg
-from d2ext.config.method_keys import score_thresh_key
-from d2ext.data import build_augmentation
+from d2ext.config import load_config, score_thresh_key
+from d2ext.engine import Predictor
+from d2ext.errors import ConfigError, DataError
+from d2ext.tools.cli import add_config_arguments, command
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def get_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config-file", required=True, metavar="FILE")
+    add_config_arguments(parser)
     parser.add_argument("--input", nargs="+", help="image files, globs ('dir/*.jpg') or folders")
     parser.add_argument("--video-input", help="a video file")
     parser.add_argument("--output", help="folder for the drawn images / video (default: show nothing, print only)")
@@ -46,12 +47,12 @@ def get_parser():
     return parser
 
 
-def setup_cfg(config_file, opts, confidence_threshold):
+def setup_cfg(config_file, opts, confidence_threshold, allow_unsafe_yaml=False):
     if not 0.0 <= confidence_threshold <= 1.0:
-        raise ValueError(f"--confidence-threshold must be in [0, 1], got {confidence_threshold}")
-    cfg = get_cfg()
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
+        raise ConfigError(f"--confidence-threshold must be in [0, 1], got {confidence_threshold}")
+    cfg = load_config(config_file, opts, allow_unsafe_yaml=allow_unsafe_yaml)
+    if not isinstance(cfg, CfgNode):
+        raise ConfigError(f"{config_file}: the demo runs yaml configs (a lazy .py config was given)")
     cfg.merge_from_list([score_thresh_key(cfg), confidence_threshold])
     if not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"
@@ -69,7 +70,7 @@ def expand_inputs(inputs):
         else:
             found = sorted(glob.glob(os.path.expanduser(item)))
         if not found:
-            raise FileNotFoundError(f"--input {item!r} matches no image")
+            raise DataError(f"--input {item!r} matches no image")
         paths += found
     return paths
 
@@ -80,9 +81,7 @@ class Demo:
     def __init__(self, cfg, confidence_threshold):
         self.cfg = cfg
         self.threshold = confidence_threshold
-        self.predictor = DefaultPredictor(cfg)
-        # DefaultPredictor resizes with Detectron2's ResizeShortestEdge; INPUT.RESIZE_BACKEND's.
-        self.predictor.aug = build_augmentation(cfg, is_train=False)[0]
+        self.predictor = Predictor(cfg)  # d2ext's loading and INPUT.RESIZE_BACKEND's resize
         names = cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "__unused"
         self.metadata = MetadataCatalog.get(names)
 
@@ -124,7 +123,7 @@ def run_images(demo, paths, output, save_json, logger):
 def run_video(demo, path, output, logger):
     video = cv2.VideoCapture(path)
     if not video.isOpened():
-        raise FileNotFoundError(f"--video-input {path!r} cannot be opened")
+        raise DataError(f"--video-input {path!r} cannot be opened")
     fps = video.get(cv2.CAP_PROP_FPS) or 25.0
     frames = int(video.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     writer = None
@@ -145,12 +144,14 @@ def run_video(demo, path, output, logger):
         writer.release()
 
 
+@command
 def main(argv=None):
-    args = get_parser().parse_args(argv)
+    parser = get_parser()
+    args = parser.parse_args(argv)
     logger = setup_logger(name="d2ext")
     if not args.input and not args.video_input:
-        raise SystemExit("Give --input images or --video-input")
-    cfg = setup_cfg(args.config_file, args.opts, args.confidence_threshold)
+        parser.error("give --input images or --video-input")
+    cfg = setup_cfg(args.config_file, args.opts, args.confidence_threshold, args.allow_unsafe_yaml)
     demo = Demo(cfg, args.confidence_threshold)
     if args.output:
         os.makedirs(args.output, exist_ok=True)

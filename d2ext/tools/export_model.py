@@ -15,22 +15,25 @@ import os
 
 import torch
 
-from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import CfgNode
 from detectron2.data import build_detection_test_loader, detection_utils
 from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 
 import d2ext  # noqa: F401  (registers d2ext's models and datasets)
-from d2ext.config import get_cfg
+from d2ext.checkpoint import load_weights
+from d2ext.config import load_config
 from d2ext.data import build_augmentation, build_test_mapper
+from d2ext.errors import ConfigError, DataError
 from d2ext.export import ONNX_OPSET, export_onnx, export_scripting, export_torchscript_tracing
+from d2ext.tools.cli import add_config_arguments, command
 
 
 def get_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--format", choices=["torchscript", "onnx"], default="torchscript")
     parser.add_argument("--export-method", choices=["tracing", "scripting"], default="tracing")
-    parser.add_argument("--config-file", required=True, metavar="FILE")
+    add_config_arguments(parser)
     parser.add_argument("--sample-image", help="image to trace with (default: the first test image)")
     parser.add_argument("--output", required=True, help="output directory")
     parser.add_argument("--opset", type=int, default=ONNX_OPSET, help="ONNX opset (>= 17)")
@@ -39,9 +42,9 @@ def get_parser():
 
 
 def setup_cfg(args):
-    cfg = get_cfg()
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = load_config(args.config_file, args.opts, allow_unsafe_yaml=args.allow_unsafe_yaml)
+    if not isinstance(cfg, CfgNode):
+        raise ConfigError(f"{args.config_file}: export takes yaml configs (a lazy .py config was given)")
     cfg.DATALOADER.NUM_WORKERS = 0
     if not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"
@@ -57,22 +60,24 @@ def sample_image(cfg, path=None) -> torch.Tensor:
         batch = next(iter(loader))
         return batch[0]["image"].float()
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"--sample-image {path!r} does not exist")
+        raise DataError(f"--sample-image {path!r} does not exist")
     image = detection_utils.read_image(path, format=cfg.INPUT.FORMAT)
     aug = build_augmentation(cfg, is_train=False)[0]  # the test resize of INPUT.RESIZE_BACKEND
     image = aug.get_transform(image).apply_image(image)
     return torch.as_tensor(image.astype("float32").transpose(2, 0, 1))
 
 
+@command
 def main(argv=None):
-    args = get_parser().parse_args(argv)
+    parser = get_parser()
+    args = parser.parse_args(argv)
     logger = setup_logger(name="d2ext")
     if args.export_method == "scripting" and args.format != "torchscript":
-        raise SystemExit(f"--export-method scripting exports to torchscript only, not --format {args.format}")
+        parser.error(f"--export-method scripting exports to torchscript only, not --format {args.format}")
     cfg = setup_cfg(args)
     os.makedirs(args.output, exist_ok=True)
     model = build_model(cfg)
-    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    load_weights(model, cfg.MODEL.WEIGHTS)  # an empty MODEL.WEIGHTS is an error, not a random model
     model.eval()
 
     if args.export_method == "scripting":

@@ -6,57 +6,55 @@ implementation behind ``tools/train_net.py`` (a checkout), ``d2ext-train`` and
     d2ext-train --config-file configs/Synthetic/atss_R_18_FPN_tiny.yaml
     python -m d2ext.tools.train_net --config-file ... --eval-only MODEL.WEIGHTS model_final.pth
 
-Without GPUs, --num-gpus N runs N processes on the CPU (gloo). Yaml configs load with safe yaml:
---allow-unsafe-yaml (or D2EXT_ALLOW_UNSAFE_YAML=1) lets a trusted file's python tags run.
+Without GPUs, --num-gpus N runs N processes on the CPU (gloo). Yaml configs load with safe yaml
+(--allow-unsafe-yaml lets a trusted file's python tags run); weights through d2ext's Checkpointer.
 """
-import os
-
 from detectron2.engine import default_argument_parser, launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 
 import d2ext  # noqa: F401  (registers d2ext's models and datasets)
-from d2ext.checkpoint import Checkpointer
-from d2ext.config import ALLOW_UNSAFE_YAML_ENV
-from d2ext.engine import Trainer, do_train, evaluate_lazy, setup_lazy, setup_yaml
+from d2ext.checkpoint import Checkpointer, load_weights
+from d2ext.config import is_lazy_config
+from d2ext.engine import Trainer, do_train, evaluate_lazy, setup
+from d2ext.tools.cli import add_safety_arguments, command
+
+
+def evaluate(args, cfg):
+    """Evaluates MODEL.WEIGHTS, or with --resume the last checkpoint of OUTPUT_DIR."""
+    model = Trainer.build_model(cfg)
+    checkpointer = Checkpointer(model, save_dir=cfg.OUTPUT_DIR)
+    if args.resume and checkpointer.has_checkpoint():
+        checkpointer.load(checkpointer.get_checkpoint_file())
+    else:  # empty MODEL.WEIGHTS is an error: Detectron2 would score the random initialisation
+        load_weights(model, cfg.MODEL.WEIGHTS)
+    results = Trainer.test(cfg, model)
+    if comm.is_main_process():
+        verify_results(cfg, results)
+    return results
 
 
 def run(args):
-    if args.config_file.endswith(".py"):
-        cfg = setup_lazy(args)
+    cfg = setup(args)
+    if is_lazy_config(args.config_file):
         return evaluate_lazy(args, cfg) if args.eval_only else do_train(args, cfg)
-
-    cfg = setup_yaml(args)
     if args.eval_only:
-        model = Trainer.build_model(cfg)
-        checkpointer = Checkpointer(model, save_dir=cfg.OUTPUT_DIR)
-        if not cfg.MODEL.WEIGHTS and not (args.resume and checkpointer.has_checkpoint()):
-            # Detectron2 would evaluate the randomly initialised model.
-            raise FileNotFoundError(
-                "--eval-only has no weights to evaluate: MODEL.WEIGHTS is empty"
-                + (f" and OUTPUT_DIR={cfg.OUTPUT_DIR!r} has no last_checkpoint" if args.resume else "")
-            )
-        checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
-        results = Trainer.test(cfg, model)
-        if comm.is_main_process():
-            verify_results(cfg, results)
-        return results
+        return evaluate(args, cfg)
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()
 
 
+def get_parser():
+    return add_safety_arguments(default_argument_parser())
+
+
+@command
 def main(argv=None):
-    parser = default_argument_parser()
-    parser.add_argument(
-        "--allow-unsafe-yaml", action="store_true",
-        help="load yaml configs with python tags (yaml.unsafe_load: the file can run code)",
-    )
-    args = parser.parse_args(argv)
-    if args.allow_unsafe_yaml:
-        os.environ[ALLOW_UNSAFE_YAML_ENV] = "1"  # inherited by the processes launch() starts
+    args = get_parser().parse_args(argv)
     print("Command Line Args:", args)
-    launch(
+    # launch() passes args to every process it starts: the opt-ins travel with them.
+    return launch(
         run,
         args.num_gpus,
         num_machines=args.num_machines,

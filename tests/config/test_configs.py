@@ -162,6 +162,8 @@ def test_model_zoo_published_checkpoints(name):
 
 
 def test_model_zoo_offline_error_names_the_url(monkeypatch):
+    from d2ext.errors import MissingWeightsError
+
     from detectron2.utils.file_io import PathManager
 
     def offline(path, **kwargs):
@@ -169,7 +171,7 @@ def test_model_zoo_offline_error_names_the_url(monkeypatch):
 
     monkeypatch.setattr(PathManager, "get_local_path", offline)
     url = model_zoo.get_checkpoint_url("MMDet/atss_r50_fpn_1x_coco.yaml")
-    with pytest.raises(RuntimeError, match="could not download " + url.replace(".", r"\.")):
+    with pytest.raises(MissingWeightsError, match="could not download " + url.replace(".", r"\.")):
         model_zoo.get("MMDet/atss_r50_fpn_1x_coco.yaml", trained=True)
 
 

@@ -54,10 +54,17 @@ def test_demo_folder_respects_threshold(tmp_path, weights):
 def test_demo_bad_input(tmp_path, weights):
     from d2ext.tools.demo import main
 
-    with pytest.raises(FileNotFoundError, match="nothing_here"):
-        main(["--config-file", TINY_CONFIG, "--input", str(tmp_path / "nothing_here"), "--opts", "MODEL.WEIGHTS", weights])
-    with pytest.raises(ValueError, match="1.5"):
+    from d2ext.errors import ConfigError, DataError
+
+    with pytest.raises(DataError, match="nothing_here"):
+        main(["--debug", "--config-file", TINY_CONFIG, "--input", str(tmp_path / "nothing_here"),
+              "--opts", "MODEL.WEIGHTS", weights])
+    with pytest.raises(ConfigError, match="1.5"):
+        main(["--debug", "--config-file", TINY_CONFIG, "--input", str(tmp_path), "--confidence-threshold", "1.5"])
+    # Without --debug: one line naming the value, exit status 1.
+    with pytest.raises(SystemExit) as exit_info:
         main(["--config-file", TINY_CONFIG, "--input", str(tmp_path), "--confidence-threshold", "1.5"])
+    assert exit_info.value.code == 1
 
 
 @pytest.mark.parametrize(

@@ -26,13 +26,13 @@ def build_model_and_loaders(method, opts):
 
 
 def lazy_setup(method, overrides, tmp_path):
-    from d2ext.engine import setup_lazy
+    from d2ext.engine import setup
 
     args = argparse.Namespace(
         config_file=LAZY_TINY.format(method), opts=[*overrides, f"train.output_dir={tmp_path}"],
         eval_only=False, resume=False, num_gpus=1, num_machines=1, machine_rank=0, dist_url="auto",
     )
-    return setup_lazy(args)
+    return setup(args)
 
 
 # (id, method, opts, exception, expected text: every piece must be in the message)
@@ -149,7 +149,7 @@ def test_lazy_loader_checks_num_classes(tmp_path):
 
 # (id, file content, expected text); {path} is the file written.
 FILE_PROBES = [
-    ("yaml_python_tag", "cfg.yaml", b'MODEL:\n  DEVICE: !!python/object/apply:os.getcwd []\n', ["{path}", "python/object/apply", "D2EXT_ALLOW_UNSAFE_YAML"]),
+    ("yaml_python_tag", "cfg.yaml", b'MODEL:\n  DEVICE: !!python/object/apply:os.getcwd []\n', ["{path}", "python/object/apply", "--allow-unsafe-yaml"]),
     ("yaml_base_python_tag", "child.yaml", None, ["evil_base.yaml", "python/object/apply"]),
     ("checkpoint_garbage", "bad.pth", b"this is not a checkpoint" * 4, ["{path}", "is not a valid checkpoint"]),
     ("checkpoint_truncated", "trunc.pth", "truncated", ["{path}", "is not a valid checkpoint"]),
@@ -169,11 +169,11 @@ def test_bad_file_fails_naming_it(name, content, texts, tmp_path):
     with open(path, "wb") as f:
         f.write(content)
     if name.endswith(".yaml"):
-        from d2ext.engine import setup_yaml
+        from d2ext.engine import setup
 
         args = argparse.Namespace(config_file=path, opts=["OUTPUT_DIR", str(tmp_path / "out")])
         with pytest.raises(ValueError) as info:
-            setup_yaml(args)
+            setup(args)
     else:
         from d2ext.checkpoint import SafeResumeCheckpointer
 

@@ -35,8 +35,8 @@ def test_yaml_python_tag_is_refused_unless_allowed(tmp_path):
     assert f"Config file {config} has a yaml tag that safe yaml does not load" in log
     assert not marker.exists()
     # The documented opt-in (the file then runs, as with Detectron2).
-    run("--config-file", str(config), "--eval-only", *NO_EVAL, "OUTPUT_DIR", str(tmp_path),
-        expect_ok=False, env={"D2EXT_ALLOW_UNSAFE_YAML": "1"})
+    run("--allow-unsafe-yaml", "--config-file", str(config), "--eval-only", *NO_EVAL, "OUTPUT_DIR", str(tmp_path),
+        expect_ok=False)
     assert marker.exists()
 
 
@@ -68,12 +68,12 @@ def test_corrupt_weights_error_names_the_file(tmp_path):
 
 
 def _lazy_cfg(tmp_path, *overrides):
-    from d2ext.engine import setup_lazy
+    from d2ext.engine import setup
 
     path = os.path.join(CONFIGS, "Synthetic", "atss_R_18_FPN_tiny.py")
     args = argparse.Namespace(config_file=path, opts=[f"train.output_dir={tmp_path}", *overrides], eval_only=True,
                               resume=True, num_gpus=1, num_machines=1, machine_rank=0, dist_url="auto")
-    return args, setup_lazy(args)
+    return args, setup(args)
 
 
 def test_lazy_eval_only_resume_loads_the_last_checkpoint(tmp_path, monkeypatch):
@@ -98,5 +98,5 @@ def test_lazy_eval_only_without_weights_is_an_error(tmp_path, monkeypatch):
 
     args, cfg = _lazy_cfg(tmp_path)
     monkeypatch.setattr(lazy, "do_test", lambda cfg, model: model)
-    with pytest.raises(FileNotFoundError, match=r"has no last_checkpoint and train.init_checkpoint is empty"):
+    with pytest.raises(FileNotFoundError, match=r"train.init_checkpoint is empty: no weights to load"):
         lazy.evaluate_lazy(args, cfg)

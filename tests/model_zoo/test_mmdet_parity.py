@@ -310,3 +310,45 @@ def test_torchvision_resnet_loads():
     assert isinstance(bottom_up.res3[0].conv1.norm.weight, torch.nn.Parameter)
     assert bottom_up.res3[0].conv1.norm.weight.requires_grad
     assert not any(p.requires_grad for p in bottom_up.res2.parameters())
+
+
+def test_keys_that_map_to_one_level_are_an_error(atss_pair, tmp_path):
+    """"scales.1.scale" and "scales.01.scale" are different file keys for the same level: an
+    error naming both, never the later one silently winning."""
+    from d2ext.checkpoint import ConversionError
+
+    name, _, _, path = atss_pair
+    checkpoint = torch.load(path)
+    state = checkpoint["state_dict"]
+    state["bbox_head.scales.01.scale"] = state["bbox_head.scales.1.scale"] * 2
+    changed = str(tmp_path / "twice.pth")
+    torch.save(checkpoint, changed)
+    with pytest.raises(ConversionError, match=r"scales\.1\.scale.*scales\.01\.scale|scales\.01\.scale.*scales\.1\.scale"):
+        d2ext_model(MODELS[name][1], changed)
+
+
+def test_demo_predictor_and_export_run_an_mmdet_checkpoint(atss_pair, tmp_path):
+    """MODEL.WEIGHTS <mmdetection .pth> works in every tool, as in train_net --eval-only: the
+    predictor holds the converted weights, the demo draws with them, the export writes a model."""
+    import cv2
+    import numpy as np
+
+    from d2ext.config import load_config
+    from d2ext.engine import Predictor
+    from d2ext.tools import demo, export_model
+
+    name, _, model, path = atss_pair
+    config = os.path.join(CONFIGS, MODELS[name][1])
+    small = ["MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "192"]
+    cfg = load_config(config, ["MODEL.WEIGHTS", path, *small])
+    predictor = Predictor(cfg)
+    for key, value in model.state_dict().items():
+        assert torch.equal(predictor.model.state_dict()[key], value), key
+    image = tmp_path / "img.png"
+    cv2.imwrite(str(image), (np.random.default_rng(0).random((150, 200, 3)) * 255).astype(np.uint8))
+    records = demo.main(["--config-file", config, "--input", str(image), "--confidence-threshold", "0.0",
+                         "--opts", "MODEL.WEIGHTS", path, *small])
+    assert len(records) == 1 and len(records[0]["scores"]) > 0
+    out = export_model.main(["--config-file", config, "--sample-image", str(image), "--output", str(tmp_path / "ts"),
+                             "MODEL.WEIGHTS", path, *small])
+    assert os.path.getsize(out) > 1_000_000  # the R50 weights are in it

@@ -324,13 +324,14 @@ def test_report_and_plots_from_fabricated_results(tmp_path):
 @pytest.mark.slow
 def test_end_to_end_two_iterations_slow(tmp_path):
     """The slow one (~40 s): one tiny config x 1 seed, 2 iterations, evaluated on the 40-image
-    minival split, through tools/compare_methods.py and tools/train_net.py."""
+    minival split, through d2ext.tools.compare_methods and d2ext.tools.train_net, run from a folder
+    outside the checkout (configs found through the model zoo, runs started as modules)."""
     out = tmp_path / "cmp"
-    cmd = [sys.executable, "tools/compare_methods.py", "--configs", "atss_R_18_FPN_tiny", "--seeds", "1",
+    cmd = [sys.executable, "-m", "d2ext.tools.compare_methods", "--configs", "atss_R_18_FPN_tiny", "--seeds", "1",
            "--max-iter", "2", "--eval-points", "0", "--rounds", "1", "--steps", "1", "--cores", "1",
            "--test-dataset", "d2ext_shapes_minival", "--out", str(out)]
-    env = dict(os.environ, PYTHONPATH=REPO_ROOT)
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT, DETECTRON2_DATASETS=os.path.join(REPO_ROOT, "datasets"))
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     result = json.load(open(out / "runs" / "atss_R_18_FPN_tiny" / "seed42" / "result.json"))
     assert set(result["final"]) == {"AP", "AP50", "AP75", "APs", "APm", "APl"}

@@ -1,7 +1,9 @@
-"""d2ext's CPU entry points bound the spin of idle OpenMP threads (GOMP_SPINCOUNT=10000 unless the
-user set OMP_WAIT_POLICY or GOMP_SPINCOUNT) before torch, and with it OpenMP, is loaded: set
-later, it has no effect (README "Threads")."""
-import ast
+"""Every entry point starts torch with d2ext's process environment (d2ext/environment.py): idle
+OpenMP threads spin GOMP_SPINCOUNT=10000 rounds unless the user set OMP_WAIT_POLICY or
+GOMP_SPINCOUNT; set after torch loads, it would have no effect (README "Threads").
+
+Each entry point runs in a fresh process with a probe that reports the environment at the moment
+torch is first imported, then ends the process (so no entry point does its work here)."""
 import os
 import subprocess
 import sys
@@ -9,70 +11,51 @@ import sys
 import pytest
 
 from conftest import REPO_ROOT
+from entry_points import CONSOLE_SCRIPTS, TOOL_SCRIPTS
 
-ENTRY_POINTS = ["tools/train_net.py", "tools/benchmark_models.py", "tools/benchmark_ops.py",
-                "tools/visualize_predictions.py", "tools/compare_methods.py", "tests/conftest.py",
-                "d2ext/__init__.py"]  # the last for the installed d2ext-train, d2ext-demo, d2ext-export
-HEAVY = ("torch", "detectron2", "d2ext", "numpy", "cv2", "pytest", "fvcore")
+PROBE = """
+import os, runpy, sys
+class TorchProbe:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            print("at torch import:", os.environ.get("GOMP_SPINCOUNT", "unset"), flush=True)
+            os._exit(0)
+sys.meta_path.insert(0, TorchProbe())
+kind, target = sys.argv[1:3]
+sys.argv = [target, "--help"]
+if kind == "script":
+    runpy.run_path(target, run_name="__main__")
+else:  # a console script's module, imported as its wrapper does
+    runpy.run_module(target, run_name="__main__")
+print("torch never imported", flush=True)
+"""
 
-
-def first_policy_line_and_heavy_import(path):
-    tree = ast.parse(open(os.path.join(REPO_ROOT, path)).read())
-    policy = heavy = None
-    for node in tree.body:
-        code = ast.unparse(node)
-        if policy is None and "'OMP_WAIT_POLICY' not in os.environ" in code and "setdefault('GOMP_SPINCOUNT'" in code:
-            policy = node.lineno
-        names = []
-        if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            names = ["d2ext"] if node.level else [node.module or ""]  # relative: d2ext's own modules
-        if heavy is None and any(n.split(".")[0] in HEAVY for n in names):
-            heavy = node.lineno
-    return policy, heavy
+ENTRY_POINTS = [("script", path) for path in TOOL_SCRIPTS] + [("module", module) for module, _ in CONSOLE_SCRIPTS.values()]
 
 
-@pytest.mark.parametrize("path", ENTRY_POINTS)
-def test_policy_is_set_before_torch_loads(path):
-    policy, heavy = first_policy_line_and_heavy_import(path)
-    assert policy is not None, f"{path} does not set GOMP_SPINCOUNT"
-    assert heavy is not None and policy < heavy, f"{path} sets GOMP_SPINCOUNT after importing torch & co"
-
-
-def make_env_of_a_target(**user):
+def spin_count_at_torch_import(kind, target, **user):
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     env.update(user)
-    show = ["make", "-s", "-C", REPO_ROOT, "-f", "Makefile", "-f", "-", "show"]
-    rule = "show:\n\t@echo \"$${OMP_WAIT_POLICY-unset} $${GOMP_SPINCOUNT-unset}\"\n"
-    return subprocess.run(show, input=rule, env=env, capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run([sys.executable, "-c", PROBE, kind, target], env=env, cwd=REPO_ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.strip().splitlines()[-1]
 
 
-def test_makefile_exports_the_spin_count_and_a_user_value_wins():
-    assert make_env_of_a_target() == ["unset", "10000"]
-    assert make_env_of_a_target(GOMP_SPINCOUNT="500") == ["unset", "500"]
-    assert make_env_of_a_target(OMP_WAIT_POLICY="ACTIVE") == ["ACTIVE", "unset"]  # libgomp ignores the count then
+@pytest.mark.parametrize("kind,target", ENTRY_POINTS, ids=[t for _, t in ENTRY_POINTS])
+def test_entry_point_starts_torch_with_the_spin_count(kind, target):
+    assert spin_count_at_torch_import(kind, target) == "at torch import: 10000"
 
 
-def test_an_entry_point_sets_it_only_when_the_user_did_not():
-    code = "import os, runpy; runpy.run_path('tests/conftest.py'); print(os.environ.get('GOMP_SPINCOUNT', 'unset'))"
-    for user, expected in (({}, "10000"), ({"OMP_WAIT_POLICY": "PASSIVE"}, "unset"), ({"GOMP_SPINCOUNT": "7"}, "7")):
-        env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
-        env.update(user)
-        out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO_ROOT, capture_output=True, text=True)
-        assert out.returncode == 0, out.stderr
-        assert out.stdout.split()[-1] == expected, user
+def test_a_user_setting_wins():
+    kind, target = ENTRY_POINTS[0]
+    assert spin_count_at_torch_import(kind, target, GOMP_SPINCOUNT="7") == "at torch import: 7"
+    assert spin_count_at_torch_import(kind, target, OMP_WAIT_POLICY="PASSIVE") == "at torch import: unset"
 
 
-def test_importing_d2ext_first_sets_it_and_after_torch_does_not():
-    """The installed console scripts import d2ext before torch; a script that loaded torch first
-    keeps libgomp's settings and its environment unchanged."""
+def test_importing_torch_first_leaves_the_environment_alone():
+    """A user's script that loaded torch before d2ext: libgomp has read its settings already."""
+    code = "import torch, d2ext, os; print(os.environ.get('GOMP_SPINCOUNT', 'unset'))"
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
-    env["PYTHONPATH"] = REPO_ROOT
-    show = "import os; print(os.environ.get('GOMP_SPINCOUNT', 'unset'))"
-    for code, user, expected in (("import d2ext", {}, "10000"), ("import torch, d2ext", {}, "unset"),
-                                 ("import d2ext", {"OMP_WAIT_POLICY": "ACTIVE"}, "unset"),
-                                 ("import d2ext", {"GOMP_SPINCOUNT": "7"}, "7")):
-        out = subprocess.run([sys.executable, "-c", f"{code}; {show}"], env=dict(env, **user), cwd=REPO_ROOT,
-                             capture_output=True, text=True, check=True).stdout.split()[-1]
-        assert out == expected, (code, user, out)
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO_ROOT, capture_output=True, text=True)
+    assert out.stdout.split()[-1] == "unset", out.stderr[-2000:]

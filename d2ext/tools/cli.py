@@ -1,0 +1,56 @@
+"""What every d2ext tool shares: the arguments that load a config, and how errors end the tool.
+
+A tool is ``d2ext/tools/<name>.py`` with ``main(argv=None)`` decorated by :func:`command`, a
+console script ``d2ext-<name>`` (setup.py) and a thin ``tools/<name>.py`` for a checkout.
+"""
+import functools
+import os
+import sys
+
+from d2ext.errors import D2extError
+
+DEBUG_ENV = "D2EXT_DEBUG"
+
+
+def add_config_arguments(parser, opts_help: str = "config overrides (KEY VALUE ... for yaml, key=value for .py)"):
+    """--config-file, --allow-unsafe-yaml and --debug; the caller adds its own ``opts``."""
+    parser.add_argument("--config-file", required=True, metavar="FILE", help="a yaml or lazy (.py) config")
+    add_safety_arguments(parser)
+    return parser
+
+
+def add_safety_arguments(parser):
+    """--allow-unsafe-yaml and --debug, for tools whose parser names the config otherwise
+    (Detectron2's default_argument_parser)."""
+    parser.add_argument(
+        "--allow-unsafe-yaml", action="store_true",
+        help="let yaml configs use python tags (yaml.unsafe_load: the file can run code; only for files you trust)",
+    )
+    return add_debug_argument(parser)
+
+
+def add_debug_argument(parser):
+    parser.add_argument(
+        "--debug", action="store_true",
+        help=f"show the traceback of an error on bad input (also {DEBUG_ENV}=1)",
+    )
+    return parser
+
+
+def command(main):
+    """Decorates a tool's ``main(argv)``: an error d2ext raises about its input (D2extError: a
+    file, key or value, named in the message) ends the tool with that one line on stderr and exit
+    status 1; ``--debug`` or D2EXT_DEBUG=1 re-raises it with its traceback."""
+
+    @functools.wraps(main)
+    def run(argv=None):
+        argv = sys.argv[1:] if argv is None else list(argv)
+        try:
+            return main(argv)
+        except D2extError as e:
+            if "--debug" in argv or os.environ.get(DEBUG_ENV) == "1":
+                raise
+            print(f"{os.path.basename(sys.argv[0]) or 'd2ext'}: error: {e}", file=sys.stderr)
+            raise SystemExit(1) from None
+
+    return run
