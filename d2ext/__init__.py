@@ -10,4 +10,4 @@ setup_environment()  # before torch loads (d2ext/environment.py)
 __version__ = "0.1.0"
 
 from . import data, modeling  # noqa: F401,E402  (registration side effects)
-from .errors import D2extError  # noqa: E402
+from .errors import D2extError  # noqa: E402,F401  (d2ext.D2extError)

@@ -131,10 +131,10 @@ def cpu_step_memory(path: str, opts: Sequence[str], batch_size: int) -> dict:
 
 if __name__ == "__main__":
     # python -m d2ext.compare.benchmark CONFIG BATCH '<json overrides>' '<json datasets>': prints
-    # cpu_step_memory as json (datasets: what plan.register_datasets registers, as the parent).
+    # cpu_step_memory as json (datasets: what the parent registered, d2ext.data.registration).
     import d2ext  # noqa: F401  (registers the models and the bundled dataset)
 
-    from .plan import register_datasets
+    from d2ext.data.registration import register_datasets
 
     register_datasets(**json.loads(sys.argv[4]))
     print(json.dumps(cpu_step_memory(sys.argv[1], json.loads(sys.argv[3]), int(sys.argv[2]))))

@@ -10,10 +10,12 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import DatasetCatalog
 
-from d2ext.model_zoo.model_zoo import CONFIG_ROOT
 from d2ext.config import load_config, num_classes_key, score_thresh_key, set_num_classes, set_score_thresh
+from d2ext.data.registration import thing_classes
+from d2ext.errors import DataError
+from d2ext.model_zoo.model_zoo import CONFIG_ROOT
 
 SYNTHETIC = os.path.join(CONFIG_ROOT, "Synthetic")  # d2ext's shipped configs (installed or a checkout)
 # The tiny method configs, then the baselines. The first config is the reference of the ratio
@@ -111,37 +113,10 @@ def check_datasets(*names: str):
     registered = set(DatasetCatalog.list())
     unknown = [n for n in names if n not in registered]
     if unknown:
-        raise KeyError(
-            f"dataset(s) not registered: {', '.join(unknown)}. Register a COCO-format dataset with "
-            "--coco-dataset NAME JSON IMAGE_ROOT (register_coco_instances) or --import a module that "
-            "registers it"
+        raise DataError(
+            f"dataset(s) not registered: {', '.join(unknown)}. Register your own with --coco-dataset "
+            "NAME JSON IMAGE_ROOT, --voc-dataset NAME DIR SPLIT or --import a module that registers it"
         )
-
-
-def register_datasets(coco: Sequence[Sequence[str]] = (), modules: Sequence[str] = ()):
-    """Imports `modules` (a user's code that registers datasets) and registers each
-    (name, json file, image root) with Detectron2's register_coco_instances. Every process of a
-    comparison (training runs, memory probes) calls it with the same arguments."""
-    import importlib
-
-    from detectron2.data.datasets import register_coco_instances
-
-    for module in modules:
-        importlib.import_module(module)
-    for name, json_file, image_root in coco:
-        if name not in DatasetCatalog.list():
-            register_coco_instances(name, {}, os.path.abspath(json_file), os.path.abspath(image_root))
-
-
-def dataset_num_classes(name: str) -> int:
-    """len(thing_classes) of a registered dataset; loading it fills the metadata of a
-    register_coco_instances dataset."""
-    if MetadataCatalog.get(name).get("thing_classes", None) is None:
-        DatasetCatalog.get(name)
-    classes = MetadataCatalog.get(name).get("thing_classes", None)
-    if not classes:
-        raise ValueError(f"dataset {name!r} has no thing_classes in its metadata: pass --num-classes")
-    return len(classes)
 
 
 def _scaled(values, max_iter, own_max_iter):
@@ -216,6 +191,7 @@ def dataset_overrides(lazy: bool, train: str, test: str, workers: int, cfg) -> L
 
 def make_plan(
     configs: Sequence[str] = DEFAULT_CONFIGS,
+    *,
     seeds: int = 3,
     out: str = "output/compare",
     max_iter: int = 500,
@@ -240,12 +216,13 @@ def make_plan(
         raise ValueError(f"configs with the same name would share an output folder: {dup}")
     check_datasets(train_dataset, test_dataset)
     if num_classes is None:
-        num_classes = dataset_num_classes(train_dataset)
+        num_classes = len(thing_classes(train_dataset))
     eval_period = max_iter // eval_points if eval_points > 0 else 0
     seed_values = [first_seed + i for i in range(seeds)]
     out = os.path.abspath(out)
-    plan = Plan([], paths, names, seed_values, out, max_iter, eval_period, train_dataset, test_dataset,
-                num_classes, score_thresh, cores, device)
+    plan = Plan(runs=[], configs=paths, names=names, seeds=seed_values, out=out, max_iter=max_iter,
+                eval_period=eval_period, train_dataset=train_dataset, test_dataset=test_dataset,
+                num_classes=num_classes, score_thresh=score_thresh, cores=cores, device=device)
     for path, name in zip(paths, names):
         lazy = is_lazy(path)
         cfg = load_config(path)

@@ -5,7 +5,7 @@ import os
 import statistics
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .run import FINAL_KEYS
+from .results import FINAL_KEYS
 
 
 def mean_std(values: Sequence[float]) -> Tuple[float, Optional[float]]:
@@ -76,7 +76,7 @@ def memory_mib(memory: dict, name: str) -> Optional[float]:
     return entry.get("peak_rss_mib", entry.get("peak_mib"))
 
 
-def write_report(path: str, names: Sequence[str], results: Dict[tuple, dict], bench: dict, memory: dict,
+def write_report(path: str, *, names: Sequence[str], results: Dict[tuple, dict], bench: dict, memory: dict,
                  settings: dict, command: str, wall_s: Optional[float] = None, failed: Sequence[str] = (),
                  plots: Sequence[str] = (), untrained: Sequence[str] = (), time_it_took: str = "") -> str:
     groups = by_config(results, names)

@@ -12,7 +12,7 @@ import platform
 import time
 from typing import List, Optional
 
-from .run import read_json, write_json
+from .files import read_json, write_json
 
 
 def machine(device: str = "cpu") -> str:

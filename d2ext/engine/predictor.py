@@ -18,7 +18,8 @@ class Predictor(DefaultPredictor):
     test resize of INPUT.RESIZE_BACKEND (Detectron2's predictor always resizes with PIL).
     """
 
-    def __init__(self, cfg, *, allow_random_init: bool = False):  # noqa: super().__init__ loads unsafely
+    def __init__(self, cfg, *, allow_random_init: bool = False):
+        # Not super().__init__: DefaultPredictor loads MODEL.WEIGHTS with DetectionCheckpointer.
         self.cfg = cfg.clone()  # cfg can be modified by model
         check_pixel_std(self.cfg.MODEL.PIXEL_STD)
         self.model = build_model(self.cfg)

@@ -5,13 +5,15 @@ import weakref
 from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, SimpleTrainer, TrainerBase, default_setup
+from detectron2.evaluation import PascalVOCDetectionEvaluator
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from d2ext.checkpoint import Checkpointer
-from d2ext.config import get_num_classes, load_config, num_classes_key
+from d2ext.config import get_num_classes, num_classes_key
 from d2ext.data import build_test_mapper, build_train_mapper
 from d2ext.data.class_count import check_num_classes
+from d2ext.errors import DataError
 from d2ext.evaluation import COCOEvaluator
 from d2ext.modeling.input_checks import check_pixel_std
 
@@ -22,15 +24,18 @@ logger = logging.getLogger(__name__)
 
 
 def build_evaluator(cfg, dataset_name, output_folder=None):
-    """COCO-style box evaluation for any dataset whose metadata has evaluator_type "coco"."""
+    """COCO-style box evaluation (evaluator_type "coco", the default) or Pascal VOC's (a dataset
+    registered with register_pascal_voc, e.g. --voc-dataset)."""
     output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference")
     evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", "coco")
-    if evaluator_type != "coco":
-        raise NotImplementedError(
-            f"d2ext's trainer evaluates COCO-style datasets; {dataset_name!r} has "
-            f"evaluator_type={evaluator_type!r}"
-        )
-    return COCOEvaluator(dataset_name, output_dir=output_folder)
+    if evaluator_type == "coco":
+        return COCOEvaluator(dataset_name, output_dir=output_folder)
+    if evaluator_type == "pascal_voc":
+        return PascalVOCDetectionEvaluator(dataset_name)
+    raise DataError(
+        f"d2ext's trainer evaluates COCO-style and Pascal VOC datasets; {dataset_name!r} has "
+        f"evaluator_type={evaluator_type!r}"
+    )
 
 
 def check_dataset_classes(cfg, dataset_names):
@@ -96,11 +101,20 @@ class Trainer(DefaultTrainer):
         return build_evaluator(cfg, dataset_name, output_folder)
 
 
+def setup_d2ext_logger(cfg):
+    """d2ext's own log records (e.g. a class count set from the data) in the run's log, as
+    default_setup does for Detectron2's."""
+    output_dir = cfg.OUTPUT_DIR if isinstance(cfg, CfgNode) else cfg.train.output_dir
+    setup_logger(output_dir, distributed_rank=comm.get_rank(), name="d2ext")
+
+
 def setup(args):
-    """The config of a tool's ``args`` (config_file, opts, allow_unsafe_yaml) through
-    d2ext.config.load_config, frozen when it is a yaml config, and Detectron2's default_setup
-    (logging, the config saved in OUTPUT_DIR, seeding)."""
-    cfg = load_config(args.config_file, args.opts, allow_unsafe_yaml=getattr(args, "allow_unsafe_yaml", False))
+    """The config of a tool's ``args`` (d2ext.tools.cli.config_from_args: datasets, config file,
+    overrides), frozen when it is a yaml config, and Detectron2's default_setup (logging, the
+    config saved in OUTPUT_DIR, seeding)."""
+    from d2ext.tools.cli import config_from_args
+
+    cfg = config_from_args(args, on_loaded=setup_d2ext_logger)
     if isinstance(cfg, CfgNode):
         cfg.freeze()
     default_setup(cfg, args)

@@ -172,8 +172,9 @@ def atss_assign(anchors, num_anchors_per_level, gt_boxes, topk, pred_boxes=None,
 
     Returns:
         matched_idxs (R,) int64 (-1 = background), matched_scores (R,) and thresholds (M,) in the
-        anchors' dtype.
+        anchors' dtype (float32 for half / bfloat16 anchors, assigned in float32).
     """
+    anchors, gt_boxes, pred_boxes = (_float32_if_half(t) for t in (anchors, gt_boxes, pred_boxes))
     num_anchors = anchors.shape[0]
     if sum(num_anchors_per_level) != num_anchors:
         raise ValueError(f"num_anchors_per_level {list(num_anchors_per_level)} does not sum to the {num_anchors} anchors given")
@@ -211,6 +212,14 @@ def atss_assign(anchors, num_anchors_per_level, gt_boxes, topk, pred_boxes=None,
     matched_idxs[is_matched] = best_gt[is_matched]
     matched_scores[is_matched] = best_scores[is_matched].to(anchors.dtype)
     return matched_idxs, matched_scores, threshold.to(anchors.dtype)
+
+
+def _float32_if_half(t):
+    """Boxes in float16 would be assigned silently wrong: an area above 65504 px^2 overflows, the
+    IoUs become NaN and no anchor is positive. bfloat16 rounds coordinates to 8 bits."""
+    if t is not None and t.dtype in (torch.float16, torch.bfloat16):
+        return t.float()
+    return t
 
 
 def _mean(x: Tensor) -> Tensor:

@@ -12,6 +12,8 @@ from typing import List, Optional
 
 import torch
 
+from d2ext.errors import DataError
+
 logger = logging.getLogger(__name__)
 
 
@@ -87,6 +89,36 @@ def check_dense_head_args(node: Optional[str], num_classes, num_convs, prior_pro
     check_range(name("NUM_CONVS", "conv_dims, its length"), num_convs, 0, integer=True)
     check_range(name("PRIOR_PROB", "prior_prob"), prior_prob, 0, 1, low_open=True, high_open=True,
                 why="the classifier bias is -log((1 - p) / p)")
+
+
+def check_gt_classes(gt_instances: Optional[List], num_classes: int, key: str):
+    """
+    Refuses a training batch with a ground-truth class outside [0, num_classes): the losses
+    would read a larger one as background (or another class) and train on silently, or index
+    past the logits (MuSu after its warm start, Libra R-CNN's sampler) far from the cause.
+    d2ext's data loaders check the dataset against the config when they are built; this covers
+    batches a user's own loop gives the model. key: the config key of num_classes, e.g.
+    "MODEL.ATSS.NUM_CLASSES (model.num_classes)", named in the error with the bad value.
+
+    On the CPU a DataError (a ValueError). Elsewhere (CUDA) and inside torch.compile an asynchronous device
+    assert instead, as a host check would sync every step; it cannot show the value.
+    """
+    classes = [inst.gt_classes for inst in gt_instances or () if inst.has("gt_classes") and inst.gt_classes.numel()]
+    if not classes:
+        return
+    classes = torch.cat([c.flatten() for c in classes])
+    fix = f"set it to the dataset's class count, or map the classes to 0..{num_classes - 1}"
+    if classes.device.type != "cpu" or torch.compiler.is_compiling():
+        torch._assert_async(
+            ((classes >= 0) & (classes < num_classes)).all(),
+            f"a ground-truth class is outside [0, {num_classes}): {key} is {num_classes}; {fix} (checked on "
+            "the device, without the value: the same batch on the CPU names it)",
+        )
+        return
+    low, high = classes.min().item(), classes.max().item()
+    if low < 0 or high >= num_classes:
+        bad = low if low < 0 else high
+        raise DataError(f"ground-truth class {bad} is outside [0, {num_classes}): {key} is {num_classes}; {fix}")
 
 
 def drop_degenerate_gt_boxes(gt_instances: Optional[List], where: str):

@@ -37,6 +37,21 @@ def add_debug_argument(parser):
     return parser
 
 
+def config_from_args(args, on_loaded=None):
+    """The config a tool's arguments name: their datasets registered (--coco-dataset, ...),
+    --config-file and its overrides loaded (d2ext.config.load_config, with --allow-unsafe-yaml),
+    ``on_loaded(cfg)`` called (e.g. to set up logging in the config's output folder), then
+    --train-dataset / --test-dataset and the class count they imply applied. Not frozen."""
+    from d2ext.config import load_config
+    from d2ext.data.registration import apply_dataset_arguments, register_from_args
+
+    register_from_args(args)
+    cfg = load_config(args.config_file, args.opts, allow_unsafe_yaml=getattr(args, "allow_unsafe_yaml", False))
+    if on_loaded is not None:
+        on_loaded(cfg)
+    return apply_dataset_arguments(cfg, args)
+
+
 def command(main):
     """Decorates a tool's ``main(argv)``: an error d2ext raises about its input (D2extError: a
     file, key or value, named in the message) ends the tool with that one line on stderr and exit

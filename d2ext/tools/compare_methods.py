@@ -24,7 +24,8 @@ import torch
 import d2ext  # noqa: F401  (registers the models and the bundled dataset)
 from d2ext.errors import ConfigError
 from d2ext.tools.cli import add_debug_argument, command
-from d2ext.compare.plan import DEFAULT_CONFIGS, DEFAULT_TEST, DEFAULT_TRAIN, make_plan, register_datasets
+from d2ext.compare.plan import DEFAULT_CONFIGS, DEFAULT_TEST, DEFAULT_TRAIN, make_plan
+from d2ext.data.registration import add_registration_arguments, register_from_args
 from d2ext.compare.plots import write_plots
 from d2ext.compare.report import write_report
 from d2ext.compare.run import execute
@@ -42,10 +43,7 @@ def parse_args(argv=None):
                         help="evaluations per run for the AP-vs-iteration plot (TEST.EVAL_PERIOD = max_iter / this; 0: at the end only)")
     parser.add_argument("--train-dataset", default=DEFAULT_TRAIN)
     parser.add_argument("--test-dataset", default=DEFAULT_TEST)
-    parser.add_argument("--coco-dataset", nargs=3, action="append", default=[], metavar=("NAME", "JSON", "IMAGE_ROOT"),
-                        help="register a COCO-format dataset (register_coco_instances); repeatable")
-    parser.add_argument("--import", dest="modules", action="append", default=[], metavar="MODULE",
-                        help="import a module that registers datasets; repeatable")
+    add_registration_arguments(parser)  # --coco-dataset, --voc-dataset, --import
     parser.add_argument("--num-classes", type=int, default=None, help="default: the train set's thing_classes")
     parser.add_argument("--score-thresh", type=float, default=None, help="test score threshold for every method (default: each config's)")
     parser.add_argument("--cores", type=int, default=len(os.sched_getaffinity(0)),
@@ -73,16 +71,19 @@ def main(argv=None):
         raise ConfigError(f"--cores {args.cores}: this process may use 1 to {len(available)} CPUs")
     os.sched_setaffinity(0, available[: args.cores])
     torch.set_num_threads(args.cores)
-    datasets = {"coco": args.coco_dataset, "modules": args.modules}
-    register_datasets(**datasets)
-    plan = make_plan(args.configs, args.seeds, args.out, args.max_iter, args.eval_points, args.train_dataset,
-                     args.test_dataset, args.num_classes, args.score_thresh, args.cores, args.device, args.first_seed)
+    datasets = register_from_args(args)  # and again in every run's process
+    plan = make_plan(args.configs, seeds=args.seeds, out=args.out, max_iter=args.max_iter,
+                     eval_points=args.eval_points, train_dataset=args.train_dataset,
+                     test_dataset=args.test_dataset, num_classes=args.num_classes,
+                     score_thresh=args.score_thresh, cores=args.cores, device=args.device,
+                     first_seed=args.first_seed)
     os.makedirs(plan.out, exist_ok=True)
     command_line = shlex.join([os.path.basename(sys.argv[0])] + list(argv))
     time_log = None if args.report_only else TimeLog(plan.out, command_line, args.device)
     try:
-        results, bench, memory, failed = execute(plan, datasets, args.rounds, args.steps, args.batch,
-                                                  train=not args.report_only, time_log=time_log, jobs=args.jobs)
+        results, bench, memory, failed = execute(plan, datasets, rounds=args.rounds, steps=args.steps,
+                                                  batch=args.batch, train=not args.report_only,
+                                                  time_log=time_log, jobs=args.jobs)
     finally:  # interrupted too: the time spent counts
         if time_log:
             time_log.update(force=True)
@@ -90,8 +91,9 @@ def main(argv=None):
     report = os.path.join(plan.out, "comparison.md")
     untrained = [f"{r.name} seed {r.seed}" for r in plan.runs if not r.finished] if args.report_only else []
     settings = dict(plan.settings(), **({"jobs": args.jobs} if args.jobs > 1 else {}))
-    write_report(report, plan.names, results, bench, memory, settings, command_line,
-                 time.perf_counter() - start, failed, plots, untrained, summary(read_entries(plan.out)))
+    write_report(report, names=plan.names, results=results, bench=bench, memory=memory, settings=settings,
+                 command=command_line, wall_s=time.perf_counter() - start, failed=failed, plots=plots,
+                 untrained=untrained, time_it_took=summary(read_entries(plan.out)))
     print(f"Wrote {report}" + (f"; {len(failed)} run(s) failed: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
 

@@ -27,10 +27,11 @@ from detectron2.utils.logger import setup_logger
 from detectron2.utils.visualizer import Visualizer
 
 import d2ext  # noqa: F401  (registers d2ext's models and datasets)
-from d2ext.config import load_config, score_thresh_key
+from d2ext.config import score_thresh_key
+from d2ext.data.registration import add_dataset_arguments
 from d2ext.engine import Predictor
 from d2ext.errors import ConfigError, DataError
-from d2ext.tools.cli import add_config_arguments, command
+from d2ext.tools.cli import add_config_arguments, command, config_from_args
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -43,17 +44,18 @@ def get_parser():
     parser.add_argument("--output", help="folder for the drawn images / video (default: show nothing, print only)")
     parser.add_argument("--confidence-threshold", type=float, default=0.5)
     parser.add_argument("--save-json", action="store_true", help="also write <output>/predictions.json")
+    add_dataset_arguments(parser, train=False)  # --test-dataset: the class names drawn
     parser.add_argument("--opts", default=[], nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     return parser
 
 
-def setup_cfg(config_file, opts, confidence_threshold, allow_unsafe_yaml=False):
-    if not 0.0 <= confidence_threshold <= 1.0:
-        raise ConfigError(f"--confidence-threshold must be in [0, 1], got {confidence_threshold}")
-    cfg = load_config(config_file, opts, allow_unsafe_yaml=allow_unsafe_yaml)
+def setup_cfg(args):
+    if not 0.0 <= args.confidence_threshold <= 1.0:
+        raise ConfigError(f"--confidence-threshold must be in [0, 1], got {args.confidence_threshold}")
+    cfg = config_from_args(args)
     if not isinstance(cfg, CfgNode):
-        raise ConfigError(f"{config_file}: the demo runs yaml configs (a lazy .py config was given)")
-    cfg.merge_from_list([score_thresh_key(cfg), confidence_threshold])
+        raise ConfigError(f"{args.config_file}: the demo runs yaml configs (a lazy .py config was given)")
+    cfg.merge_from_list([score_thresh_key(cfg), args.confidence_threshold])
     if not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"
     cfg.freeze()
@@ -151,7 +153,7 @@ def main(argv=None):
     logger = setup_logger(name="d2ext")
     if not args.input and not args.video_input:
         parser.error("give --input images or --video-input")
-    cfg = setup_cfg(args.config_file, args.opts, args.confidence_threshold, args.allow_unsafe_yaml)
+    cfg = setup_cfg(args)
     demo = Demo(cfg, args.confidence_threshold)
     if args.output:
         os.makedirs(args.output, exist_ok=True)

@@ -22,11 +22,11 @@ from detectron2.utils.logger import setup_logger
 
 import d2ext  # noqa: F401  (registers d2ext's models and datasets)
 from d2ext.checkpoint import load_weights
-from d2ext.config import load_config
+from d2ext.data.registration import add_dataset_arguments
 from d2ext.data import build_augmentation, build_test_mapper
 from d2ext.errors import ConfigError, DataError
 from d2ext.export import ONNX_OPSET, export_onnx, export_scripting, export_torchscript_tracing
-from d2ext.tools.cli import add_config_arguments, command
+from d2ext.tools.cli import add_config_arguments, command, config_from_args
 
 
 def get_parser():
@@ -37,12 +37,13 @@ def get_parser():
     parser.add_argument("--sample-image", help="image to trace with (default: the first test image)")
     parser.add_argument("--output", required=True, help="output directory")
     parser.add_argument("--opset", type=int, default=ONNX_OPSET, help="ONNX opset (>= 17)")
+    add_dataset_arguments(parser, train=False)  # --test-dataset: the default sample image's
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides (KEY VALUE ...)")
     return parser
 
 
 def setup_cfg(args):
-    cfg = load_config(args.config_file, args.opts, allow_unsafe_yaml=args.allow_unsafe_yaml)
+    cfg = config_from_args(args)
     if not isinstance(cfg, CfgNode):
         raise ConfigError(f"{args.config_file}: export takes yaml configs (a lazy .py config was given)")
     cfg.DATALOADER.NUM_WORKERS = 0

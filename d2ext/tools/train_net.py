@@ -8,6 +8,11 @@ implementation behind ``tools/train_net.py`` (a checkout), ``d2ext-train`` and
 
 Without GPUs, --num-gpus N runs N processes on the CPU (gloo). Yaml configs load with safe yaml
 (--allow-unsafe-yaml lets a trusted file's python tags run); weights through d2ext's Checkpointer.
+Your own data without code (the class count is then set from the training set's classes):
+
+    d2ext-train --config-file configs/Synthetic/gfl_R_18_FPN_tiny.yaml \
+        --coco-dataset mine_train train.json images/train --coco-dataset mine_val val.json images/val \
+        --train-dataset mine_train --test-dataset mine_val OUTPUT_DIR output/mine
 """
 from detectron2.engine import default_argument_parser, launch
 from detectron2.evaluation import verify_results
@@ -17,6 +22,7 @@ import d2ext  # noqa: F401  (registers d2ext's models and datasets)
 from d2ext.checkpoint import Checkpointer, load_weights
 from d2ext.config import is_lazy_config
 from d2ext.engine import Trainer, do_train, evaluate_lazy, setup
+from d2ext.data.registration import add_dataset_arguments
 from d2ext.tools.cli import add_safety_arguments, command
 
 
@@ -46,7 +52,7 @@ def run(args):
 
 
 def get_parser():
-    return add_safety_arguments(default_argument_parser())
+    return add_dataset_arguments(add_safety_arguments(default_argument_parser()))
 
 
 @command

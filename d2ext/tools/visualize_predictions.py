@@ -20,10 +20,11 @@ from detectron2.utils.logger import setup_logger
 from detectron2.utils.visualizer import Visualizer
 
 import d2ext  # noqa: F401  (registers d2ext's models and datasets)
-from d2ext.config import get_score_thresh, load_config, score_thresh_key
+from d2ext.config import get_score_thresh, score_thresh_key
+from d2ext.data.registration import add_dataset_arguments
 from d2ext.engine import Predictor
 from d2ext.errors import ConfigError
-from d2ext.tools.cli import add_config_arguments, command
+from d2ext.tools.cli import add_config_arguments, command, config_from_args
 
 
 def get_parser():
@@ -32,6 +33,7 @@ def get_parser():
     parser.add_argument("--output", required=True, help="PNG file to write")
     parser.add_argument("--num-images", type=int, default=6)
     parser.add_argument("--score-thresh", type=float, default=0.5, help="draw predictions with at least this score")
+    add_dataset_arguments(parser, train=False)  # --test-dataset: the images drawn
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides (KEY VALUE ...)")
     return parser
 
@@ -51,7 +53,7 @@ def side_by_side(image_rgb, record, outputs, metadata, score_thresh):
 
 
 def setup_cfg(args):
-    cfg = load_config(args.config_file, args.opts, allow_unsafe_yaml=args.allow_unsafe_yaml)
+    cfg = config_from_args(args)
     if not isinstance(cfg, CfgNode):
         raise ConfigError(f"{args.config_file}: visualize_predictions takes yaml configs (a lazy .py config was given)")
     # The model's own test threshold no higher than the drawing threshold, or the picture would

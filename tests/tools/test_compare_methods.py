@@ -10,6 +10,11 @@ import pytest
 from conftest import REPO_ROOT
 from d2ext.compare import plan as plan_module
 from d2ext.compare import run as run_module
+from d2ext.compare import training as training_module
+from d2ext.compare.eta import Eta
+from d2ext.data.registration import register_datasets
+from d2ext.errors import DataError
+from d2ext.compare.files import write_json
 from d2ext.compare.plan import load_config, make_plan
 from d2ext.compare.plots import write_plots
 from d2ext.compare.report import write_report
@@ -63,7 +68,7 @@ def three_class_dataset(tmp_path):
             "categories": [{"id": i, "name": n} for i, n in enumerate(["a", "b", "c"], 1)]}
     (tmp_path / "ann.json").write_text(json.dumps(coco))
     name = "test_compare_three_classes"
-    plan_module.register_datasets(coco=[(name, str(tmp_path / "ann.json"), str(tmp_path))])
+    register_datasets(coco=[(name, str(tmp_path / "ann.json"), str(tmp_path))])
     yield name
     DatasetCatalog.remove(name)
     MetadataCatalog.remove(name)
@@ -89,7 +94,7 @@ def test_dataset_and_class_count_go_through_the_method_key_helpers(tmp_path, thr
 def test_unknown_configs_and_datasets_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope_config, other_missing.yaml"):
         make_plan(["atss_R_18_FPN_tiny", "nope_config", "other_missing.yaml"], out=str(tmp_path))
-    with pytest.raises(KeyError, match="no_such_train_set, no_such_test_set"):
+    with pytest.raises(DataError, match="no_such_train_set, no_such_test_set"):
         make_plan(["atss_R_18_FPN_tiny"], out=str(tmp_path), train_dataset="no_such_train_set",
                   test_dataset="no_such_test_set")
 
@@ -110,11 +115,11 @@ def test_resume_reuses_finished_runs_and_restarts_unfinished_ones(tmp_path, monk
     plan = make_plan(["atss_R_18_FPN_tiny"], seeds=2, out=str(tmp_path), max_iter=2, eval_points=0)
     finished, unfinished = plan.runs
     os.makedirs(finished.output_dir)
-    run_module.write_json(finished.result_file, {"s_per_iter": 1.0, "marker": "kept"})
+    write_json(finished.result_file, {"s_per_iter": 1.0, "marker": "kept"})
     os.makedirs(unfinished.output_dir)
     with open(os.path.join(unfinished.output_dir, "metrics.json"), "w") as f:  # a crashed run's
         f.write(json.dumps({"iteration": 0, "bbox/AP": 99.0}) + "\n")
-    monkeypatch.setattr(run_module, "train_command",
+    monkeypatch.setattr(training_module, "train_command",
                         lambda run, datasets: [sys.executable, "-c", FAKE_TRAIN, run.output_dir])
     monkeypatch.setattr(run_module, "step_benchmark", lambda *a, **k: {"median_s": {finished.name: 1.0}})
     monkeypatch.setattr(run_module, "memory_probes", lambda *a, **k: {})
@@ -145,8 +150,8 @@ def test_report_only_measures_nothing(tmp_path, monkeypatch):
     assert run_module.step_benchmark(plan, 6, 3, 8, log=lambda *a: None, measure=False) == {"median_s": {}}
     assert run_module.memory_probes(plan, 8, {}, log=lambda *a: None, measure=False) == {}
     stored = {"settings": {"cores": 16}, "median_s": {"atss_R_18_FPN_tiny": 0.5}}
-    run_module.write_json(os.path.join(str(tmp_path), "benchmark.json"), stored)
-    run_module.write_json(os.path.join(str(tmp_path), "memory", "atss_R_18_FPN_tiny.json"), {"peak_rss_mib": 9.0})
+    write_json(os.path.join(str(tmp_path), "benchmark.json"), stored)
+    write_json(os.path.join(str(tmp_path), "memory", "atss_R_18_FPN_tiny.json"), {"peak_rss_mib": 9.0})
     assert run_module.step_benchmark(plan, 6, 3, 8, log=lambda *a: None, measure=False) == stored
     assert run_module.memory_probes(plan, 8, {}, log=lambda *a: None, measure=False) == {
         "atss_R_18_FPN_tiny": {"peak_rss_mib": 9.0}}
@@ -218,7 +223,8 @@ while len(glob.glob(os.path.join(os.path.dirname(out), "*", "started"))) < 2 and
     time.sleep(0.05)
 open(os.path.join(out, "together"), "w").write(str(time.time() < deadline))
 """
-    monkeypatch.setattr(run_module, "train_command", lambda run, datasets: [sys.executable, "-c", fake, run.output_dir])
+    monkeypatch.setattr(training_module, "train_command",
+                        lambda run, datasets: [sys.executable, "-c", fake, run.output_dir])
     monkeypatch.setattr(run_module, "step_benchmark", lambda *a, **k: {"median_s": {}})
     monkeypatch.setattr(run_module, "memory_probes", lambda *a, **k: {})
     results, _, _, failed = run_module.execute(plan, {}, log=lambda *a: None, jobs=2)
@@ -232,7 +238,7 @@ open(os.path.join(out, "together"), "w").write(str(time.time() < deadline))
 
 
 def test_eta_divides_by_the_runs_that_can_still_run_at_once():
-    eta = run_module.Eta({"a": 1.0})
+    eta = Eta({"a": 1.0})
     assert eta.remaining({"a": 400}, jobs=4, runs_left=4) == "ETA >01:40"
     assert eta.remaining({"a": 100}, jobs=4, runs_left=1) == "ETA >01:40"  # the last run: one at a time
 
@@ -249,11 +255,11 @@ def test_an_error_or_interrupt_kills_the_running_runs_and_raises(tmp_path, monke
     if len(os.sched_getaffinity(0)) < jobs:
         pytest.skip(f"needs {jobs} cores")
     plan = make_plan(["atss_R_18_FPN_tiny"], seeds=3, out=str(tmp_path), max_iter=2, eval_points=0, cores=jobs)
-    monkeypatch.setattr(run_module, "train_command",
+    monkeypatch.setattr(training_module, "train_command",
                         lambda run, datasets: [sys.executable, "-c", SLOW_FAKE, run.output_dir])
     monkeypatch.setattr(run_module, "step_benchmark", lambda *a, **k: {"median_s": {}})
     monkeypatch.setattr(run_module, "memory_probes", lambda *a, **k: {})
-    monkeypatch.setattr(run_module, "read_metrics", lambda path: [{"iteration": 0}])  # progress: on_iter runs
+    monkeypatch.setattr(training_module, "read_metrics", lambda path: [{"iteration": 0}])  # progress: on_iter runs
 
     class Interrupting:  # Ctrl-C (KeyboardInterrupt) arriving in the progress update of a poll
         def update(self, runs_trained=None, force=False):
@@ -290,9 +296,10 @@ def test_report_and_plots_from_fabricated_results(tmp_path):
     memory = {"A": {"peak_rss_mib": 1000.0, "step_increase_mib": 200.0}, "B": {"peak_rss_mib": 1200.0}}
     names = ["A", "B", "C"]
     plots = write_plots(str(tmp_path), names, results, bench["median_s"])
-    text = write_report(str(tmp_path / "comparison.md"), names, results, bench, memory,
-                        {"seeds": [42, 43, 44], "max_iter": 500}, "python tools/compare_methods.py", 3600.0, [], plots,
-                        untrained=["B seed 44", "C seed 43"], time_it_took="Time it took: 9.99 h wall.")
+    text = write_report(str(tmp_path / "comparison.md"), names=names, results=results, bench=bench, memory=memory,
+                        settings={"seeds": [42, 43, 44], "max_iter": 500}, command="python tools/compare_methods.py",
+                        wall_s=3600.0, failed=[], plots=plots, untrained=["B seed 44", "C seed 43"],
+                        time_it_took="Time it took: 9.99 h wall.")
     assert "Time it took: 9.99 h wall." in text
     assert "Not trained yet (--report-only; the table has the finished seeds): B seed 44, C seed 43" in text
     rows = {}

@@ -24,6 +24,7 @@ from d2ext.layers.precision import float32_region
 from d2ext.modeling.input_checks import (
     check_dense_head_args,
     check_each,
+    check_gt_classes,
     check_increasing,
     check_pixel_std,
     check_range,
@@ -124,6 +125,7 @@ class APLossRetinaNet(RetinaNet):
         return ret
 
     def forward_training(self, images, features, predictions, gt_instances):
+        check_gt_classes(gt_instances, self.num_classes, "MODEL.RETINANET.NUM_CLASSES (model.num_classes)")
         # IoU matching with low-quality matches would make every anchor a positive of a
         # zero-width GT (IoU 0 ties) with log(0) targets: such boxes are dropped (the ATSS family
         # never assigns them).

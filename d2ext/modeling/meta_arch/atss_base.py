@@ -18,7 +18,9 @@ from detectron2.utils.events import get_event_storage
 from d2ext.layers.precision import autocast_enabled, float32_region
 from d2ext.modeling.assigners import atss_assign
 from d2ext.modeling.box_regression import scriptable_box2box_transform
-from d2ext.modeling.input_checks import check_dense_head_args, check_each, check_pixel_std, check_range
+from d2ext.modeling.input_checks import (
+    check_dense_head_args, check_each, check_gt_classes, check_pixel_std, check_range
+)
 from d2ext.utils.comm import reduce_mean
 
 LOSS_NORMALIZERS = ("num_pos", "ema")
@@ -154,6 +156,12 @@ class ATSSBase(DenseDetector):
             "input_format": cfg.INPUT.FORMAT,
         }
         return args, feature_shapes
+
+    def check_gt_classes(self, gt_instances: List[Instances]) -> None:
+        """Refuses GT classes outside [0, num_classes), naming this method's key: each
+        subclass's forward_training calls it first (a batch from a user's own loop is not
+        checked by d2ext's data loaders)."""
+        check_gt_classes(gt_instances, self.num_classes, f"MODEL.{self.config_node}.NUM_CLASSES (model.num_classes)")
 
     @torch.no_grad()
     def label_anchors(self, anchors: List[Boxes], gt_instances: List[Instances]):

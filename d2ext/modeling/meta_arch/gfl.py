@@ -117,6 +117,7 @@ class GFL(ATSSBase):
     # Head outputs in float32, autocast off: assignment, decoding and losses stay float32 under AMP.
     @float32_region("predictions")
     def forward_training(self, images, features, predictions, gt_instances):
+        self.check_gt_classes(gt_instances)
         score_logits, distributions = self.split_predictions(predictions)
         anchors = self.anchor_generator(features)
         gt_labels, gt_boxes = self.label_anchors(anchors, gt_instances)

@@ -159,6 +159,7 @@ class MuSu(ATSSBase):
     # Head outputs in float32, autocast off: assignment, decoding and losses stay float32 under AMP.
     @float32_region("predictions")
     def forward_training(self, images, features, predictions, gt_instances):
+        self.check_gt_classes(gt_instances)
         pred_logits, pred_deltas = self._transpose_dense_predictions(predictions, [self.num_classes, 4])
         anchors = self.anchor_generator(features)
         logits = cat(pred_logits, dim=1)  # (N, R, K)

@@ -11,7 +11,7 @@ from detectron2.modeling.roi_heads import StandardROIHeads
 from detectron2.structures import Instances, pairwise_iou
 from detectron2.utils.events import get_event_storage
 
-from ..input_checks import drop_degenerate_gt_boxes
+from ..input_checks import check_gt_classes, drop_degenerate_gt_boxes
 from ..sampling import iou_bin_index, libra_subsample_labels
 from .libra_fast_rcnn import LibraFastRCNNOutputLayers
 
@@ -102,6 +102,8 @@ class LibraROIHeads(StandardROIHeads):
         self, proposals: List[Instances], targets: List[Instances]
     ) -> List[Instances]:
         """Detectron2's method (same outputs and fields), with Libra sampling and its stats."""
+        # A class >= NUM_CLASSES would index past the box predictor's logits in the loss.
+        check_gt_classes(targets, self.num_classes, "MODEL.ROI_HEADS.NUM_CLASSES (model.roi_heads.num_classes)")
         # Zero-width / inverted GT boxes would be added as proposals with log(0) box targets.
         targets = drop_degenerate_gt_boxes(targets, "LibraROIHeads")
         if self.proposal_append_gt:

@@ -32,7 +32,25 @@ __global__ void negative_grad_kernel(const double* ps, const double* pc, const d
   }
 }
 
+__global__ void check_labels_kernel(const int64_t* labels, int64_t n, int64_t num_classes) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(blockDim.x) * gridDim.x) {
+    assert_label_in_range(labels[i], num_classes);
+  }
+}
+
 struct CudaLoops {
+  // A device-side assert, as the focal-family kernels: no host sync for the check.
+  static void check_labels(const at::Tensor& labels, int64_t num_classes) {
+    const int64_t n = labels.size(0);
+    if (n == 0) {
+      return;
+    }
+    check_labels_kernel<<<blocks_for(n), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+        labels.const_data_ptr<int64_t>(), n, num_classes);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+
   static void precision(const at::Tensor& pos_sorted, const at::Tensor& pos_prefix, const at::Tensor& neg_sorted,
                         const at::Tensor& neg_prefix, double delta, at::Tensor& prec, at::Tensor& rank) {
     const int64_t num_pos = pos_sorted.size(0);

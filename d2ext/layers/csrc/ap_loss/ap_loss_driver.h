@@ -3,7 +3,9 @@
 // loops (a precision per positive, a gradient per negative) come from the launcher's Loops:
 //   Loops::precision(pos_sorted, pos_prefix, neg_sorted, neg_prefix, delta, prec, rank)
 //   Loops::negative_grad(pos_sorted, pc, pcu, neg_scores, delta, out)
-// Every tensor passed to them is a contiguous float64 tensor on the logits' device.
+// Every tensor passed to them is a contiguous float64 tensor on the logits' device; and the label
+// check (labels outside [-1, K] would silently count as background or ignored):
+//   Loops::check_labels(labels, num_classes), labels contiguous int64.
 #pragma once
 
 #include <tuple>
@@ -34,6 +36,7 @@ std::tuple<at::Tensor, at::Tensor> ap_loss_impl(const at::Tensor& logits_in, con
   TORCH_CHECK(delta > 0, "ap_loss: delta must be > 0, got ", delta);
   const auto logits = logits_in.contiguous();
   const int64_t num_classes = logits.size(1);
+  Loops::check_labels(labels_in.contiguous(), num_classes);
   const auto flat = logits.view({-1});
   auto grad = at::zeros_like(logits);
   // Entries: (anchor, class) pairs. Positive: an anchor's own class; negative: every other class

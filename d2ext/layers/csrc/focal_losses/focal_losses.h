@@ -14,6 +14,10 @@
 
 #include "../host_device.h"
 
+#if defined(__CUDACC__)
+#include <c10/macros/Macros.h>  // CUDA_KERNEL_ASSERT
+#endif
+
 namespace d2ext {
 
 // Must match SIGMOID_LOSS_KINDS in d2ext/layers/fused_losses.py.
@@ -285,9 +289,27 @@ HOST_DEVICE_INLINE T distribution_focal_single(const T* x, int64_t bins, T targe
 
 namespace d2ext {
 
+// The labels the integer-label losses accept: -1 (ignored) to num_classes (background). The row
+// bodies below would read any other label silently (> K as background, < -1 as ignored), so the
+// launchers refuse them: the CPU ones with an error (check_label_values, focal_losses_checks.h),
+// the CUDA ones with a device-side assert (assert_label_in_range), which needs no host sync.
+HOST_DEVICE_INLINE bool label_in_range(int64_t label, int64_t num_classes) {
+  return label >= -1 && label <= num_classes;
+}
+
+#if defined(__CUDACC__)
+// Stops the kernel: the next CUDA call fails with "device-side assert triggered", and stderr names
+// this function and the failed condition. Not CUDA_KERNEL_ASSERT_PRINTF (torch keeps its
+// kernels' printf asserts behind C10_ENABLE_VERBOSE_ASSERT): the same call on the CPU names the
+// label and its index.
+__device__ __forceinline__ void assert_label_in_range(int64_t label, int64_t num_classes) {
+  CUDA_KERNEL_ASSERT(label_in_range(label, num_classes));
+}
+#endif
+
 // One row of the sigmoid family: K logits x of an anchor with integer label (K = background,
-// < 0 = ignored), soft target score and weight. Writes the K losses to out (K values: the
-// output row, or scratch space when only the sum is wanted) and returns their sum.
+// -1 = ignored: label_in_range), soft target score and weight. Writes the K losses to out (K
+// values: the output row, or scratch space when only the sum is wanted) and returns their sum.
 template <SigmoidLoss Kind, bool Gamma2, typename T>
 HOST_DEVICE_INLINE T sigmoid_loss_forward_row(const T* x, int64_t num_classes, int64_t label, T score, T weight,
                                               const SigmoidLossParams<T>& prm, T* out) {

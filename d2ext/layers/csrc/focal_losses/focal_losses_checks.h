@@ -5,6 +5,7 @@
 #include <c10/util/Exception.h>
 
 #include "../loss_reduction.h"
+#include "focal_losses.h"
 
 namespace d2ext {
 
@@ -17,6 +18,15 @@ inline void check_logits_and_labels(const char* op, const at::Tensor& logits, co
   TORCH_CHECK(labels.scalar_type() == at::kLong, op, ": labels must be int64, got ", labels.scalar_type());
   TORCH_CHECK(labels.device() == logits.device(), op, ": labels must be on ", logits.device(), ", got ",
               labels.device());
+}
+
+// The CPU launchers' label check (CUDA: assert_label_in_range in the kernels): labels (n values,
+// host memory) in [-1, num_classes], else an error naming the first bad label and its index.
+inline void check_label_values(const char* op, const int64_t* labels, int64_t n, int64_t num_classes) {
+  for (int64_t i = 0; i < n; ++i) {
+    TORCH_CHECK(label_in_range(labels[i], num_classes), op, ": labels must be in [-1, ", num_classes,
+                "] (-1 = ignored, ", num_classes, " = background), got ", labels[i], " at index ", i);
+  }
 }
 
 inline void check_dfl_args(const char* op, const at::Tensor& logits, const at::Tensor& target) {

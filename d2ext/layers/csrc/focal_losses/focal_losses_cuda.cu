@@ -29,6 +29,7 @@ template <SigmoidLoss K, bool G2, typename T>
 __global__ void sigmoid_loss_forward_kernel(const T* x, const int64_t* labels, const T* scores, const T* weight,
                                             int64_t n, int64_t k, SigmoidLossParams<T> prm, T* out, T* row_sums) {
   D2EXT_ROW_LOOP(i, n) {
+    assert_label_in_range(labels[i], k);
     row_sums[i] = sigmoid_loss_forward_row<K, G2>(x + i * k, k, labels[i], scores[i], weight[i], prm, out + i * k);
   }
 }
@@ -38,6 +39,7 @@ __global__ void sigmoid_loss_backward_kernel(const T* grad, int64_t step, T scal
                                              const T* scores, const T* weight, int64_t n, int64_t k,
                                              SigmoidLossParams<T> prm, T* grad_x) {
   D2EXT_ROW_LOOP(i, n) {
+    assert_label_in_range(labels[i], k);
     sigmoid_loss_backward_row<K, G2>(x + i * k, k, labels[i], scores[i], weight[i], prm, grad + i * k * step, step, scale,
                               grad_x + i * k);
   }
