@@ -75,8 +75,11 @@ def _children(node: yaml.Node):
 
 
 def _read(filename: str) -> str:
-    with PathManager.open(filename, "r") as f:
-        text = f.read(MAX_FILE_BYTES + 1)
+    try:
+        with PathManager.open(filename, "r") as f:
+            text = f.read(MAX_FILE_BYTES + 1)
+    except (OSError, UnicodeDecodeError) as e:  # a missing _BASE_ file, a binary file
+        raise ConfigError(f"Config file {filename} cannot be read: {type(e).__name__}: {e}") from None
     if len(text) > MAX_FILE_BYTES:
         raise ConfigError(f"Config file {filename} is larger than {MAX_FILE_BYTES >> 20} MiB")
     return text
@@ -88,6 +91,8 @@ def _parse(filename: str, allow_unsafe: bool, budget: _Budget) -> Any:
         root = yaml.compose(text, Loader=yaml.SafeLoader)  # nodes only: nothing built, nothing run
     except yaml.YAMLError as e:
         raise ConfigError(f"Config file {filename} is not valid yaml: {e}") from None
+    except RecursionError:  # yaml's composer recurses once per nesting level
+        raise ConfigError(f"Config file {filename} is nested too deeply") from None
     if root is None:
         return {}
     budget.nodes -= _expanded_size(root, filename)
@@ -99,13 +104,17 @@ def _parse(filename: str, allow_unsafe: bool, budget: _Budget) -> Any:
     try:
         return yaml.safe_load(io.StringIO(text))
     except yaml.constructor.ConstructorError as e:
+        line = e.problem_mark.line + 1 if e.problem_mark else "?"
+        if "could not determine a constructor" not in str(e.problem):  # e.g. an unhashable key
+            raise ConfigError(f"Config file {filename} is not valid yaml ({e.problem}, line {line})") from None
         if not allow_unsafe:
-            line = e.problem_mark.line + 1 if e.problem_mark else "?"
             raise UnsafeYamlError(
                 f"Config file {filename} has a yaml tag that safe yaml does not load ({e.problem}, "
                 f"line {line}); python tags (!!python/...) can run code, so d2ext refuses them. If "
                 "you trust the file, pass --allow-unsafe-yaml (library: allow_unsafe=True)."
             ) from None
+    except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError) as e:  # e.g. a bad !!timestamp
+        raise ConfigError(f"Config file {filename} is not valid yaml: {type(e).__name__}: {e}") from None
     logger.warning(f"Loading config {filename} with yaml.unsafe_load: the file can run code.")
     return yaml.unsafe_load(io.StringIO(text))
 
@@ -171,8 +180,9 @@ class D2extCfgNode(CfgNode):
             super().merge_from_file(cfg_filename, allow_unsafe=allow_unsafe)
         except D2extError:
             raise
-        except (KeyError, ValueError, AssertionError) as e:  # yacs: unknown key, type mismatch
-            raise ConfigError(f"Config file {cfg_filename}: {str(e).strip(chr(39))}") from None
+        except (KeyError, ValueError, TypeError, AttributeError, AssertionError, RecursionError) as e:
+            # yacs: an unknown key, a type mismatch; Detectron2's version upgrade of odd values
+            raise ConfigError(f"Config file {cfg_filename}: {type(e).__name__}: {str(e).strip(chr(39))}") from None
 
 
 def merge_from_file(cfg, filename: str, allow_unsafe: bool = False):
