@@ -125,6 +125,11 @@ setup(
             "d2ext-visualize-predictions=d2ext.tools.visualize_predictions:main",
             "d2ext-convert-mmdet-checkpoint=d2ext.tools.convert_mmdet_checkpoint:main",
             "d2ext-compare=d2ext.tools.compare_methods:main",
+            "d2ext-visualize-data=d2ext.tools.visualize_data:main",
+            "d2ext-visualize-json-results=d2ext.tools.visualize_json_results:main",
+            "d2ext-analyze-errors=d2ext.tools.analyze_errors:main",
+            "d2ext-analyze-model=d2ext.tools.analyze_model:main",
+            "d2ext-benchmark=d2ext.tools.benchmark:main",
         ]
     },
 )

@@ -7,6 +7,8 @@ The classes also derive from the built-in type a caller would expect (ValueError
 FileNotFoundError), so ``except ValueError`` keeps working.
 """
 
+import pickle
+
 
 class D2extError(Exception):
     """Base of every error d2ext raises about its input."""
@@ -37,6 +39,10 @@ class InvalidCheckpointError(CheckpointError):
     """A file that is not a readable checkpoint (corrupt, truncated, crafted, not weights)."""
 
 
+class WeightsFileError(InvalidCheckpointError, pickle.UnpicklingError):
+    """A weights file d2ext's own readers refuse or cannot read (why; callers name the file)."""
+
+
 class UnsafeCheckpointPathError(CheckpointError):
     """last_checkpoint names a file outside the checkpointer's save_dir."""
 
@@ -65,4 +71,5 @@ __all__ = [
     "OverrideKeyError",
     "UnsafeCheckpointPathError",
     "UnsafeYamlError",
+    "WeightsFileError",
 ]

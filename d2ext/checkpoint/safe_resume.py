@@ -10,6 +10,7 @@
   raises an error that names the file and says it is not a valid checkpoint. torch's own message
   names neither and advises ``weights_only=False``, which would let the file run code.
 """
+
 import logging
 import os
 import re
@@ -19,7 +20,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from d2ext.errors import InvalidCheckpointError, UnsafeCheckpointPathError
 
 from .safe_pickle import load_pickle_weights, unsafe_pickle_allowed
-from .weights_only import load_weights_only
+from .weights_only import load_weights_only, refused_by_d2ext
 
 logger = logging.getLogger(__name__)
 
@@ -51,20 +52,23 @@ class SafeResumeCheckpointer(DetectionCheckpointer):
         resolved = os.path.realpath(os.path.join(self.save_dir, named))
         # Detectron2's load() cuts a URL query ("?...") off the name and iopath treats "://" as
         # a URL: either would open another file than the one checked here.
-        plain = not any(c in named for c in "?#") and "://" not in named and not os.path.isabs(named)
+        plain = (
+            not any(c in named for c in "?#") and "://" not in named and not os.path.isabs(named)
+        )
         if not plain or os.path.commonpath([root, resolved]) != root:
             raise UnsafeCheckpointPathError(
-                f"{save_file} names {named[:200]!r}, which resolves to {resolved[:200]}, outside the output "
-                f"folder {root} (or is not a plain relative file name); --resume only loads checkpoints "
-                f"inside it. Fix or delete last_checkpoint, or pass the file as MODEL.WEIGHTS "
-                f"(train.init_checkpoint) without --resume."
+                f"{save_file} names {named[:200]!r}, which resolves to {resolved[:200]}, outside "
+                f"the output folder {root} (or is not a plain relative file name); --resume only "
+                f"loads checkpoints inside it. Fix or delete last_checkpoint, or pass the file as "
+                f"MODEL.WEIGHTS (train.init_checkpoint) without --resume."
             )
         return resolved
 
     def _load_file(self, filename):
         if not filename.endswith(".pkl") or unsafe_pickle_allowed():
             return super()._load_file(filename)
-        # Detectron2's .pkl branch with a loader that runs nothing (d2ext/checkpoint/safe_pickle.py).
+        # Detectron2's .pkl branch with a loader that runs nothing
+        # (d2ext/checkpoint/safe_pickle.py).
         try:
             with self.path_manager.open(filename, "rb") as f:
                 data = load_pickle_weights(f)
@@ -92,9 +96,11 @@ class SafeResumeCheckpointer(DetectionCheckpointer):
             return load_weights_only(f)
         except OSError:  # unreadable, not invalid: torch's message names the file
             raise
-        except Exception as e:  # torch.load's errors on bad bytes vary (UnpicklingError, IndexError, ...)
+        except Exception as e:  # torch.load's errors on bad bytes vary (UnpicklingError, ...)
+            # Most bad files are refused by d2ext's checks before torch reads them.
+            failed = "d2ext refused it" if refused_by_d2ext(e) else "torch.load failed"
             # from None: torch's message suggests weights_only=False, i.e. running the file.
             raise InvalidCheckpointError(
-                f"{f} is not a valid checkpoint: torch.load failed ({type(e).__name__}: {_reason(e)}). "
+                f"{f} is not a valid checkpoint: {failed} ({type(e).__name__}: {_reason(e)}). "
                 f"The file may be corrupt or truncated, or not a PyTorch checkpoint."
             ) from None

@@ -99,14 +99,20 @@ def register_from_args(args) -> dict:
     return datasets
 
 
+def check_registered(name: str, what: str = "dataset"):
+    """A DataError naming ``name`` (``what``: how the user gave it, e.g. "--dataset") unless it is
+    a registered dataset."""
+    if name not in DatasetCatalog.list():
+        raise DataError(
+            f"{what} {name!r} is not registered: register it with --coco-dataset NAME JSON IMAGE_ROOT, "
+            "--voc-dataset NAME DIR SPLIT or --import MODULE"
+        )
+
+
 def thing_classes(name: str) -> List[str]:
     """A registered dataset's thing_classes; loading a register_coco_instances dataset is what
     fills them."""
-    if name not in DatasetCatalog.list():
-        raise DataError(
-            f"dataset {name!r} is not registered: register it with --coco-dataset NAME JSON IMAGE_ROOT, "
-            "--voc-dataset NAME DIR SPLIT or --import MODULE"
-        )
+    check_registered(name)
     if MetadataCatalog.get(name).get("thing_classes", None) is None:
         DatasetCatalog.get(name)
     classes = MetadataCatalog.get(name).get("thing_classes", None)
@@ -153,4 +159,4 @@ def apply_dataset_arguments(cfg, args):
 
 
 __all__ = ["add_dataset_arguments", "add_registration_arguments", "apply_dataset_arguments", "register_datasets", "register_from_args",
-           "thing_classes", "voc_class_names"]
+           "check_registered", "thing_classes", "voc_class_names"]

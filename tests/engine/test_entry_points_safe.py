@@ -2,6 +2,7 @@
 and every script under tools/ (found by tests/entry_points.py, so a new tool fails here until it
 has a row) is run with a yaml config holding a python tag, and, where it takes weights, with a
 .pkl and a .pth whose unpickling would create a file. Nothing may run; each says why."""
+import logging
 import os
 import pickle
 import runpy
@@ -35,6 +36,14 @@ ARGS = {
     "compare_methods": (["--configs", "{yaml}", "--seeds", "1", "--max-iter", "1", "--out", "{out}", "--report-only"],
                         "reads no weights file (it trains from the configs)"),
     "benchmark_models": (["--configs", "{yaml}"], "reads no weights file"),
+    "visualize_data": (["--source", "annotation", "--config-file", "{yaml}", "--output-dir", "{out}"],
+                       "reads no weights file (it draws the data, not a model's output)"),
+    "visualize_json_results": (None, "reads no config and no weights file (a results json, read with json.load)"),
+    "analyze_errors": (None, "reads no config and no weights file (a results json, read with json.load)"),
+    "analyze_model": (["--tasks", "flop", "--config-file", "{yaml}"],
+                      ["--tasks", "flop", "-n", "1", "--config-file", "{good}", "MODEL.WEIGHTS", "{weights}"]),
+    "benchmark": (["--task", "eval", "--config-file", "{yaml}"],
+                  ["--task", "eval", "--num-iter", "1", "--config-file", "{good}", "MODEL.WEIGHTS", "{weights}"]),
     "benchmark_ops": (None, "reads no config and no weights file (it times the ops on random tensors)"),
 }
 
@@ -69,6 +78,20 @@ def files(tmp_path):
     (tmp_path / "out").mkdir()
     return {"yaml": yaml_file, "good": TINY_CONFIG, "mmdet": tmp_path / "mmdet.pth", "img": tmp_path / "img.png",
             "out": tmp_path / "out", "marker": marker, "pkl": tmp_path / "evil.pkl", "pth": tmp_path / "evil.pth"}
+
+
+@pytest.fixture(autouse=True)
+def _restore_loggers():
+    """The tools set up loggers whose handlers write to this test's captured streams; later tests
+    would log into closed files."""
+    from detectron2.utils.logger import setup_logger
+
+    names = ("d2ext", "detectron2", "d2", "fvcore")
+    saved = {n: list(logging.getLogger(n).handlers) for n in names}
+    yield
+    for name, handlers in saved.items():
+        logging.getLogger(name).handlers = handlers
+    setup_logger.cache_clear()
 
 
 def _run(kind, target, argv, monkeypatch):

@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 import torch
 
+from d2ext.checkpoint.pickle_scan import MAX_TUPLE_DEPTH
 from d2ext.checkpoint.safe_pickle import (
     ALLOW_UNSAFE_PICKLE_ENV,
-    MAX_TUPLE_DEPTH,
-    WeightsFileError,
     _array_from_bytes,
     _Budget,
     _DType,
     load_pickle_weights,
 )
+from d2ext.errors import WeightsFileError
 
 
 class _CreatesFile:

@@ -20,8 +20,8 @@ import pytest
 import torch
 
 from d2ext.checkpoint import weights_only
-from d2ext.checkpoint.safe_pickle import WeightsFileError
 from d2ext.checkpoint.weights_only import Unloaded, load_weights_only
+from d2ext.errors import WeightsFileError
 
 
 class HistoryBufferLike:

@@ -19,8 +19,8 @@ from fuzz_support import opcode_streams, same
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from d2ext.checkpoint.safe_pickle import WeightsFileError
 from d2ext.checkpoint.weights_only import load_weights_only
+from d2ext.errors import WeightsFileError
 
 SENTINEL = Path(tempfile.gettempdir()) / "d2ext_checkpoint_fuzz_sentinel"
 pytestmark = pytest.mark.filterwarnings(

@@ -15,7 +15,8 @@ from fuzz_support import OPCODES, opcode_streams, reference_load, same
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from d2ext.checkpoint.safe_pickle import WeightsFileError, load_pickle_weights
+from d2ext.checkpoint.safe_pickle import load_pickle_weights
+from d2ext.errors import WeightsFileError
 
 SENTINEL = Path(tempfile.gettempdir()) / "d2ext_pickle_fuzz_sentinel"
 pytestmark = pytest.mark.filterwarnings("ignore:invalid escape sequence")

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from numpy.core.numeric import _frombuffer
 
-from d2ext.checkpoint.safe_pickle import WeightsFileError, load_pickle_weights
+from d2ext.checkpoint.safe_pickle import load_pickle_weights
+from d2ext.errors import WeightsFileError
 
 ACCEPTED = ["?", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f2", "f4", "f8"]
 REFUSED = ["f16", "c8", "c16", "O", "S3", "U2", "M8[s]", "m8[s]", "V4", [("a", "f4"), ("b", "i4")]]
