@@ -17,7 +17,8 @@ if [ ! -x "$PY" ]; then
   python3 -m venv "$VENV"
 fi
 
-stamp="$VENV/.d2ext-requirements-$(sha256sum requirements.txt requirements-test.txt requirements-export-test.txt dev/setup_env.sh | sha256sum | cut -c1-16)"
+# setup.py too: its console scripts are installed by the editable install below.
+stamp="$VENV/.d2ext-requirements-$(sha256sum requirements.txt requirements-test.txt requirements-export-test.txt dev/setup_env.sh setup.py | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   echo "[setup] installing requirements.txt into $VENV (first run takes a few minutes)"
   "$PY" -m pip install -q --upgrade "pip<26" wheel

@@ -6,6 +6,7 @@ from .dynamic_atss import add_dynamic_atss_config
 from .gfl import add_gfl_config
 from .libra import add_libra_config
 from .musu import add_musu_config
+from .tta import add_tta_config
 from .vfnet import add_vfnet_config
 
 
@@ -21,6 +22,7 @@ CONFIG_ADDERS = [
     add_data_config,
     add_vfnet_config,
     add_musu_config,
+    add_tta_config,
 ]
 
 

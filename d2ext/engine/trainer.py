@@ -1,11 +1,16 @@
 import logging
 import os
 import weakref
+from collections import OrderedDict
 
 from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, SimpleTrainer, TrainerBase, default_setup
-from detectron2.evaluation import PascalVOCDetectionEvaluator
+from detectron2.evaluation import (
+    PascalVOCDetectionEvaluator,
+    inference_on_dataset,
+    print_csv_format,
+)
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
@@ -16,6 +21,7 @@ from d2ext.data.class_count import check_num_classes
 from d2ext.errors import DataError
 from d2ext.evaluation import COCOEvaluator
 from d2ext.modeling.input_checks import check_pixel_std
+from d2ext.modeling.test_time_augmentation import DetectorWithTTA, build_tta_mapper
 
 from .amp import AMPTrainer
 from .ddp import create_ddp_model
@@ -99,6 +105,30 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         return build_evaluator(cfg, dataset_name, output_folder)
+
+    @classmethod
+    def test_with_TTA(cls, cfg, model):
+        """Detectron2 train_net's ``Trainer.test_with_TTA`` for every d2ext method: `model`
+        wrapped in :class:`d2ext.modeling.DetectorWithTTA` (TEST.AUG.*), evaluated on each
+        DATASETS.TEST, results in OUTPUT_DIR/inference_TTA, keys suffixed "_TTA". The loader
+        gives the wrapper the original images (:func:`d2ext.modeling.build_tta_mapper`), which
+        it resizes once per view."""
+        logger.info("Running inference with test-time augmentation ...")
+        tta_model = DetectorWithTTA(cfg, model)
+        results = OrderedDict()
+        for dataset_name in cfg.DATASETS.TEST:
+            loader = build_detection_test_loader(cfg, dataset_name, mapper=build_tta_mapper(cfg))
+            check_dataset_classes(cfg, [dataset_name])
+            evaluator = cls.build_evaluator(
+                cfg, dataset_name, output_folder=os.path.join(cfg.OUTPUT_DIR, "inference_TTA")
+            )
+            results[dataset_name] = inference_on_dataset(tta_model, loader, evaluator)
+            if comm.is_main_process():
+                logger.info(f"Evaluation results for {dataset_name} with TTA in csv format:")
+                print_csv_format(results[dataset_name])
+        if len(results) == 1:  # as DefaultTrainer.test
+            results = list(results.values())[0]
+        return OrderedDict((k + "_TTA", v) for k, v in results.items())
 
 
 def setup_d2ext_logger(cfg):

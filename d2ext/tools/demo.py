@@ -6,6 +6,8 @@ Visualizer, with the class names of the config's test dataset), as Detectron2's 
         --output out/ --confidence-threshold 0.4 --opts MODEL.WEIGHTS model_final.pth
 
 --input takes image files, globs and folders; --video-input a video file.
+--tta runs the model with test-time augmentation (TEST.AUG.MIN_SIZES / MAX_SIZE / FLIP / MERGE ...,
+d2ext.modeling.DetectorWithTTA), each view resized from the original image.
 --confidence-threshold sets the meta-architecture's own test threshold key
 (d2ext.config.method_keys) and also drops final scores below it: ATSS-style scores
 (sqrt(class probability x centerness)) can be lower than the class probability thresholded.
@@ -30,6 +32,7 @@ import d2ext  # noqa: F401  (registers d2ext's models and datasets)
 from d2ext.config import score_thresh_key
 from d2ext.data.registration import add_dataset_arguments
 from d2ext.engine import Predictor
+from d2ext.modeling import wrap_predictor_with_tta
 from d2ext.errors import ConfigError, DataError
 from d2ext.tools.cli import add_config_arguments, command, config_from_args
 
@@ -44,6 +47,11 @@ def get_parser():
     parser.add_argument("--output", help="folder for the drawn images / video (default: show nothing, print only)")
     parser.add_argument("--confidence-threshold", type=float, default=0.5)
     parser.add_argument("--save-json", action="store_true", help="also write <output>/predictions.json")
+    parser.add_argument(
+        "--tta", action="store_true",
+        help="test-time augmentation: the views of TEST.AUG.MIN_SIZES (x flip when "
+        "TEST.AUG.FLIP), merged by TEST.AUG.MERGE",
+    )
     add_dataset_arguments(parser, train=False)  # --test-dataset: the class names drawn
     parser.add_argument("--opts", default=[], nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     return parser
@@ -80,10 +88,12 @@ def expand_inputs(inputs):
 class Demo:
     """A predictor and a drawer for one config."""
 
-    def __init__(self, cfg, confidence_threshold):
+    def __init__(self, cfg, confidence_threshold, tta=False):
         self.cfg = cfg
         self.threshold = confidence_threshold
         self.predictor = Predictor(cfg)  # d2ext's loading and INPUT.RESIZE_BACKEND's resize
+        if tta:  # the predictor's model wrapped; the views resize the original image
+            wrap_predictor_with_tta(self.predictor, cfg)
         names = cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "__unused"
         self.metadata = MetadataCatalog.get(names)
 
@@ -154,7 +164,7 @@ def main(argv=None):
     if not args.input and not args.video_input:
         parser.error("give --input images or --video-input")
     cfg = setup_cfg(args)
-    demo = Demo(cfg, args.confidence_threshold)
+    demo = Demo(cfg, args.confidence_threshold, tta=args.tta)
     if args.output:
         os.makedirs(args.output, exist_ok=True)
     if args.input:

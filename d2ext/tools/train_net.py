@@ -35,6 +35,8 @@ def evaluate(args, cfg):
     else:  # empty MODEL.WEIGHTS is an error: Detectron2 would score the random initialisation
         load_weights(model, cfg.MODEL.WEIGHTS)
     results = Trainer.test(cfg, model)
+    if cfg.TEST.AUG.ENABLED:  # as Detectron2's train_net: both results, the TTA keys "<key>_TTA"
+        results.update(Trainer.test_with_TTA(cfg, model))
     if comm.is_main_process():
         verify_results(cfg, results)
     return results

@@ -1,0 +1,25 @@
+def add_tta_config(cfg):
+    """
+    Adds the merge keys of d2ext's test-time augmentation (d2ext.modeling.DetectorWithTTA) to
+    Detectron2's TEST.AUG node, whose own keys choose the views: ENABLED, MIN_SIZES (one view
+    per short-edge size, resized with INPUT.RESIZE_BACKEND), MAX_SIZE, FLIP (each size also
+    horizontally flipped).
+    """
+    # How the detections of all views, mapped back to the input image, are merged:
+    # "nms": class-wise NMS at NMS_THRESH over their union (mmdetection 3's DetTTAModel).
+    # "vote": class-wise box voting at VOTE_THRESH (official ATSS's merge,
+    # atss_core/engine/bbox_aug_vote.py): greedy NMS whose kept box becomes the score-weighted
+    # mean of the boxes it suppresses, with their highest score.
+    # "soft-vote": "vote" that also keeps each suppressed box, its score x (1 - IoU), when that
+    # reaches SOFT_VOTE_SCORE_THRESH (official ATSS's MERGE_TYPE "soft-vote").
+    cfg.TEST.AUG.MERGE = "nms"
+    cfg.TEST.AUG.NMS_THRESH = 0.6
+    cfg.TEST.AUG.VOTE_THRESH = 0.66
+    cfg.TEST.AUG.SOFT_VOTE_SCORE_THRESH = 0.05
+    # Optional, one [min, max] per MIN_SIZES entry: a view keeps only the boxes whose
+    # sqrt(area), measured in that view's resized image, is in (min, max) (official ATSS's
+    # TEST.BBOX_AUG.SCALE_RANGES). Empty: every box is kept.
+    cfg.TEST.AUG.SCALE_RANGES = []
+    # Detections kept after the merge; 0: TEST.DETECTIONS_PER_IMAGE (each view is capped at
+    # TEST.DETECTIONS_PER_IMAGE by the model itself, and again by the wrapper).
+    cfg.TEST.AUG.DETECTIONS_PER_IMAGE = 0
