@@ -31,7 +31,8 @@ Libra Faster R-CNN (neck = [FPN, BFP]; FPN P2-P6 with P6 = max-pool, no conv to 
     roi_head.bbox_head.fc_reg                roi_heads.box_predictor.bbox_pred (80 x 4, class-major
                                              (dx, dy, dw, dh), as Detectron2)
 """
-from typing import Dict, List
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
@@ -90,25 +91,48 @@ GFL_RULES = TOWER_RULES + [
     Rule(r"distribution_project\.project", None, "the constant bins 0..reg_max of the integral"),
 ]
 
-HEAD_RULES = {
-    "ATSS": TOWER_RULES + [
-        Rule(r"atss_cls\.(weight|bias)", r"cls_score.\1"),
-        Rule(r"atss_reg\.(weight|bias)", r"bbox_pred.\1"),
-        Rule(r"atss_centerness\.(weight|bias)", r"ctrness.\1"),
-    ],
-    "GFL": GFL_RULES,
-    "GFL v2": GFL_RULES,
-    "VFNet": TOWER_RULES + [
-        Rule(r"vfnet_reg_conv\.conv\.(weight|bias)", r"reg_init_conv.0.\1"),
-        Rule(r"vfnet_reg_conv\.gn\.(weight|bias)", r"reg_init_conv.1.\1"),
-        Rule(r"vfnet_reg\.(weight|bias)", r"bbox_pred.\1"),
-        Rule(r"vfnet_reg_refine_dconv\.weight", r"refine_dcn.weight"),
-        Rule(r"vfnet_reg_refine\.(weight|bias)", r"refine_pred.\1"),
-        Rule(r"scales_refine\.(\d+)\.scale", r"refine_scales.\1"),
-        Rule(r"vfnet_cls_dconv\.weight", r"cls_dcn.weight"),
-        Rule(r"vfnet_cls\.(weight|bias)", r"cls_score.\1"),
-    ],
-}
+@dataclass
+class MMDetHead:
+    """How to recognise and convert one method's mmdetection dense head (``bbox_head.``)."""
+
+    name: str
+    signature: Tuple[str, str]  # (the file key that tells the method, the key the model must have)
+    rules: List[Rule]
+
+
+# Dense heads by method, tried in order: the first whose file key is in a checkpoint converts it.
+# A method outside this module adds its own with register_mmdet_head.
+MMDET_HEADS: List[MMDetHead] = []
+
+
+def register_mmdet_head(name: str, signature: Tuple[str, str], rules: List[Rule], before: Optional[str] = None):
+    """Registers an mmdetection dense head ``name``: checkpoints holding ``signature[0]`` convert
+    by ``rules`` (under ``bbox_head.`` -> ``head.``) into models holding ``signature[1]``.
+    ``before``: a registered head to try after this one (a head whose keys include another's)."""
+    head = MMDetHead(name, signature, rules)
+    at = next((i for i, h in enumerate(MMDET_HEADS) if h.name == before), len(MMDET_HEADS))
+    MMDET_HEADS.insert(at, head)
+    return head
+
+
+register_mmdet_head("ATSS", ("bbox_head.atss_centerness.weight", "head.ctrness.weight"), TOWER_RULES + [
+    Rule(r"atss_cls\.(weight|bias)", r"cls_score.\1"),
+    Rule(r"atss_reg\.(weight|bias)", r"bbox_pred.\1"),
+    Rule(r"atss_centerness\.(weight|bias)", r"ctrness.\1"),
+])
+register_mmdet_head("GFL", ("bbox_head.gfl_reg.weight", "head.bbox_pred.weight"), GFL_RULES)
+# A GFocalV2 checkpoint has GFL's keys too, and needs MODEL.GFL.DGQP: tried first.
+register_mmdet_head("GFL v2", ("bbox_head.reg_conf.0.weight", "head.dgqp.conv1.weight"), GFL_RULES, before="GFL")
+register_mmdet_head("VFNet", ("bbox_head.vfnet_cls.weight", "head.refine_pred.weight"), TOWER_RULES + [
+    Rule(r"vfnet_reg_conv\.conv\.(weight|bias)", r"reg_init_conv.0.\1"),
+    Rule(r"vfnet_reg_conv\.gn\.(weight|bias)", r"reg_init_conv.1.\1"),
+    Rule(r"vfnet_reg\.(weight|bias)", r"bbox_pred.\1"),
+    Rule(r"vfnet_reg_refine_dconv\.weight", r"refine_dcn.weight"),
+    Rule(r"vfnet_reg_refine\.(weight|bias)", r"refine_pred.\1"),
+    Rule(r"scales_refine\.(\d+)\.scale", r"refine_scales.\1"),
+    Rule(r"vfnet_cls_dconv\.weight", r"cls_dcn.weight"),
+    Rule(r"vfnet_cls\.(weight|bias)", r"cls_score.\1"),
+])
 
 # Two-stage detectors: module prefix -> (source prefix, d2ext prefix, rules).
 LIBRA_NECK_RULES = [
@@ -126,32 +150,27 @@ SHARED_2FC_BBOX_HEAD_RULES = [
     Rule(r"fc_reg\.(weight|bias)", r"box_predictor.bbox_pred.\1"),
 ]
 
-# The head key that tells the method of a checkpoint, and the d2ext key the model must have.
-METHOD_SIGNATURES = {
-    "ATSS": ("bbox_head.atss_centerness.weight", "head.ctrness.weight"),
-    # Before "GFL": a GFocalV2 checkpoint has GFL's keys too, and needs MODEL.GFL.DGQP.
-    "GFL v2": ("bbox_head.reg_conf.0.weight", "head.dgqp.conv1.weight"),
-    "GFL": ("bbox_head.gfl_reg.weight", "head.bbox_pred.weight"),
-    "VFNet": ("bbox_head.vfnet_cls.weight", "head.refine_pred.weight"),
-    "Libra R-CNN": ("neck.1.refine.conv_out.conv.weight", "backbone.refine.conv_out.weight"),
-}
+# Libra R-CNN's two-stage layout (rpn_head. + roi_head. + BFP neck) has its own table below.
+LIBRA_SIGNATURE = ("neck.1.refine.conv_out.conv.weight", "backbone.refine.conv_out.weight")
 
 
-def checkpoint_method(state: Dict[str, torch.Tensor]) -> str:
-    for method, (source_key, _) in METHOD_SIGNATURES.items():
-        if source_key in state:
-            return method
+def checkpoint_method(state: Dict[str, torch.Tensor]) -> Tuple[str, Tuple[str, str]]:
+    """The method of an mmdetection state dict and its signature (file key, model key)."""
+    for head in MMDET_HEADS:
+        if head.signature[0] in state:
+            return head.name, head.signature
+    if LIBRA_SIGNATURE[0] in state:
+        return "Libra R-CNN", LIBRA_SIGNATURE
     heads = sorted({k.split(".")[0] + "." + k.split(".")[1] for k in state if k.startswith(("bbox_head.", "roi_head."))})
     raise ConversionError(
         f"d2ext has no conversion table for this mmdetection head (modules {heads}); it converts "
-        f"{sorted(METHOD_SIGNATURES)}"
+        f"{[h.name for h in MMDET_HEADS] + ['Libra R-CNN']}"
     )
 
 
 def mmdet_table(state: Dict[str, torch.Tensor], target: Dict[str, torch.Tensor]) -> Table:
     """The table converting this mmdetection state dict to the model whose state is ``target``."""
-    method = checkpoint_method(state)
-    model_key = METHOD_SIGNATURES[method][1]
+    method, (_, model_key) = checkpoint_method(state)
     if model_key not in target:
         raise ConversionError(
             f"the checkpoint is an mmdetection {method} model but the config builds a model "
@@ -186,7 +205,7 @@ def mmdet_table(state: Dict[str, torch.Tensor], target: Dict[str, torch.Tensor])
         rules=[
             ("backbone.", backbone, RESNET_RULES),
             ("neck.", fpn, fpn_rules(target, fpn)),
-            ("bbox_head.", head, HEAD_RULES[method]),
+            ("bbox_head.", head, next(h.rules for h in MMDET_HEADS if h.name == method)),
         ],
         converted=["backbone.", head],
         stacked={head + "scales": head + "scales", head + "refine_scales": head + "refine_scales"},

@@ -62,6 +62,23 @@ def test_generic_tools_handle_a_new_method(toy, tmp_path):
     assert opts[opts.index("MODEL.TOY.SCORE_THRESH_TEST") + 1] == "0.1"
 
 
+def test_an_mmdetection_head_is_registered_next_to_its_method():
+    """A method's mmdetection head rules are registered from its own module; checkpoints holding
+    its signature key are then recognised (before a head whose keys it includes, if asked)."""
+    from d2ext.checkpoint import register_mmdet_head
+    from d2ext.checkpoint.conversion import Rule
+    from d2ext.checkpoint.mmdet import MMDET_HEADS, checkpoint_method
+
+    head = register_mmdet_head("Toy", ("bbox_head.toy_cls.weight", "head.cls_score.weight"),
+                               [Rule(r"toy_cls\.(weight|bias)", r"cls_score.\1")], before="ATSS")
+    try:
+        state = {"bbox_head.toy_cls.weight": 0, "bbox_head.atss_centerness.weight": 0}
+        assert checkpoint_method(state) == ("Toy", head.signature)
+        assert checkpoint_method({"bbox_head.atss_centerness.weight": 0})[0] == "ATSS"
+    finally:
+        MMDET_HEADS.remove(head)
+
+
 def test_unknown_architecture_is_named():
     from d2ext.config import load_config, num_classes_key
 
