@@ -8,7 +8,30 @@ import pickle
 
 import numpy as np
 import torch
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
+
+
+def fuzz_settings(deadline_ms: int, max_examples: int):
+    """The same examples in every run (fixed seed, no database), bounded time per example."""
+    return settings(
+        derandomize=True,
+        database=None,
+        deadline=deadline_ms,
+        max_examples=max_examples,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+
+
+class RunsCode:
+    """Unpickling it (if anything ran it) creates ``sentinel``: proof that a file ran code."""
+
+    def __init__(self, sentinel):
+        self.sentinel = str(sentinel)
+
+    def __reduce__(self):
+        return (open, (self.sentinel, "w"))
+
 
 _WEIGHTS_GLOBALS = {
     *(

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fuzz_support import opcode_streams, same
-from hypothesis import HealthCheck, event, given, settings
+from fuzz_support import RunsCode, fuzz_settings, opcode_streams, same
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 from d2ext.checkpoint.weights_only import load_weights_only
@@ -26,20 +26,7 @@ SENTINEL = Path(tempfile.gettempdir()) / "d2ext_checkpoint_fuzz_sentinel"
 pytestmark = pytest.mark.filterwarnings(
     "ignore:Detected pickle protocol", "ignore:invalid escape sequence"
 )
-SETTINGS = settings(
-    derandomize=True,
-    database=None,
-    deadline=5000,
-    max_examples=2500,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-
-
-class _RunsCode:
-    """Unpickling it (if anything ran it) creates SENTINEL."""
-
-    def __reduce__(self):
-        return (open, (str(SENTINEL), "w"))
+SETTINGS = fuzz_settings(deadline_ms=5000, max_examples=2500)
 
 
 def _saved(checkpoint, zipped=True) -> bytes:
@@ -65,7 +52,7 @@ def _checkpoints():
     }
     mmdet = {
         "state_dict": OrderedDict(w=torch.arange(4.0)),
-        "meta": {"seed": np.int64(3), "mean": np.ones(2), "evil": _RunsCode()},
+        "meta": {"seed": np.int64(3), "mean": np.ones(2), "evil": RunsCode(SENTINEL)},
     }
     return [
         _saved(detectron2),

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fuzz_support import OPCODES, opcode_streams, reference_load, same
-from hypothesis import HealthCheck, event, given, settings
+from fuzz_support import OPCODES, RunsCode, fuzz_settings, opcode_streams, reference_load, same
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 from d2ext.checkpoint.safe_pickle import load_pickle_weights
@@ -20,20 +20,7 @@ from d2ext.errors import WeightsFileError
 
 SENTINEL = Path(tempfile.gettempdir()) / "d2ext_pickle_fuzz_sentinel"
 pytestmark = pytest.mark.filterwarnings("ignore:invalid escape sequence")
-SETTINGS = settings(
-    derandomize=True,
-    database=None,
-    deadline=3000,
-    max_examples=4000,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-
-
-class _RunsCode:
-    """Unpickling it (if anything ran it) creates SENTINEL."""
-
-    def __reduce__(self):
-        return (open, (str(SENTINEL), "w"))
+SETTINGS = fuzz_settings(deadline_ms=3000, max_examples=4000)
 
 
 def _weights(seed: int):
@@ -56,7 +43,8 @@ def _weights(seed: int):
 
 CORPUS = [pickle.dumps(_weights(p), protocol=p) for p in (0, 1, 2, 3, 4, 5)]
 CORPUS += [
-    pickle.dumps({"model": {"w": np.ones(2)}, "evil": _RunsCode()}, protocol=p) for p in (2, 4)
+    pickle.dumps({"model": {"w": np.ones(2)}, "evil": RunsCode(SENTINEL)}, protocol=p)
+    for p in (2, 4)
 ]
 CORPUS += [
     pickle.dumps({"k": tuple(((i,),) for i in range(3)), "s": "é" * 3, 5: [2.5, -0.0]}, protocol=p)

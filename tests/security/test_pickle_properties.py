@@ -7,8 +7,8 @@ import io
 import pickle
 
 import numpy as np
-from fuzz_support import same
-from hypothesis import HealthCheck, given, settings
+from fuzz_support import fuzz_settings, same
+from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from numpy.core.numeric import _frombuffer
@@ -18,13 +18,7 @@ from d2ext.errors import WeightsFileError
 
 ACCEPTED = ["?", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f2", "f4", "f8"]
 REFUSED = ["f16", "c8", "c16", "O", "S3", "U2", "M8[s]", "m8[s]", "V4", [("a", "f4"), ("b", "i4")]]
-SETTINGS = settings(
-    derandomize=True,
-    database=None,
-    deadline=2000,
-    max_examples=500,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+SETTINGS = fuzz_settings(deadline_ms=2000, max_examples=500)
 
 
 class _Reduced:
