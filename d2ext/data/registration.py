@@ -7,9 +7,9 @@ accepts
     --train-dataset NAME                  (DATASETS.TRAIN / dataloader.train.dataset.names; repeatable)
     --test-dataset NAME                   (DATASETS.TEST / dataloader.test.dataset.names; repeatable)
 
-and, when the training datasets are set this way and the command line does not set the class
-count itself, sets the configured method's class-count key (d2ext.config.method_keys) to the
-training set's number of classes, and logs it.
+and, when datasets are given this way and the command line does not set the class count itself,
+sets the configured method's class-count key (d2ext.config.method_keys) to the number of classes
+of the training sets (without --train-dataset: of the test sets), and logs it.
 """
 import argparse
 import glob
@@ -138,23 +138,26 @@ def _opts_set(opts: Sequence[str], key: str) -> bool:
 
 
 def apply_dataset_arguments(cfg, args):
-    """--train-dataset / --test-dataset into the config (not frozen), and the class count from the
-    training set when they set it and the command line's overrides do not set the class count."""
+    """--train-dataset / --test-dataset into the config (not frozen), and the class count from
+    their classes (the training sets', or without them the test sets') unless the command line's
+    overrides set the class count themselves."""
     train = getattr(args, "train_dataset", None)
     test = getattr(args, "test_dataset", None)
     if test:
         _set(cfg, "DATASETS.TEST", "dataloader.test.dataset.names", test)
-    if not train:
+    if train:
+        _set(cfg, "DATASETS.TRAIN", "dataloader.train.dataset.names", train)
+    source = train or test
+    if not source:
         return cfg
-    _set(cfg, "DATASETS.TRAIN", "dataloader.train.dataset.names", train)
     key = num_classes_key(cfg)
     if _opts_set(getattr(args, "opts", []), key):
         return cfg  # the user's value; the loaders check it against the data
-    counts = {name: len(thing_classes(name)) for name in train}
+    counts = {name: len(thing_classes(name)) for name in source}
     if len(set(counts.values())) > 1:
-        raise DataError(f"--train-dataset: the datasets have different class counts {counts}; set {key}")
+        raise DataError(f"the datasets have different class counts {counts}; set {key}")
     set_num_classes(cfg, next(iter(counts.values())))
-    logger.info(f"{key} set to {get_num_classes(cfg)} from the classes of {', '.join(train)}")
+    logger.info(f"{key} set to {get_num_classes(cfg)} from the classes of {', '.join(source)}")
     return cfg
 
 

@@ -55,17 +55,25 @@ def config_from_args(args, on_loaded=None):
 def command(main):
     """Decorates a tool's ``main(argv)``: an error d2ext raises about its input (D2extError: a
     file, key or value, named in the message) ends the tool with that one line on stderr and exit
-    status 1; ``--debug`` or D2EXT_DEBUG=1 re-raises it with its traceback."""
+    status 1; ``--debug`` or D2EXT_DEBUG=1 re-raises it with its traceback. ``main(argv)`` returns
+    the tool's result (for callers and tests); ``main()`` from the command line only an exit
+    status."""
 
     @functools.wraps(main)
     def run(argv=None):
-        argv = sys.argv[1:] if argv is None else list(argv)
+        from_command_line = argv is None
+        argv = sys.argv[1:] if from_command_line else list(argv)
         try:
-            return main(argv)
+            result = main(argv)
         except D2extError as e:
             if "--debug" in argv or os.environ.get(DEBUG_ENV) == "1":
                 raise
             print(f"{os.path.basename(sys.argv[0]) or 'd2ext'}: error: {e}", file=sys.stderr)
             raise SystemExit(1) from None
+        # A console script exits with sys.exit(main()): only an exit status may reach it (sys.exit
+        # of any other object prints it and exits with 1). Called with argv, the result is returned.
+        if from_command_line:
+            return result if isinstance(result, int) else None
+        return result
 
     return run
