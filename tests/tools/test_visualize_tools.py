@@ -69,6 +69,23 @@ def test_annotation_source_draws_the_dataset_boxes(config, tmp_path):
         assert_boxes_drawn(drawn, read_image(record["file_name"], format="RGB"), boxes)
 
 
+def test_console_script_exits_0_after_a_run(tmp_path):
+    """A console script is sys.exit(main()): the tool's result (here the files it wrote) must
+    not reach sys.exit, which would print it and exit with status 1."""
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    code = "import sys; from d2ext.tools.visualize_data import main; sys.exit(main())"
+    argv = ["--source", "annotation", "--config-file", ATSS_YAML, "--output-dir", str(tmp_path),
+            "--num-images", "1", "--train-dataset", MINIVAL]
+    out = subprocess.run([sys.executable, "-c", code, *argv], cwd=REPO_ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert len(os.listdir(tmp_path)) == 1
+
+
 def run_dataloader_source(monkeypatch, argv):
     """visualize_data.main with --source dataloader; returns the (file name, RGB image, gt
     Instances) the loader gave it, recorded on their way to the drawing."""
