@@ -28,3 +28,10 @@ def test_importing_d2ext_replaces_nothing_in_detectron2():
     out = subprocess.run([sys.executable, "-c", CODE], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().splitlines()[-1] == "CHANGED: []", out.stdout[-3000:]
+
+
+def test_importing_d2ext_prints_no_warning():
+    """Detectron2's own torch.jit.script deprecation warnings are not shown by `import d2ext`."""
+    out = subprocess.run([sys.executable, "-W", "default", "-c", "import d2ext, d2ext.tools.train_net"], cwd=REPO_ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stderr == "", out.stderr[-3000:]
