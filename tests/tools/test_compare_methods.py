@@ -352,3 +352,11 @@ def test_end_to_end_two_iterations_slow(tmp_path):
     assert "| `atss_R_18_FPN_tiny` | 1 |" in report and "--max-iter 2" in report
     assert "Time it took: " in report and "1 cores" in report
     assert len(os.listdir(out / "invocations")) == 1
+
+
+def test_plot_styles_are_distinct_for_many_configs():
+    from d2ext.compare.plots import config_styles
+
+    names = [f"config{i}" for i in range(25)]
+    styles = config_styles(names)
+    assert len({(tuple(s["color"]), s["marker"]) for s in styles.values()}) == 25
