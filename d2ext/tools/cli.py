@@ -6,6 +6,7 @@ console script ``d2ext-<name>`` (setup.py) and a thin ``tools/<name>.py`` for a 
 import functools
 import os
 import sys
+import warnings
 
 from d2ext.errors import D2extError
 
@@ -52,6 +53,12 @@ def config_from_args(args, on_loaded=None):
     return apply_dataset_arguments(cfg, args)
 
 
+def quiet_known_warnings():
+    """Hides, in a tool's process, a warning users can do nothing about: Detectron2's anchor
+    generator calls torch.meshgrid without `indexing` (its grid is the "ij" one torch keeps)."""
+    warnings.filterwarnings("ignore", message=r"torch\.meshgrid: in an upcoming release", category=UserWarning)
+
+
 def command(main):
     """Decorates a tool's ``main(argv)``: an error d2ext raises about its input (D2extError: a
     file, key or value, named in the message) ends the tool with that one line on stderr and exit
@@ -61,6 +68,7 @@ def command(main):
 
     @functools.wraps(main)
     def run(argv=None):
+        quiet_known_warnings()
         from_command_line = argv is None
         argv = sys.argv[1:] if from_command_line else list(argv)
         try:
