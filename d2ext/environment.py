@@ -2,6 +2,7 @@
 ``setup_environment``. Imports nothing heavy: ``import d2ext`` calls :func:`setup_environment`
 before it loads torch, so every entry point (console scripts, ``tools/*.py``, ``python -m
 d2ext.tools.*``) that imports d2ext first gets it."""
+
 import os
 import sys
 

@@ -1,10 +1,10 @@
 import os
 import sys
 
-import d2ext  # noqa: F401,E402  first: sets the process environment before torch loads (d2ext/environment.py)
-
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+import d2ext  # noqa: F401,E402  first: sets the process environment before torch loads (d2ext/environment.py)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO_ROOT, "configs")
@@ -71,3 +71,20 @@ def make_inputs(boxes_per_image, size=(96, 128), seed=0):
         instances.gt_classes = torch.arange(len(boxes), dtype=torch.int64) % 5
         batch.append({"image": image, "instances": instances, "height": size[0], "width": size[1]})
     return batch
+
+
+@pytest.fixture(autouse=True)
+def _restore_loggers():
+    """Tools run in-process set up loggers (Detectron2's setup_logger) whose handlers write to
+    the test's captured streams; restored after each test, later tests do not log into closed
+    files."""
+    import logging
+
+    from detectron2.utils.logger import setup_logger
+
+    names = ("d2ext", "detectron2", "d2", "fvcore")
+    saved = {n: list(logging.getLogger(n).handlers) for n in names}
+    yield
+    for name, handlers in saved.items():
+        logging.getLogger(name).handlers = handlers
+    setup_logger.cache_clear()

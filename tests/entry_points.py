@@ -1,6 +1,7 @@
 """Every user-facing entry point of d2ext, found rather than listed: the console scripts setup.py
 declares and the scripts under tools/. Tests over "every entry point" take them from here, so a
 new tool is covered (or fails a test until it is) without editing the tests' lists."""
+
 import glob
 import os
 import re
@@ -15,5 +16,6 @@ with open(os.path.join(REPO_ROOT, "setup.py")) as _f:
     }
 
 TOOL_SCRIPTS = sorted(
-    os.path.relpath(p, REPO_ROOT) for p in glob.glob(os.path.join(REPO_ROOT, "tools", "**", "*.py"), recursive=True)
+    os.path.relpath(p, REPO_ROOT)
+    for p in glob.glob(os.path.join(REPO_ROOT, "tools", "**", "*.py"), recursive=True)
 )

@@ -13,15 +13,15 @@ which tools/compare_methods.py uses too).
 
 A step is forward + backward + SGD update, as in Detectron2's SimpleTrainer, without data loading.
 """
-import os
 
 import d2ext  # noqa: F401  first: sets the process environment before torch loads (d2ext/environment.py)
 
+# isort: split
 import argparse
+import os
 
 import torch
 
-import d2ext  # noqa: F401  (registers the models)
 from d2ext.compare.benchmark import Runner, fixed_batch, interleave
 from d2ext.config import load_config
 
@@ -33,11 +33,17 @@ DEFAULT_CONFIGS = [
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS, help="the first one is the baseline")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--configs", nargs="+", default=DEFAULT_CONFIGS, help="the first one is the baseline"
+    )
     parser.add_argument("--rounds", type=int, default=6, help="round-robin rounds")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per model and round")
-    parser.add_argument("--batch", type=int, default=8, help="images per step (the tiny configs': 8)")
+    parser.add_argument(
+        "--batch", type=int, default=8, help="images per step (the tiny configs': 8)"
+    )
     return parser.parse_args()
 
 
@@ -46,8 +52,10 @@ def main():
     batch = fixed_batch(load_config(args.configs[0]), args.batch)
     runners = interleave([Runner(path, batch) for path in args.configs], args.rounds, args.steps)
     base = runners[0].median
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, "
-          f"{args.rounds} rounds x {args.steps} steps per model")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, "
+        f"{args.rounds} rounds x {args.steps} steps per model"
+    )
     print(f"| model | step s (median) | vs {runners[0].name} |")
     print("|---|---:|---:|")
     for runner in runners:

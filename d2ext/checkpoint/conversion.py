@@ -4,6 +4,7 @@ source key was mapped or dropped for a stated reason, and that every target key 
 modules received a tensor of the right shape. The tables themselves live with their source
 format (d2ext/checkpoint/mmdet.py, torchvision.py).
 """
+
 import logging
 import re
 from dataclasses import dataclass, field
@@ -42,8 +43,12 @@ class Table:
     stacked: Dict[str, str] = field(default_factory=dict)
 
 
-def convert(table: Table, source: Dict[str, torch.Tensor], target: Dict[str, torch.Tensor],
-            source_name: str = "the checkpoint") -> Dict[str, torch.Tensor]:
+def convert(
+    table: Table,
+    source: Dict[str, torch.Tensor],
+    target: Dict[str, torch.Tensor],
+    source_name: str = "the checkpoint",
+) -> Dict[str, torch.Tensor]:
     """
     Renames ``source`` by ``table`` for a model whose state dict is ``target``.
 
@@ -94,7 +99,9 @@ def convert(table: Table, source: Dict[str, torch.Tensor], target: Dict[str, tor
     for reason, keys in dropped.items():
         logger.info(f"{source_name}: not loaded ({reason}): {len(keys)} key(s), e.g. {keys[:3]}")
     if unmapped:
-        logger.warning(f"{source_name}: {len(unmapped)} key(s) no {table.name} rule maps: {unmapped}")
+        logger.warning(
+            f"{source_name}: {len(unmapped)} key(s) no {table.name} rule maps: {unmapped}"
+        )
     if extra:
         logger.warning(
             f"{source_name}: {len(extra)} converted key(s) the model does not have: "
@@ -108,7 +115,7 @@ def _rename(table: Table, key: str):
     for src_prefix, dst_prefix, rules in table.rules:
         if not key.startswith(src_prefix):
             continue
-        rest = key[len(src_prefix):]
+        rest = key[len(src_prefix) :]
         for rule in rules:
             match = re.fullmatch(rule.pattern, rest)
             if match is None:
@@ -126,7 +133,7 @@ def _stack_levels(table: Table, out, origin):
         levels, level_origin = {}, {}
         for key in list(out):
             if key.startswith(prefix + "."):
-                level = int(key[len(prefix) + 1:])
+                level = int(key[len(prefix) + 1 :])
                 source_key = origin.pop(key, key)
                 if level in levels:  # "scales.1.scale" and "scales.01.scale"
                     raise ConversionError(
@@ -138,7 +145,9 @@ def _stack_levels(table: Table, out, origin):
                 origin.setdefault(stacked_name, source_key)
         if levels:
             if sorted(levels) != list(range(len(levels))):
-                raise ConversionError(f"{prefix}: levels {sorted(levels)} are not 0..{len(levels) - 1}")
+                raise ConversionError(
+                    f"{prefix}: levels {sorted(levels)} are not 0..{len(levels) - 1}"
+                )
             out[stacked_name] = torch.stack([levels[i] for i in range(len(levels))])
     return out
 

@@ -2,6 +2,7 @@
 the predictor and the model zoo. It goes through d2ext's :class:`Checkpointer`: mmdetection and
 torchvision files converted on load, ``.pkl`` files read without running them, every other file
 weights-only (d2ext/checkpoint/safe_resume.py)."""
+
 import logging
 
 from detectron2.utils.file_io import PathManager
@@ -28,7 +29,9 @@ def local_weights(path: str, key: str = "MODEL.WEIGHTS") -> str:
         ) from None
 
 
-def load_weights(model, weights: str, *, key: str = "MODEL.WEIGHTS", allow_random_init: bool = False):
+def load_weights(
+    model, weights: str, *, key: str = "MODEL.WEIGHTS", allow_random_init: bool = False
+):
     """
     Loads ``weights`` (a file or URL) into ``model`` with d2ext's Checkpointer. Returns the model.
 

@@ -7,6 +7,7 @@ Peak memory: on CUDA torch.cuda.max_memory_allocated over steps; on the CPU the 
 mark of a training step in a fresh process that built only that model (`python -m
 d2ext.compare.benchmark`), so that other models' memory is not in it.
 """
+
 import json
 import statistics
 import sys
@@ -15,7 +16,6 @@ from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 import torch
-
 from detectron2.config import instantiate
 from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
@@ -39,7 +39,11 @@ def fixed_batch(cfg, size: int):
     """`size` training images of the config's first training set through its training mapper,
     mapped once (fixed seed) and reused for every step of every model."""
     np.random.seed(0)
-    mapper = build_train_mapper(cfg) if hasattr(cfg, "MODEL") else instantiate(cfg.dataloader.train.mapper)
+    mapper = (
+        build_train_mapper(cfg)
+        if hasattr(cfg, "MODEL")
+        else instantiate(cfg.dataloader.train.mapper)
+    )
     records = DatasetCatalog.get(train_dataset(cfg))[:size]
     return [mapper(dict(record)) for record in records]
 
@@ -47,7 +51,14 @@ def fixed_batch(cfg, size: int):
 class Runner:
     """One model and its optimizer, built from a yaml or lazy config (with overrides)."""
 
-    def __init__(self, path: str, batch, opts: Sequence[str] = (), device: str = "cpu", name: Optional[str] = None):
+    def __init__(
+        self,
+        path: str,
+        batch,
+        opts: Sequence[str] = (),
+        device: str = "cpu",
+        name: Optional[str] = None,
+    ):
         cfg = load_config(path, opts)
         torch.manual_seed(0)
         if is_lazy(path):
@@ -90,7 +101,9 @@ class Runner:
         return statistics.median(self.times)
 
 
-def interleave(runners: Sequence[Runner], rounds: int, steps: int, on_step: Optional[Callable] = None):
+def interleave(
+    runners: Sequence[Runner], rounds: int, steps: int, on_step: Optional[Callable] = None
+):
     """One warm-up step each, then `rounds` rounds in which every model takes `steps` timed steps."""
     for runner in runners:
         runner.step()
@@ -125,15 +138,18 @@ def cpu_step_memory(path: str, opts: Sequence[str], batch_size: int) -> dict:
         reset = False
     runner.step()
     peak = _status_kib("VmHWM")
-    return {"rss_before_step_mib": before / 1024, "peak_rss_mib": peak / 1024,
-            "step_increase_mib": max(peak - before, 0) / 1024, "peak_reset_before_step": reset}
+    return {
+        "rss_before_step_mib": before / 1024,
+        "peak_rss_mib": peak / 1024,
+        "step_increase_mib": max(peak - before, 0) / 1024,
+        "peak_reset_before_step": reset,
+    }
 
 
 if __name__ == "__main__":
     # python -m d2ext.compare.benchmark CONFIG BATCH '<json overrides>' '<json datasets>': prints
     # cpu_step_memory as json (datasets: what the parent registered, d2ext.data.registration).
     import d2ext  # noqa: F401  (registers the models and the bundled dataset)
-
     from d2ext.data.registration import register_datasets
 
     register_datasets(**json.loads(sys.argv[4]))

@@ -1,5 +1,6 @@
 """The training progress bar's remaining-time estimate (Eta), from measured seconds per
 iteration."""
+
 import math
 from typing import Dict, List, Optional
 
@@ -22,12 +23,16 @@ class Eta:
     def seconds_per_iter(self, name: str):
         if name in self.per_iter:
             return sum(self.per_iter[name]) / len(self.per_iter[name]), True
-        ratios = [sum(v) / len(v) / self.step_s[n] for n, v in self.per_iter.items() if n in self.step_s]
+        ratios = [
+            sum(v) / len(v) / self.step_s[n] for n, v in self.per_iter.items() if n in self.step_s
+        ]
         if ratios and name in self.step_s:
             return self.step_s[name] * sum(ratios) / len(ratios), True
         return self.step_s.get(name, float("nan")), False
 
-    def remaining(self, todo: Dict[str, int], jobs: int = 1, runs_left: Optional[int] = None) -> str:
+    def remaining(
+        self, todo: Dict[str, int], jobs: int = 1, runs_left: Optional[int] = None
+    ) -> str:
         """The remaining time, the work divided among min(jobs, runs left) concurrent runs."""
         total, measured = 0.0, True
         for name, iters in todo.items():

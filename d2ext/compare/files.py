@@ -1,5 +1,6 @@
 """The comparison's files: atomic JSON writes (a result file is whole or absent, which is what
 resuming relies on), JSON reads, and Detectron2's metrics.json."""
+
 import json
 import os
 from typing import List

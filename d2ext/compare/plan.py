@@ -5,6 +5,7 @@ Overrides are plain config options (yaml "KEY VALUE" pairs, lazy "key=value" str
 d2ext.tools.train_net, so a run is exactly what `d2ext-train --config-file C <opts>` trains, and the
 step-time benchmark loads each config with the same options.
 """
+
 import json
 import os
 from dataclasses import dataclass, field
@@ -12,12 +13,20 @@ from typing import Dict, List, Optional, Sequence
 
 from detectron2.data import DatasetCatalog
 
-from d2ext.config import load_config, num_classes_key, score_thresh_key, set_num_classes, set_score_thresh
+from d2ext.config import (
+    load_config,
+    num_classes_key,
+    score_thresh_key,
+    set_num_classes,
+    set_score_thresh,
+)
 from d2ext.data.registration import thing_classes
 from d2ext.errors import DataError
 from d2ext.model_zoo.model_zoo import CONFIG_ROOT
 
-SYNTHETIC = os.path.join(CONFIG_ROOT, "Synthetic")  # d2ext's shipped configs (installed or a checkout)
+SYNTHETIC = os.path.join(
+    CONFIG_ROOT, "Synthetic"
+)  # d2ext's shipped configs (installed or a checkout)
 # The tiny method configs, then the baselines. The first config is the reference of the ratio
 # columns. retinanet_R_18_FPN_tiny (Detectron2's untuned defaults) is left out for its fair variant.
 DEFAULT_CONFIGS = [
@@ -78,11 +87,19 @@ class Plan:
 
     def settings(self) -> dict:
         return {
-            "configs": [os.path.relpath(c, CONFIG_ROOT) if c.startswith(SYNTHETIC) else c for c in self.configs],
-            "seeds": self.seeds, "max_iter": self.max_iter, "eval_period": self.eval_period,
-            "train_dataset": self.train_dataset, "test_dataset": self.test_dataset,
-            "num_classes": self.num_classes, "score_thresh": self.score_thresh,
-            "cores": self.cores, "device": self.device,
+            "configs": [
+                os.path.relpath(c, CONFIG_ROOT) if c.startswith(SYNTHETIC) else c
+                for c in self.configs
+            ],
+            "seeds": self.seeds,
+            "max_iter": self.max_iter,
+            "eval_period": self.eval_period,
+            "train_dataset": self.train_dataset,
+            "test_dataset": self.test_dataset,
+            "num_classes": self.num_classes,
+            "score_thresh": self.score_thresh,
+            "cores": self.cores,
+            "device": self.device,
         }
 
 
@@ -146,13 +163,17 @@ def schedule_overrides(cfg, lazy: bool, max_iter: int, eval_period: int) -> List
         own = int(cfg.train.max_iter)
         sched = getattr(cfg.lr_multiplier, "scheduler", None)
         if sched is None or "milestones" not in sched:
-            raise ValueError("lazy config's lr_multiplier.scheduler has no milestones: cannot rescale it")
+            raise ValueError(
+                "lazy config's lr_multiplier.scheduler has no milestones: cannot rescale it"
+            )
         milestones = _scaled(list(sched.milestones), max_iter, own)
         opts = _kv(True, "train.max_iter", max_iter)
         opts += _kv(True, "lr_multiplier.scheduler.num_updates", max_iter)
         opts += _kv(True, "lr_multiplier.scheduler.milestones", milestones)
         # fvcore wants one value per interval: drop the decays of dropped milestones.
-        opts += _kv(True, "lr_multiplier.scheduler.values", list(sched["values"])[: len(milestones) + 1])
+        opts += _kv(
+            True, "lr_multiplier.scheduler.values", list(sched["values"])[: len(milestones) + 1]
+        )
         # (warmup_length is a fraction of the schedule: it scales by itself.)
         opts += _kv(True, "train.checkpointer.period", max_iter)
         opts += _kv(True, "train.eval_period", eval_period)
@@ -182,8 +203,12 @@ def dataset_overrides(lazy: bool, train: str, test: str, workers: int, cfg) -> L
         # The evaluator's dataset_name interpolates dataloader.test.dataset.names.
         opts = _kv(True, "dataloader.train.dataset.names", train)
         opts += _kv(True, "dataloader.test.dataset.names", test)
-        opts += _kv(True, "dataloader.train.num_workers", min(workers, cfg.dataloader.train.num_workers))
-        opts += _kv(True, "dataloader.test.num_workers", min(workers, cfg.dataloader.test.num_workers))
+        opts += _kv(
+            True, "dataloader.train.num_workers", min(workers, cfg.dataloader.train.num_workers)
+        )
+        opts += _kv(
+            True, "dataloader.test.num_workers", min(workers, cfg.dataloader.test.num_workers)
+        )
         return opts
     opts = _kv(False, "DATASETS.TRAIN", [train]) + _kv(False, "DATASETS.TEST", [test])
     return opts + _kv(False, "DATALOADER.NUM_WORKERS", min(workers, cfg.DATALOADER.NUM_WORKERS))
@@ -220,9 +245,21 @@ def make_plan(
     eval_period = max_iter // eval_points if eval_points > 0 else 0
     seed_values = [first_seed + i for i in range(seeds)]
     out = os.path.abspath(out)
-    plan = Plan(runs=[], configs=paths, names=names, seeds=seed_values, out=out, max_iter=max_iter,
-                eval_period=eval_period, train_dataset=train_dataset, test_dataset=test_dataset,
-                num_classes=num_classes, score_thresh=score_thresh, cores=cores, device=device)
+    plan = Plan(
+        runs=[],
+        configs=paths,
+        names=names,
+        seeds=seed_values,
+        out=out,
+        max_iter=max_iter,
+        eval_period=eval_period,
+        train_dataset=train_dataset,
+        test_dataset=test_dataset,
+        num_classes=num_classes,
+        score_thresh=score_thresh,
+        cores=cores,
+        device=device,
+    )
     for path, name in zip(paths, names):
         lazy = is_lazy(path)
         cfg = load_config(path)

@@ -1,5 +1,6 @@
 """The comparison's PNG plots (matplotlib, no display needed): AP over iterations with the seed
 spread, final AP with error bars, AP against step time."""
+
 import os
 from typing import Dict, List, Sequence
 
@@ -17,8 +18,13 @@ def config_styles(names: Sequence[str]) -> Dict[str, dict]:
     13-config comparison drew two configs alike. tab20 gives 20 colours; markers vary beyond."""
     colours = plt.get_cmap("tab20").colors
     markers = "osD^v<>"
-    return {n: {"color": colours[i % len(colours)], "marker": markers[(i // len(colours)) % len(markers)]}
-            for i, n in enumerate(names)}
+    return {
+        n: {
+            "color": colours[i % len(colours)],
+            "marker": markers[(i // len(colours)) % len(markers)],
+        }
+        for i, n in enumerate(names)
+    }
 
 
 def ap_vs_iteration(groups: Dict[str, List[dict]], path: str):
@@ -48,7 +54,9 @@ def ap_bars(groups: Dict[str, List[dict]], path: str):
     names = [n for n, runs in groups.items() if runs]
     stats = [mean_std([r["final"]["AP"] for r in groups[n]]) for n in names]
     fig, ax = plt.subplots(figsize=(8, 0.4 * len(names) + 1.5))
-    ax.barh(names, [m for m, _ in stats], xerr=[s or 0 for _, s in stats], capsize=3, color="tab:blue")
+    ax.barh(
+        names, [m for m, _ in stats], xerr=[s or 0 for _, s in stats], capsize=3, color="tab:blue"
+    )
     ax.invert_yaxis()
     ax.set_xlabel("AP (mean ± sample std over seeds)")
     ax.grid(axis="x", alpha=0.3)
@@ -64,8 +72,17 @@ def ap_vs_step_time(groups: Dict[str, List[dict]], step_s: Dict[str, float], pat
         if not runs or name not in step_s:
             continue
         mean, std = mean_std([r["final"]["AP"] for r in runs])
-        ax.errorbar(step_s[name], mean, yerr=std or 0, fmt=styles[name]["marker"], color=styles[name]["color"], capsize=3)
-        ax.annotate(name, (step_s[name], mean), fontsize=7, xytext=(4, 2), textcoords="offset points")
+        ax.errorbar(
+            step_s[name],
+            mean,
+            yerr=std or 0,
+            fmt=styles[name]["marker"],
+            color=styles[name]["color"],
+            capsize=3,
+        )
+        ax.annotate(
+            name, (step_s[name], mean), fontsize=7, xytext=(4, 2), textcoords="offset points"
+        )
     ax.set_xlabel("median training step time, s (interleaved benchmark)")
     ax.set_ylabel("AP (mean ± std over seeds)")
     ax.grid(alpha=0.3)
@@ -74,7 +91,9 @@ def ap_vs_step_time(groups: Dict[str, List[dict]], step_s: Dict[str, float], pat
     plt.close(fig)
 
 
-def write_plots(out: str, names: Sequence[str], results: Dict[tuple, dict], step_s: Dict[str, float]) -> List[str]:
+def write_plots(
+    out: str, names: Sequence[str], results: Dict[tuple, dict], step_s: Dict[str, float]
+) -> List[str]:
     groups = by_config(results, names)
     paths = [os.path.join(out, f) for f in ("ap_vs_iteration.png", "ap.png", "ap_vs_step_time.png")]
     ap_vs_iteration(groups, paths[0])

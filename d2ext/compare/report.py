@@ -1,5 +1,6 @@
 """<out>/comparison.md from the run results: mean ± std over seeds per config, step time and
 memory as ratios to the first config, per-class AP, the settings and the exact command."""
+
 import math
 import os
 import statistics
@@ -35,7 +36,9 @@ def separation(a: Sequence[float], b: Sequence[float]) -> Optional[float]:
     return (ma - mb) / se if se > 0 else None
 
 
-def noise_lines(groups: Dict[str, List[dict]], names: Sequence[str], limit: float = 2.0) -> List[str]:
+def noise_lines(
+    groups: Dict[str, List[dict]], names: Sequence[str], limit: float = 2.0
+) -> List[str]:
     """The seed spread of each config and the pairs whose AP difference is within `limit`
     standard errors: what this many seeds cannot tell apart."""
     aps = {n: [r["final"]["AP"] for r in groups[n]] for n in names}
@@ -45,16 +48,20 @@ def noise_lines(groups: Dict[str, List[dict]], names: Sequence[str], limit: floa
     spread = ", ".join(f"`{n}` {mean_std(v)[1]:.1f}" for n, v in aps.items())
     close = []
     for i, a in enumerate(aps):
-        for b in list(aps)[i + 1:]:
+        for b in list(aps)[i + 1 :]:
             sep = separation(aps[a], aps[b])
             if sep is not None and abs(sep) < limit:
                 diff = mean_std(aps[a])[0] - mean_std(aps[b])[0]
                 close.append(f"`{a}` − `{b}` {diff:+.1f} ({abs(sep):.1f}σ)")
-    lines = [f"Seed spread (sample std of AP): {spread}.",
-             f"σ: the standard error of a difference of means, sqrt(s₁²/n₁ + s₂²/n₂). A difference of "
-             f"about {limit:g}σ or more stands out from the seed spread; with this few seeds that is a rule "
-             f"of thumb, not a significance test. Pairs within {limit:g}σ (not told apart by these seeds): "
-             + ("; ".join(close) if close else "none") + ".", ""]
+    lines = [
+        f"Seed spread (sample std of AP): {spread}.",
+        f"σ: the standard error of a difference of means, sqrt(s₁²/n₁ + s₂²/n₂). A difference of "
+        f"about {limit:g}σ or more stands out from the seed spread; with this few seeds that is a rule "
+        f"of thumb, not a significance test. Pairs within {limit:g}σ (not told apart by these seeds): "
+        + ("; ".join(close) if close else "none")
+        + ".",
+        "",
+    ]
     return lines
 
 
@@ -76,9 +83,21 @@ def memory_mib(memory: dict, name: str) -> Optional[float]:
     return entry.get("peak_rss_mib", entry.get("peak_mib"))
 
 
-def write_report(path: str, *, names: Sequence[str], results: Dict[tuple, dict], bench: dict, memory: dict,
-                 settings: dict, command: str, wall_s: Optional[float] = None, failed: Sequence[str] = (),
-                 plots: Sequence[str] = (), untrained: Sequence[str] = (), time_it_took: str = "") -> str:
+def write_report(
+    path: str,
+    *,
+    names: Sequence[str],
+    results: Dict[tuple, dict],
+    bench: dict,
+    memory: dict,
+    settings: dict,
+    command: str,
+    wall_s: Optional[float] = None,
+    failed: Sequence[str] = (),
+    plots: Sequence[str] = (),
+    untrained: Sequence[str] = (),
+    time_it_took: str = "",
+) -> str:
     groups = by_config(results, names)
     base = names[0]
     step = bench.get("median_s", {})
@@ -116,10 +135,18 @@ def write_report(path: str, *, names: Sequence[str], results: Dict[tuple, dict],
         s = step.get(name)
         mem = memory_mib(memory, name)
         lines.append(
-            f"| `{name}` | {len(runs)} | " + " | ".join(cells) + f" | {diff} | "
-            + (f"{s:.3f}" if s is not None else "–") + f" | {ratio(s, step.get(base))} | "
+            f"| `{name}` | {len(runs)} | "
+            + " | ".join(cells)
+            + f" | {diff} | "
+            + (f"{s:.3f}" if s is not None else "–")
+            + f" | {ratio(s, step.get(base))} | "
             + (f"{mem:.0f}" if mem is not None else "–")
-            + (f" (+{memory[name]['step_increase_mib']:.0f})" if "step_increase_mib" in memory.get(name, {}) else "") + f" | {ratio(mem, memory_mib(memory, base))} |"
+            + (
+                f" (+{memory[name]['step_increase_mib']:.0f})"
+                if "step_increase_mib" in memory.get(name, {})
+                else ""
+            )
+            + f" | {ratio(mem, memory_mib(memory, base))} |"
         )
     lines += [""] + noise_lines(groups, names)
     lines += [
@@ -128,29 +155,52 @@ def write_report(path: str, *, names: Sequence[str], results: Dict[tuple, dict],
         f"{bench.get('settings', {}).get('batch')} training images, forward + backward + SGD update, the "
         "configs taking turns so that load changes hit all alike); absolute seconds depend on the "
         "machine's load, the ratios less so.",
-        "Memory: " + ("torch.cuda.max_memory_allocated over the benchmark's steps." if on_cuda else
-                      "RSS high-water mark of one training step on that batch (after a warm-up step) in a "
-                      "fresh process that built only that model; it includes the interpreter, torch and the "
-                      "model, several hundred MiB common to all; (+N): its rise over the RSS before the step."),
+        "Memory: "
+        + (
+            "torch.cuda.max_memory_allocated over the benchmark's steps."
+            if on_cuda
+            else "RSS high-water mark of one training step on that batch (after a warm-up step) in a "
+            "fresh process that built only that model; it includes the interpreter, torch and the "
+            "model, several hundred MiB common to all; (+N): its rise over the RSS before the step."
+        ),
         "",
     ]
     classes = sorted({c for runs in groups.values() for r in runs for c in r["per_class"]})
     if classes:
-        lines += ["Per-class AP:", "", "| config | " + " | ".join(classes) + " |",
-                  "|---|" + "---:|" * len(classes)]
+        lines += [
+            "Per-class AP:",
+            "",
+            "| config | " + " | ".join(classes) + " |",
+            "|---|" + "---:|" * len(classes),
+        ]
         for name in names:
-            lines.append(f"| `{name}` | " + " | ".join(
-                fmt([r["per_class"][c] for r in groups[name] if c in r["per_class"]]) for c in classes) + " |")
+            lines.append(
+                f"| `{name}` | "
+                + " | ".join(
+                    fmt([r["per_class"][c] for r in groups[name] if c in r["per_class"]])
+                    for c in classes
+                )
+                + " |"
+            )
         lines.append("")
     if failed:
-        lines += ["Failed runs (not in the table; rerun the command to retry them): " + ", ".join(failed), ""]
+        lines += [
+            "Failed runs (not in the table; rerun the command to retry them): " + ", ".join(failed),
+            "",
+        ]
     if untrained:
-        lines += ["Not trained yet (--report-only; the table has the finished seeds): " + ", ".join(untrained), ""]
+        lines += [
+            "Not trained yet (--report-only; the table has the finished seeds): "
+            + ", ".join(untrained),
+            "",
+        ]
     missing = [n for n in names if not groups[n]]
     if missing:
         lines += ["No finished run: " + ", ".join(f"`{n}`" for n in missing), ""]
     for plot in plots:
-        lines.append(f"![{os.path.splitext(os.path.basename(plot))[0]}]({os.path.relpath(plot, os.path.dirname(path))})")
+        lines.append(
+            f"![{os.path.splitext(os.path.basename(plot))[0]}]({os.path.relpath(plot, os.path.dirname(path))})"
+        )
     lines += ["", "Configs: " + ", ".join(f"`{c}`" for c in settings.get("configs", [])), ""]
     text = "\n".join(lines)
     with open(path, "w") as f:

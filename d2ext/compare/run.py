@@ -4,6 +4,7 @@ every (config, seed) run, one at a time or --jobs at once, each a `d2ext.tools.t
 file last, so an interrupted comparison resumes where it stopped: a run is finished when its
 result.json exists.
 """
+
 import json
 import os
 import queue
@@ -20,17 +21,26 @@ from .plan import Plan, Run
 from .training import core_sets, run_parallel, subprocess_env, train_one
 
 
-def step_benchmark(plan: Plan, rounds: int, steps: int, batch: int, log=print, measure: bool = True) -> dict:
+def step_benchmark(
+    plan: Plan, rounds: int, steps: int, batch: int, log=print, measure: bool = True
+) -> dict:
     """Median step times (and CUDA peak memory) of every config, interleaved in this process;
     reused when <out>/benchmark.json has the same configs and settings (ratios compare only
     numbers measured in one run). measure=False (--report-only): whatever benchmark.json holds,
     or no step times."""
-    from .benchmark import Runner, fixed_batch, interleave
     from d2ext.config import load_config
 
+    from .benchmark import Runner, fixed_batch, interleave
+
     path = os.path.join(plan.out, "benchmark.json")
-    settings = {"names": plan.names, "rounds": rounds, "steps": steps, "batch": batch,
-                "opts": plan.config_opts, "cores": plan.cores}
+    settings = {
+        "names": plan.names,
+        "rounds": rounds,
+        "steps": steps,
+        "batch": batch,
+        "opts": plan.config_opts,
+        "cores": plan.cores,
+    }
     if os.path.isfile(path) and (read_json(path)["settings"] == settings or not measure):
         log(f"Reusing the step times of {path}")
         return read_json(path)
@@ -39,18 +49,28 @@ def step_benchmark(plan: Plan, rounds: int, steps: int, batch: int, log=print, m
         return {"median_s": {}}
     first = plan.configs[0]
     images = fixed_batch(load_config(first, plan.config_opts[plan.names[0]]), batch)
-    runners = [Runner(c, images, plan.config_opts[n], plan.device, n) for c, n in zip(plan.configs, plan.names)]
-    with tqdm(total=len(runners) * (1 + rounds * steps), desc="step-time benchmark", unit="step") as bar:
+    runners = [
+        Runner(c, images, plan.config_opts[n], plan.device, n)
+        for c, n in zip(plan.configs, plan.names)
+    ]
+    with tqdm(
+        total=len(runners) * (1 + rounds * steps), desc="step-time benchmark", unit="step"
+    ) as bar:
         interleave(runners, rounds, steps, on_step=lambda: bar.update())
-    result = {"settings": settings, "median_s": {r.name: r.median for r in runners},
-              "times_s": {r.name: r.times for r in runners}}
+    result = {
+        "settings": settings,
+        "median_s": {r.name: r.median for r in runners},
+        "times_s": {r.name: r.times for r in runners},
+    }
     if plan.device.startswith("cuda"):
         result["memory"] = {r.name: {"peak_mib": r.peak_bytes / 2**20} for r in runners}
     write_json(path, result)
     return result
 
 
-def memory_probes(plan: Plan, batch: int, datasets: dict, log=print, measure: bool = True) -> Dict[str, dict]:
+def memory_probes(
+    plan: Plan, batch: int, datasets: dict, log=print, measure: bool = True
+) -> Dict[str, dict]:
     """On the CPU: each config's RSS high-water mark over two training steps, in a fresh process
     (<out>/memory/<name>.json, reused when present; measure=False: only those)."""
     out = {}
@@ -59,9 +79,18 @@ def memory_probes(plan: Plan, batch: int, datasets: dict, log=print, measure: bo
         if not os.path.isfile(path):
             if not measure:
                 continue
-            cmd = [sys.executable, "-m", "d2ext.compare.benchmark", config, str(batch),
-                   json.dumps(plan.config_opts[name]), json.dumps(datasets)]
-            proc = subprocess.run(cmd, env=subprocess_env(plan.cores), capture_output=True, text=True)
+            cmd = [
+                sys.executable,
+                "-m",
+                "d2ext.compare.benchmark",
+                config,
+                str(batch),
+                json.dumps(plan.config_opts[name]),
+                json.dumps(datasets),
+            ]
+            proc = subprocess.run(
+                cmd, env=subprocess_env(plan.cores), capture_output=True, text=True
+            )
             if proc.returncode != 0:
                 log(f"memory probe of {name} failed:\n{proc.stderr[-3000:]}")
                 continue
@@ -70,8 +99,18 @@ def memory_probes(plan: Plan, batch: int, datasets: dict, log=print, measure: bo
     return out
 
 
-def execute(plan: Plan, datasets: dict, *, rounds: int = 6, steps: int = 3, batch: int = 8, log=print,
-            train: bool = True, time_log=None, jobs: int = 1):
+def execute(
+    plan: Plan,
+    datasets: dict,
+    *,
+    rounds: int = 6,
+    steps: int = 3,
+    batch: int = 8,
+    log=print,
+    train: bool = True,
+    time_log=None,
+    jobs: int = 1,
+):
     """Benchmark, memory probes, then every unfinished run (train=False: none, the report shows
     what has finished, with the step times and memory measured before, if any), one after another
     in plan order, or `jobs` at a time, each on its own cores // jobs cores (on a GPU they share
@@ -95,9 +134,14 @@ def execute(plan: Plan, datasets: dict, *, rounds: int = 6, steps: int = 3, batc
     remaining = {}
     for run in todo:
         remaining[run.name] = remaining.get(run.name, 0) + run.max_iter
-    bar = tqdm(total=sum(r.max_iter for r in plan.runs), initial=sum(r.max_iter for r in plan.runs if r.finished),
-               unit="it", desc="training", bar_format="{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} it "
-               "[{elapsed}{postfix}]", dynamic_ncols=True)
+    bar = tqdm(
+        total=sum(r.max_iter for r in plan.runs),
+        initial=sum(r.max_iter for r in plan.runs if r.finished),
+        unit="it",
+        desc="training",
+        bar_format="{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} it [{elapsed}{postfix}]",
+        dynamic_ncols=True,
+    )
     lock, running, finished, stop = threading.Lock(), [], [], threading.Event()
 
     def show():  # under the lock
@@ -122,7 +166,9 @@ def execute(plan: Plan, datasets: dict, *, rounds: int = 6, steps: int = 3, batc
                     if time_log:
                         time_log.update()
 
-            result = train_one(run, datasets, len(cpus) if jobs > 1 else plan.cores, on_iter, stop=stop)
+            result = train_one(
+                run, datasets, len(cpus) if jobs > 1 else plan.cores, on_iter, stop=stop
+            )
         finally:
             free_cpus.put(cpus)
         with lock:

@@ -4,6 +4,7 @@ one <out>). Each invocation writes its own <out>/invocations/<start>-<pid>.json 
 wall time as it goes (at most once a minute, and at the end), so one that was killed still counts
 up to its last update. The report's "time it took" is the time covered by at least one of them
 (their sum when they ran one after another)."""
+
 import datetime
 import glob
 import math
@@ -25,7 +26,8 @@ def machine(device: str = "cpu") -> str:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    text = f"{cpu}, {len(os.sched_getaffinity(0))} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    cores, threads = len(os.sched_getaffinity(0)), torch.get_num_threads()
+    text = f"{cpu}, {cores} cores, {threads} torch threads, torch {torch.__version__}"
     if str(device).startswith("cuda") and torch.cuda.is_available():
         text += f", {torch.cuda.get_device_name(torch.device(device))}"
     return text
@@ -41,8 +43,14 @@ class TimeLog:
     def __init__(self, out: str, command: str, device: str = "cpu", min_interval_s: float = 60.0):
         now = datetime.datetime.now().astimezone()
         self.path = os.path.join(out, "invocations", f"{now:%Y%m%dT%H%M%S.%f}-{os.getpid()}.json")
-        self.entry = {"started": now.isoformat(timespec="seconds"), "started_unix": now.timestamp(),
-                      "command": command, "machine": machine(device), "wall_s": 0.0, "runs_trained": 0}
+        self.entry = {
+            "started": now.isoformat(timespec="seconds"),
+            "started_unix": now.timestamp(),
+            "command": command,
+            "machine": machine(device),
+            "wall_s": 0.0,
+            "runs_trained": 0,
+        }
         self.start = time.perf_counter()
         self.min_interval_s = min_interval_s
         self.last_write = -math.inf
@@ -81,6 +89,10 @@ def summary(entries: List[dict]) -> str:
         if summed > covered + 1:
             text += f" (some ran at once: {summed / 3600:.2f} h summed over processes)"
         else:
-            text += " (one after another: " + ", ".join(f"{e['wall_s'] / 3600:.2f} h" for e in entries) + ")"
+            text += (
+                " (one after another: "
+                + ", ".join(f"{e['wall_s'] / 3600:.2f} h" for e in entries)
+                + ")"
+            )
     machines = sorted({e["machine"] for e in entries})
     return text + ", on " + "; ".join(machines) + "."

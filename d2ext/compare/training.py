@@ -1,5 +1,6 @@
 """One run's training subprocess (`python -m d2ext.compare.training`, d2ext.tools.train_net with the
 user's datasets registered), its environment and CPU pinning, and the thread pool of --jobs runs."""
+
 import json
 import os
 import runpy
@@ -33,12 +34,25 @@ def subprocess_env(cores: int) -> dict:
 
 
 def train_command(run: Run, datasets: dict) -> List[str]:
-    return [sys.executable, "-m", "d2ext.compare.training", json.dumps(datasets),
-            "--config-file", run.config, *run.opts]
+    return [
+        sys.executable,
+        "-m",
+        "d2ext.compare.training",
+        json.dumps(datasets),
+        "--config-file",
+        run.config,
+        *run.opts,
+    ]
 
 
-def train_one(run: Run, datasets: dict, cores: int, on_iter=None, poll_s: float = 2.0,
-              stop: Optional[threading.Event] = None) -> Optional[dict]:
+def train_one(
+    run: Run,
+    datasets: dict,
+    cores: int,
+    on_iter=None,
+    poll_s: float = 2.0,
+    stop: Optional[threading.Event] = None,
+) -> Optional[dict]:
     """Trains and evaluates one run in a subprocess; returns its result (also in result.json), or
     None when it failed (the tail of its log is printed). The subprocess inherits the calling
     thread's CPU affinity. An unfinished run starts afresh: Detectron2's JSONWriter appends, so a
@@ -51,8 +65,12 @@ def train_one(run: Run, datasets: dict, cores: int, on_iter=None, poll_s: float 
     metrics_path = os.path.join(run.output_dir, "metrics.json")
     start, done = time.perf_counter(), 0
     with open(log_path, "w") as log_file:
-        proc = subprocess.Popen(train_command(run, datasets), stdout=log_file, stderr=subprocess.STDOUT,
-                                env=subprocess_env(cores))
+        proc = subprocess.Popen(
+            train_command(run, datasets),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=subprocess_env(cores),
+        )
         try:
             while proc.poll() is None:
                 time.sleep(poll_s)
@@ -91,9 +109,11 @@ def core_sets(cores: int, jobs: int) -> List[List[int]]:
     if cores > len(cpus):
         raise ValueError(f"--cores {cores}: this process may use {len(cpus)} CPUs ({cpus})")
     if not 1 <= jobs <= cores:
-        raise ValueError(f"--jobs {jobs}: needs 1 to --cores ({cores}) concurrent runs, each on its own cores")
+        raise ValueError(
+            f"--jobs {jobs}: needs 1 to --cores ({cores}) concurrent runs, each on its own cores"
+        )
     per = cores // jobs
-    return [cpus[i * per:(i + 1) * per] for i in range(jobs)]
+    return [cpus[i * per : (i + 1) * per] for i in range(jobs)]
 
 
 def run_parallel(fn, items, jobs: int, stop: threading.Event):

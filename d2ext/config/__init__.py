@@ -10,6 +10,7 @@ from .defaults import add_d2ext_config, register_config
 from .dynamic_atss import add_dynamic_atss_config
 from .gfl import add_gfl_config
 from .libra import add_libra_config
+from .loader import is_lazy_config, load_config
 from .method_keys import (
     get_num_classes,
     get_score_thresh,
@@ -20,7 +21,6 @@ from .method_keys import (
 )
 from .musu import add_musu_config
 from .safe_yaml import D2extCfgNode, merge_from_file
-from .loader import is_lazy_config, load_config
 from .vfnet import add_vfnet_config
 
 

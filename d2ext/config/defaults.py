@@ -6,9 +6,9 @@ from .dynamic_atss import add_dynamic_atss_config
 from .gfl import add_gfl_config
 from .libra import add_libra_config
 from .musu import add_musu_config
+from .swa import add_swa_config
 from .tta import add_tta_config
 from .vfnet import add_vfnet_config
-
 
 # Each adds one method's (or component's) keys to a config; a method outside this package adds
 # its own with register_config.
@@ -23,6 +23,7 @@ CONFIG_ADDERS = [
     add_vfnet_config,
     add_musu_config,
     add_tta_config,
+    add_swa_config,
 ]
 
 

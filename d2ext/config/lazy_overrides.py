@@ -6,6 +6,7 @@ Here an override must name an existing key, except a new argument of a LazyCall 
 with _target_) that its target accepts: that passes a new keyword to the callable, which
 Detectron2's configs rely on (e.g. model.backbone.bottom_up.freeze_at=2 where unset).
 """
+
 import difflib
 import inspect
 from typing import List
@@ -50,7 +51,11 @@ def _target_accepts(parent, name: str) -> bool:
             return False
     # A class's __init__ often takes **kwargs only to forward them to its base's: follow the
     # MRO until an __init__ without **kwargs ends the chain.
-    inits = [c.__init__ for c in target.__mro__ if "__init__" in vars(c)] if inspect.isclass(target) else [target]
+    inits = (
+        [c.__init__ for c in target.__mro__ if "__init__" in vars(c)]
+        if inspect.isclass(target)
+        else [target]
+    )
     for init in inits:
         try:
             params = inspect.signature(init).parameters
@@ -71,7 +76,11 @@ def check_override_keys(cfg, overrides: List[str]):
             continue
         parent_key, _, name = key.rpartition(".")
         parent = OmegaConf.select(cfg, parent_key, default=None) if parent_key else cfg
-        if isinstance(parent, DictConfig) and "_target_" in parent and _target_accepts(parent, name):
+        if (
+            isinstance(parent, DictConfig)
+            and "_target_" in parent
+            and _target_accepts(parent, name)
+        ):
             continue
         close = difflib.get_close_matches(key, list(_all_keys(cfg)), n=1, cutoff=0.6)
         hint = f"; did you mean {close[0]!r}?" if close else ""

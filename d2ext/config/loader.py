@@ -10,6 +10,7 @@ the comparison.
 Lazy configs saved as yaml by Detectron2 (``config.yaml`` of a lazy run) are refused:
 ``LazyConfig.load`` reads them with ``yaml.unsafe_load``.
 """
+
 from typing import Sequence
 
 from detectron2.config import LazyConfig

@@ -5,6 +5,7 @@ MODEL.GFL.NUM_CLASSES), so scripts and docs should go through these helpers rath
 hard-code one method's key. They accept a yaml config (CfgNode) or a lazy config (whose `model`
 node is a LazyCall of the detector).
 """
+
 from typing import Tuple
 
 from detectron2.modeling import META_ARCH_REGISTRY

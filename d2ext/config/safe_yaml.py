@@ -12,6 +12,7 @@ yaml through :func:`load_yaml_with_base` here instead:
   exponentially with the file's length, and Detectron2 copies every expanded node;
 - ``_BASE_`` files: at most MAX_FILES per config, nested at most MAX_DEPTH, a cycle refused.
 """
+
 import io
 import logging
 import os
@@ -59,7 +60,9 @@ def _expanded_size(root: yaml.Node, filename: str) -> int:
         if key in sizes:
             continue
         if key in on_path:
-            raise ConfigError(f"Config file {filename}: a yaml alias refers to itself (a recursive structure)")
+            raise ConfigError(
+                f"Config file {filename}: a yaml alias refers to itself (a recursive structure)"
+            )
         on_path.add(key)
         stack.append((node, True))
         stack.extend((c, False) for c in _children(node) if id(c) not in sizes)
@@ -79,7 +82,9 @@ def _read(filename: str) -> str:
         with PathManager.open(filename, "r") as f:
             text = f.read(MAX_FILE_BYTES + 1)
     except (OSError, UnicodeDecodeError) as e:  # a missing _BASE_ file, a binary file
-        raise ConfigError(f"Config file {filename} cannot be read: {type(e).__name__}: {e}") from None
+        raise ConfigError(
+            f"Config file {filename} cannot be read: {type(e).__name__}: {e}"
+        ) from None
     if len(text) > MAX_FILE_BYTES:
         raise ConfigError(f"Config file {filename} is larger than {MAX_FILE_BYTES >> 20} MiB")
     return text
@@ -106,15 +111,25 @@ def _parse(filename: str, allow_unsafe: bool, budget: _Budget) -> Any:
     except yaml.constructor.ConstructorError as e:
         line = e.problem_mark.line + 1 if e.problem_mark else "?"
         if "could not determine a constructor" not in str(e.problem):  # e.g. an unhashable key
-            raise ConfigError(f"Config file {filename} is not valid yaml ({e.problem}, line {line})") from None
+            raise ConfigError(
+                f"Config file {filename} is not valid yaml ({e.problem}, line {line})"
+            ) from None
         if not allow_unsafe:
             raise UnsafeYamlError(
                 f"Config file {filename} has a yaml tag that safe yaml does not load ({e.problem}, "
                 f"line {line}); python tags (!!python/...) can run code, so d2ext refuses them. If "
                 "you trust the file, pass --allow-unsafe-yaml (library: allow_unsafe=True)."
             ) from None
-    except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError) as e:  # e.g. a bad !!timestamp
-        raise ConfigError(f"Config file {filename} is not valid yaml: {type(e).__name__}: {e}") from None
+    except (
+        yaml.YAMLError,
+        ValueError,
+        TypeError,
+        OverflowError,
+        RecursionError,
+    ) as e:  # e.g. a bad !!timestamp
+        raise ConfigError(
+            f"Config file {filename} is not valid yaml: {type(e).__name__}: {e}"
+        ) from None
     logger.warning(f"Loading config {filename} with yaml.unsafe_load: the file can run code.")
     return yaml.unsafe_load(io.StringIO(text))
 
@@ -123,7 +138,9 @@ def _merge_a_into_b(a: Dict[str, Any], b: Dict[str, Any], filename: str):
     for k, v in a.items():
         if isinstance(v, dict) and k in b:
             if not isinstance(b[k], dict):
-                raise ConfigError(f"Config file {filename}: cannot inherit key {k!r} from its _BASE_")
+                raise ConfigError(
+                    f"Config file {filename}: cannot inherit key {k!r} from its _BASE_"
+                )
             _merge_a_into_b(v, b[k], filename)
         else:
             b[k] = v
@@ -131,7 +148,9 @@ def _merge_a_into_b(a: Dict[str, Any], b: Dict[str, Any], filename: str):
 
 def _base_path(base: Any, filename: str) -> str:
     if not isinstance(base, str):
-        raise ConfigError(f"Config file {filename}: {BASE_KEY} must be a file name or a list of them, got {base!r}")
+        raise ConfigError(
+            f"Config file {filename}: {BASE_KEY} must be a file name or a list of them, got {base!r}"
+        )
     if base.startswith("~"):
         base = os.path.expanduser(base)
     if not base.startswith(("/", "https://", "http://")):
@@ -139,25 +158,35 @@ def _base_path(base: Any, filename: str) -> str:
     return base
 
 
-def load_yaml_with_base(filename: str, allow_unsafe: bool = False, _budget=None, _chain=()) -> Dict[str, Any]:
+def load_yaml_with_base(
+    filename: str, allow_unsafe: bool = False, _budget=None, _chain=()
+) -> Dict[str, Any]:
     """The yaml file as a dict, its _BASE_ files merged in (fvcore's semantics), read with the
     bounds of this module's docstring."""
     budget = _budget or _Budget()
     budget.files -= 1
     if budget.files < 0 or len(_chain) >= MAX_DEPTH:
-        raise ConfigError(f"Config file {filename}: more than {MAX_FILES} _BASE_ files, or nested deeper than {MAX_DEPTH}")
+        raise ConfigError(
+            f"Config file {filename}: more than {MAX_FILES} _BASE_ files, or nested deeper than {MAX_DEPTH}"
+        )
     here = os.path.abspath(filename) if "://" not in filename else filename
     if here in _chain:
-        raise ConfigError(f"Config file {filename} is its own _BASE_ (through {' -> '.join(_chain)})")
+        raise ConfigError(
+            f"Config file {filename} is its own _BASE_ (through {' -> '.join(_chain)})"
+        )
     cfg = _parse(filename, allow_unsafe, budget)
     if not isinstance(cfg, dict):
-        raise ConfigError(f"Config file {filename} holds a {type(cfg).__name__}, not a mapping of keys")
+        raise ConfigError(
+            f"Config file {filename} holds a {type(cfg).__name__}, not a mapping of keys"
+        )
     if BASE_KEY not in cfg:
         return cfg
     bases = cfg.pop(BASE_KEY)
     merged: Dict[str, Any] = {}
     for base in bases if isinstance(bases, list) else [bases]:
-        loaded = load_yaml_with_base(_base_path(base, filename), allow_unsafe, budget, _chain + (here,))
+        loaded = load_yaml_with_base(
+            _base_path(base, filename), allow_unsafe, budget, _chain + (here,)
+        )
         _merge_a_into_b(loaded, merged, filename)
     _merge_a_into_b(cfg, merged, filename)
     return merged
@@ -180,9 +209,18 @@ class D2extCfgNode(CfgNode):
             super().merge_from_file(cfg_filename, allow_unsafe=allow_unsafe)
         except D2extError:
             raise
-        except (KeyError, ValueError, TypeError, AttributeError, AssertionError, RecursionError) as e:
+        except (
+            KeyError,
+            ValueError,
+            TypeError,
+            AttributeError,
+            AssertionError,
+            RecursionError,
+        ) as e:
             # yacs: an unknown key, a type mismatch; Detectron2's version upgrade of odd values
-            raise ConfigError(f"Config file {cfg_filename}: {type(e).__name__}: {str(e).strip(chr(39))}") from None
+            raise ConfigError(
+                f"Config file {cfg_filename}: {type(e).__name__}: {str(e).strip(chr(39))}"
+            ) from None
 
 
 def merge_from_file(cfg, filename: str, allow_unsafe: bool = False):

@@ -1,5 +1,6 @@
 """Detectron2's resize + flip augmentation from the config, with INPUT.RESIZE_BACKEND choosing
 whose resize runs (d2ext/config/data.py)."""
+
 from typing import List
 
 import detectron2.data.transforms as T

@@ -4,6 +4,7 @@ With NUM_CLASSES one smaller than the dataset's classes, the last class is train
 background (labels == K are background for every loss); smaller still, training fails at the
 first batch with a too-large label, with a message that names neither the key nor the dataset.
 """
+
 from typing import Iterable, Union
 
 from detectron2.data import MetadataCatalog

@@ -5,12 +5,12 @@ differs from Detectron2's ``ResizeShortestEdge`` in the filter (OpenCV's bilinea
 ``cv2.resize(..., INTER_LINEAR)`` instead of PIL's) and, for some image sizes, in the rounding
 of the output size (MODEL_ZOO.md, "Known differences").
 """
+
 import sys
 
 import cv2
-import numpy as np
-
 import detectron2.data.transforms as T
+import numpy as np
 
 
 class CV2ResizeTransform(T.ResizeTransform):
@@ -56,7 +56,9 @@ class CV2ResizeShortestEdge(T.ResizeShortestEdge):
     :class:`CV2ResizeTransform`. Sampling (`sample_style` "range" / "choice") is Detectron2's.
     """
 
-    def __init__(self, short_edge_length, max_size=sys.maxsize, sample_style="range", interp=cv2.INTER_LINEAR):
+    def __init__(
+        self, short_edge_length, max_size=sys.maxsize, sample_style="range", interp=cv2.INTER_LINEAR
+    ):
         super().__init__(short_edge_length, max_size, sample_style, interp)
 
     def get_transform(self, image):

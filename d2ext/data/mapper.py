@@ -1,10 +1,10 @@
 """Training mappers: Detectron2's DatasetMapper, or one whose augmentations see the GT boxes."""
+
 import copy
 
+import detectron2.data.transforms as T
 import numpy as np
 import torch
-
-import detectron2.data.transforms as T
 from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 from detectron2.structures import BoxMode

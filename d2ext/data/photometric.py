@@ -2,13 +2,13 @@
 image, never clipped, each step with probability 1/2: additive brightness; then multiplicative
 "contrast" either before or after the HSV steps (saturation factor, hue rotation in degrees);
 then AlexNet's PCA lighting noise."""
+
 from typing import Optional, Sequence, Tuple
 
 import cv2
+import detectron2.data.transforms as T
 import numpy as np
 from fvcore.transforms.transform import BlendTransform, Transform, TransformList
-
-import detectron2.data.transforms as T
 
 
 class FloatTransform(Transform):
@@ -70,6 +70,7 @@ def photometric_transform(
     The distortion with the given draws (None: step skipped): + brightness, x contrast (before
     the HSV step if `contrast_first`, else after), HSV saturation / hue, + PCA lighting.
     """
+
     def add(value):
         return BlendTransform(src_image=value, src_weight=1.0, dst_weight=1.0)
 
@@ -106,11 +107,18 @@ class PhotometricDistortion(T.Augmentation):
         prob: float = 0.5,
     ):
         super().__init__()
-        for name, (low, high) in (("contrast_range", contrast_range), ("saturation_range", saturation_range)):
+        for name, (low, high) in (
+            ("contrast_range", contrast_range),
+            ("saturation_range", saturation_range),
+        ):
             if not 0 <= low <= high:
-                raise ValueError(f"PhotometricDistortion {name} must satisfy 0 <= low <= high, got {(low, high)}")
+                raise ValueError(
+                    f"PhotometricDistortion {name} must satisfy 0 <= low <= high, got {(low, high)}"
+                )
         if not 0 <= hue_delta <= 180:
-            raise ValueError(f"PhotometricDistortion hue_delta must be in [0, 180] degrees, got {hue_delta}")
+            raise ValueError(
+                f"PhotometricDistortion hue_delta must be in [0, 180] degrees, got {hue_delta}"
+            )
         self._init(locals())
 
     def _maybe(self, draw):
@@ -125,6 +133,10 @@ class PhotometricDistortion(T.Augmentation):
         hue = self._maybe(lambda: uniform(-self.hue_delta, self.hue_delta))
         alpha = self._maybe(lambda: np.random.normal(0.0, self.lighting_std, 3))
         return photometric_transform(
-            brightness, contrast, contrast_first,
-            1.0 if saturation is None else saturation, 0.0 if hue is None else hue, alpha,
+            brightness,
+            contrast,
+            contrast_first,
+            1.0 if saturation is None else saturation,
+            0.0 if hue is None else hue,
+            alpha,
         )

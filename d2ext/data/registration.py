@@ -11,6 +11,7 @@ and, when datasets are given this way and the command line does not set the clas
 sets the configured method's class-count key (d2ext.config.method_keys) to the number of classes
 of the training sets (without --train-dataset: of the test sets), and logs it.
 """
+
 import argparse
 import glob
 import importlib
@@ -30,13 +31,31 @@ logger = logging.getLogger(__name__)
 def add_registration_arguments(parser: argparse.ArgumentParser):
     """--coco-dataset, --voc-dataset, --import: datasets to register (see register_from_args)."""
     group = parser.add_argument_group("datasets (your own, without code)")
-    group.add_argument("--coco-dataset", nargs=3, action="append", default=[], metavar=("NAME", "JSON", "IMAGE_ROOT"),
-                       help="register a COCO-format dataset (register_coco_instances); repeatable")
-    group.add_argument("--voc-dataset", nargs=3, action="append", default=[], metavar=("NAME", "DIR", "SPLIT"),
-                       help="register a Pascal VOC-style folder (DIR/Annotations, DIR/JPEGImages, "
-                            "DIR/ImageSets/Main/SPLIT.txt; register_pascal_voc); repeatable")
-    group.add_argument("--import", dest="modules", action="append", default=[], metavar="MODULE",
-                       help="import a module that registers datasets; repeatable")
+    group.add_argument(
+        "--coco-dataset",
+        nargs=3,
+        action="append",
+        default=[],
+        metavar=("NAME", "JSON", "IMAGE_ROOT"),
+        help="register a COCO-format dataset (register_coco_instances); repeatable",
+    )
+    group.add_argument(
+        "--voc-dataset",
+        nargs=3,
+        action="append",
+        default=[],
+        metavar=("NAME", "DIR", "SPLIT"),
+        help="register a Pascal VOC-style folder (DIR/Annotations, DIR/JPEGImages, "
+        "DIR/ImageSets/Main/SPLIT.txt; register_pascal_voc); repeatable",
+    )
+    group.add_argument(
+        "--import",
+        dest="modules",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import a module that registers datasets; repeatable",
+    )
     return group
 
 
@@ -46,9 +65,15 @@ def add_dataset_arguments(parser: argparse.ArgumentParser, train: bool = True):
     group = add_registration_arguments(parser)
     if train:
         # One name per flag (repeatable): a list-taking flag would swallow the config overrides after it.
-        group.add_argument("--train-dataset", action="append", metavar="NAME",
-                           help="a training dataset (repeatable; the class count follows their classes)")
-    group.add_argument("--test-dataset", action="append", metavar="NAME", help="a test dataset (repeatable)")
+        group.add_argument(
+            "--train-dataset",
+            action="append",
+            metavar="NAME",
+            help="a training dataset (repeatable; the class count follows their classes)",
+        )
+    group.add_argument(
+        "--test-dataset", action="append", metavar="NAME", help="a test dataset (repeatable)"
+    )
     return parser
 
 
@@ -63,12 +88,17 @@ def voc_class_names(dirname: str) -> List[str]:
             raise DataError(f"{path} is not a valid VOC annotation: {e}") from None
     names.discard(None)
     if not names:
-        raise DataError(f"--voc-dataset {dirname}: no objects in {os.path.join(dirname, 'Annotations', '*.xml')}")
+        raise DataError(
+            f"--voc-dataset {dirname}: no objects in {os.path.join(dirname, 'Annotations', '*.xml')}"
+        )
     return sorted(names)
 
 
-def register_datasets(coco: Sequence[Sequence[str]] = (), voc: Sequence[Sequence[str]] = (),
-                      modules: Sequence[str] = ()):
+def register_datasets(
+    coco: Sequence[Sequence[str]] = (),
+    voc: Sequence[Sequence[str]] = (),
+    modules: Sequence[str] = (),
+):
     """Imports ``modules``, then registers each COCO (name, json, image root) and VOC (name, dir,
     split) dataset not registered yet. Subprocesses of a tool call it with the same arguments."""
     from detectron2.data.datasets import register_coco_instances, register_pascal_voc
@@ -81,20 +111,29 @@ def register_datasets(coco: Sequence[Sequence[str]] = (), voc: Sequence[Sequence
             for path in (json_file, image_root):
                 if not os.path.exists(path):
                     raise DataError(f"--coco-dataset {name}: {path!r} does not exist")
-            register_coco_instances(name, {}, os.path.abspath(json_file), os.path.abspath(image_root))
+            register_coco_instances(
+                name, {}, os.path.abspath(json_file), os.path.abspath(image_root)
+            )
     for name, dirname, split in voc:
         if name not in registered:
             if not os.path.isfile(os.path.join(dirname, "ImageSets", "Main", split + ".txt")):
-                raise DataError(f"--voc-dataset {name}: {dirname}/ImageSets/Main/{split}.txt does not exist")
+                raise DataError(
+                    f"--voc-dataset {name}: {dirname}/ImageSets/Main/{split}.txt does not exist"
+                )
             year = 2007 if "2007" in os.path.basename(os.path.abspath(dirname)) else 2012
-            register_pascal_voc(name, os.path.abspath(dirname), split, year, class_names=voc_class_names(dirname))
+            register_pascal_voc(
+                name, os.path.abspath(dirname), split, year, class_names=voc_class_names(dirname)
+            )
 
 
 def register_from_args(args) -> dict:
     """register_datasets with a tool's parsed arguments; returns them as keyword arguments (json)
     for subprocesses."""
-    datasets = {"coco": list(getattr(args, "coco_dataset", [])), "voc": list(getattr(args, "voc_dataset", [])),
-                "modules": list(getattr(args, "modules", []))}
+    datasets = {
+        "coco": list(getattr(args, "coco_dataset", [])),
+        "voc": list(getattr(args, "voc_dataset", [])),
+        "modules": list(getattr(args, "modules", [])),
+    }
     register_datasets(**datasets)
     return datasets
 
@@ -161,5 +200,13 @@ def apply_dataset_arguments(cfg, args):
     return cfg
 
 
-__all__ = ["add_dataset_arguments", "add_registration_arguments", "apply_dataset_arguments", "register_datasets", "register_from_args",
-           "check_registered", "thing_classes", "voc_class_names"]
+__all__ = [
+    "add_dataset_arguments",
+    "add_registration_arguments",
+    "apply_dataset_arguments",
+    "register_datasets",
+    "register_from_args",
+    "check_registered",
+    "thing_classes",
+    "voc_class_names",
+]

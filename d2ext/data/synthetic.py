@@ -9,6 +9,7 @@ only (colours are random), objects from 8 px to most of the image with aspect ra
 overlapping and crowded layouts, unlabelled clutter (lines, specks, partial outlines) and noisy,
 shaded backgrounds.
 """
+
 import json
 import logging
 import os
@@ -16,7 +17,6 @@ from typing import Dict, List
 
 import cv2
 import numpy as np
-
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
@@ -67,7 +67,12 @@ def prepare_split(name: str, root=None, force: bool = False) -> str:
         file_name = f"{image_id:06d}.jpg"
         cv2.imwrite(os.path.join(image_dir, file_name), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
         images.append(
-            {"id": image_id, "file_name": file_name, "height": image.shape[0], "width": image.shape[1]}
+            {
+                "id": image_id,
+                "file_name": file_name,
+                "height": image.shape[0],
+                "width": image.shape[1],
+            }
         )
         for category, (x0, y0, x1, y1) in objects:
             w, h = float(x1 - x0), float(y1 - y0)
@@ -107,11 +112,16 @@ def _render_image(rng: np.random.Generator):
     image = _background(rng, height, width)
     _draw_clutter(rng, image)
     # Largest first, so a smaller object is never hidden by a later, larger one.
-    boxes = [_sample_box(rng, height, width) for _ in range(int(rng.integers(1, MAX_OBJECTS, endpoint=True)))]
+    boxes = [
+        _sample_box(rng, height, width)
+        for _ in range(int(rng.integers(1, MAX_OBJECTS, endpoint=True)))
+    ]
     boxes.sort(key=_area, reverse=True)
     objects = []
     for box in boxes:
-        if any(_intersection(box, other) > MAX_HIDDEN_FRACTION * _area(other) for _, other in objects):
+        if any(
+            _intersection(box, other) > MAX_HIDDEN_FRACTION * _area(other) for _, other in objects
+        ):
             continue
         category = int(rng.integers(len(CLASSES)))
         _draw_shape(image, category, box, _color(rng), rng)
@@ -144,7 +154,9 @@ def _draw_clutter(rng, image) -> None:
         else:
             axes = (int(rng.integers(4, 30)), int(rng.integers(4, 30)))
             start = int(rng.integers(360))
-            cv2.ellipse(image, p, axes, 0, start, start + int(rng.integers(60, 200)), _color(rng), 1)
+            cv2.ellipse(
+                image, p, axes, 0, start, start + int(rng.integers(60, 200)), _color(rng), 1
+            )
 
 
 def _sample_box(rng, height, width):
@@ -215,5 +227,8 @@ def register_synthetic(root=None) -> None:
         # COCOEvaluator opens json_file; Detectron2 builds the test loader (which generates the
         # split) before the evaluator.
         MetadataCatalog.get(name).set(
-            json_file=json_file, image_root=image_root, evaluator_type="coco", thing_classes=list(CLASSES)
+            json_file=json_file,
+            image_root=image_root,
+            evaluator_type="coco",
+            thing_classes=list(CLASSES),
         )

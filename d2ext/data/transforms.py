@@ -3,14 +3,14 @@ Detectron2 augmentations: photometric distortion (d2ext.data.photometric), expan
 min-IoU random crop (SSDMinIoURandomCrop), horizontal flip, resize to a square; the mean is
 subtracted by the model (MODEL.PIXEL_MEAN). Use it with :class:`d2ext.data.BoxAwareDatasetMapper`:
 the crop needs the boxes, which Detectron2's DatasetMapper does not give its augmentations."""
+
 from typing import List, Sequence, Tuple
 
-import numpy as np
-from fvcore.transforms.transform import CropTransform, NoOpTransform, PadTransform
-
 import detectron2.data.transforms as T
+import numpy as np
 from detectron2.config import LazyCall as L
 from detectron2.structures import Boxes, pairwise_iou
+from fvcore.transforms.transform import CropTransform, NoOpTransform, PadTransform
 
 from .photometric import PhotometricDistortion
 
@@ -40,7 +40,9 @@ class ZoomOut(T.Augmentation):
     def __init__(self, ratio_range: Tuple[float, float] = (1.0, 4.0), fill=MSRA_PIXEL_MEAN):
         super().__init__()
         if not 1.0 <= ratio_range[0] <= ratio_range[1]:
-            raise ValueError(f"ZoomOut ratio_range must satisfy 1 <= low <= high, got {ratio_range}")
+            raise ValueError(
+                f"ZoomOut ratio_range must satisfy 1 <= low <= high, got {ratio_range}"
+            )
         fill = np.asarray(fill, dtype=np.float32)
         self._init(locals())
 
@@ -53,7 +55,13 @@ class ZoomOut(T.Augmentation):
         left = int(np.random.uniform(0, canvas_w - w))
         top = int(np.random.uniform(0, canvas_h - h))
         return CanvasTransform(
-            left, top, canvas_w - w - left, canvas_h - h - top, orig_w=w, orig_h=h, pad_value=self.fill
+            left,
+            top,
+            canvas_w - w - left,
+            canvas_h - h - top,
+            orig_w=w,
+            orig_h=h,
+            pad_value=self.fill,
         )
 
 
@@ -68,9 +76,13 @@ class SSDMinIoURandomCrop(T.MinIoURandomCrop):
     to reach the threshold and has a 0.5 mode; the reference (METHODS.md Errata 8) has not.
     """
 
-    def __init__(self, min_ious=(0.1, 0.3, 0.7, 0.9), min_crop_size=0.3, mode_trials=1000, crop_trials=50):
+    def __init__(
+        self, min_ious=(0.1, 0.3, 0.7, 0.9), min_crop_size=0.3, mode_trials=1000, crop_trials=50
+    ):
         if not all(0 <= x <= 1 for x in min_ious):
-            raise ValueError(f"SSDMinIoURandomCrop min_ious must be in [0, 1], got {tuple(min_ious)}")
+            raise ValueError(
+                f"SSDMinIoURandomCrop min_ious must be in [0, 1], got {tuple(min_ious)}"
+            )
         super().__init__(tuple(min_ious), min_crop_size, mode_trials, crop_trials)
         # None: no crop; -inf: any patch with a box centre inside.
         self.sample_mode = (None, *self.min_ious, -np.inf)

@@ -1,6 +1,7 @@
 """Mixed-precision training on the model's device: float16 + GradScaler on CUDA, bfloat16 (no
 scaler: its exponent range is float32's) on the CPU, where Detectron2's AMPTrainer refuses to run
 (it asserts CUDA)."""
+
 import logging
 import time
 
@@ -15,7 +16,7 @@ PRECISION = {"cuda": torch.float16, "cpu": torch.bfloat16}
 
 
 def model_device_type(model: torch.nn.Module) -> str:
-    """"cuda" or "cpu": the device type of the model's (first) parameter."""
+    """ "cuda" or "cpu": the device type of the model's (first) parameter."""
     param = next(model.parameters(), None)
     return param.device.type if param is not None else "cpu"
 
@@ -30,14 +31,20 @@ class AMPTrainer(_D2AMPTrainer):
     def __init__(self, model, data_loader, optimizer, **kwargs):
         device_type = model_device_type(model)
         if device_type not in PRECISION:
-            raise ValueError(f"SOLVER.AMP.ENABLED: mixed precision runs on {sorted(PRECISION)}, not {device_type!r}")
+            raise ValueError(
+                f"SOLVER.AMP.ENABLED: mixed precision runs on {sorted(PRECISION)}, not {device_type!r}"
+            )
         precision = PRECISION[device_type]
         # A scaler only for float16; a disabled one passes the loss and optimizer.step through.
-        kwargs.setdefault("grad_scaler", torch.amp.GradScaler(device_type, enabled=precision == torch.float16))
+        kwargs.setdefault(
+            "grad_scaler", torch.amp.GradScaler(device_type, enabled=precision == torch.float16)
+        )
         super().__init__(model, data_loader, optimizer, precision=precision, **kwargs)
         self.device_type = device_type
-        logger.info(f"Mixed precision: {precision} autocast on {device_type}"
-                    + (" with a GradScaler" if self.grad_scaler.is_enabled() else ""))
+        logger.info(
+            f"Mixed precision: {precision} autocast on {device_type}"
+            + (" with a GradScaler" if self.grad_scaler.is_enabled() else "")
+        )
 
     def run_step(self):
         # Detectron2's AMPTrainer.run_step, with torch.autocast(self.device_type).
@@ -67,7 +74,9 @@ class AMPTrainer(_D2AMPTrainer):
         self.after_backward()
 
         if self.async_write_metrics:
-            self.concurrent_executor.submit(self._write_metrics, loss_dict, data_time, iter=self.iter)
+            self.concurrent_executor.submit(
+                self._write_metrics, loss_dict, data_time, iter=self.iter
+            )
         else:
             self._write_metrics(loss_dict, data_time)
 

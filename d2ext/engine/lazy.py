@@ -1,4 +1,5 @@
 """Training and evaluation from lazy (Python) configs, as Detectron2's lazyconfig_train_net."""
+
 import logging
 
 from detectron2.config import instantiate
@@ -14,6 +15,7 @@ from d2ext.evaluation import add_missing_info
 
 from .amp import AMPTrainer
 from .ddp import create_ddp_model
+from .swa import SWAHook, SWAParamScheduler, insert_swa_hook, swa_iters, swa_settings
 
 logger = logging.getLogger("detectron2")
 
@@ -63,29 +65,44 @@ def do_train(args, cfg):
     check_loader_classes(cfg, model, "train")
     model = create_ddp_model(model, **cfg.train.ddp)
     # d2ext's AMPTrainer: float16 on CUDA, bfloat16 on the CPU (Detectron2's asserts CUDA).
-    trainer = (AMPTrainer if cfg.train.amp.enabled else SimpleTrainer)(model, train_loader, optimizer)
-    checkpointer = Checkpointer(model, cfg.train.output_dir, trainer=trainer)
-    trainer.register_hooks(
-        [
-            hooks.IterationTimer(),
-            hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
-            hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer)
-            if comm.is_main_process()
-            else None,
-            hooks.EvalHook(cfg.train.eval_period, lambda: do_test(cfg, model)),
-            hooks.PeriodicWriter(
-                default_writers(cfg.train.output_dir, cfg.train.max_iter),
-                period=cfg.train.log_period,
-            )
-            if comm.is_main_process()
-            else None,
-        ]
+    trainer = (AMPTrainer if cfg.train.amp.enabled else SimpleTrainer)(
+        model, train_loader, optimizer
     )
+    checkpointer = Checkpointer(model, cfg.train.output_dir, trainer=trainer)
+    # train.swa (d2ext/config/swa.py): train.max_iter of the main schedule, then the SWA cycles.
+    swa = swa_settings(cfg)
+    max_iter = cfg.train.max_iter + swa_iters(swa)
+    lr_multiplier = instantiate(cfg.lr_multiplier)
+    if swa:
+        lr_multiplier = SWAParamScheduler(lr_multiplier, cfg.train.max_iter, **swa)
+    hook_list = [
+        hooks.IterationTimer(),
+        hooks.LRScheduler(scheduler=lr_multiplier),
+        hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer)
+        if comm.is_main_process()
+        else None,
+        hooks.EvalHook(cfg.train.eval_period, lambda: do_test(cfg, model)),
+        hooks.PeriodicWriter(
+            default_writers(cfg.train.output_dir, max_iter),
+            period=cfg.train.log_period,
+        )
+        if comm.is_main_process()
+        else None,
+    ]
+    if swa:
+        swa_hook = SWAHook.from_settings(
+            swa,
+            cfg.train.max_iter,
+            output_dir=cfg.train.output_dir,
+            eval_function=lambda swa_model: do_test(cfg, swa_model),
+        )
+        hook_list = insert_swa_hook(hook_list, swa_hook)
+    trainer.register_hooks(hook_list)
     checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
     # A checkpoint stores the iteration that just finished: resume at the next one.
     start_iter = trainer.iter + 1 if args.resume and checkpointer.has_checkpoint() else 0
     # EvalHook evaluates once more after the last iteration.
-    trainer.train(start_iter, cfg.train.max_iter)
+    trainer.train(start_iter, max_iter)
 
 
 def evaluate_lazy(args, cfg):

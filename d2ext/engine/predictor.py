@@ -1,5 +1,6 @@
 """A DefaultPredictor-compatible predictor that loads its weights and resizes its input as the
 rest of d2ext does."""
+
 from detectron2.data import MetadataCatalog
 from detectron2.engine import DefaultPredictor
 from detectron2.modeling import build_model
@@ -30,4 +31,6 @@ class Predictor(DefaultPredictor):
         self.aug = build_augmentation(cfg, is_train=False)[0]
         self.input_format = cfg.INPUT.FORMAT
         if self.input_format not in ("RGB", "BGR"):
-            raise ConfigError(f"INPUT.FORMAT must be RGB or BGR for the predictor, got {self.input_format!r}")
+            raise ConfigError(
+                f"INPUT.FORMAT must be RGB or BGR for the predictor, got {self.input_format!r}"
+            )

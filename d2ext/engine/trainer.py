@@ -4,7 +4,11 @@ import weakref
 from collections import OrderedDict
 
 from detectron2.config import CfgNode
-from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
+from detectron2.data import (
+    MetadataCatalog,
+    build_detection_test_loader,
+    build_detection_train_loader,
+)
 from detectron2.engine import DefaultTrainer, SimpleTrainer, TrainerBase, default_setup
 from detectron2.evaluation import (
     PascalVOCDetectionEvaluator,
@@ -25,6 +29,7 @@ from d2ext.modeling.test_time_augmentation import DetectorWithTTA, build_tta_map
 
 from .amp import AMPTrainer
 from .ddp import create_ddp_model
+from .swa import SWAHook, extend_lr_scheduler, insert_swa_hook, swa_iters, swa_settings
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +67,8 @@ class Trainer(DefaultTrainer):
     checks MODEL.PIXEL_STD and the class count when it builds the model and the loaders, and
     d2ext's Checkpointer (resumes only from checkpoints inside OUTPUT_DIR; loads mmdetection /
     torchvision files, d2ext/checkpoint). SOLVER.AMP.ENABLED trains with d2ext's AMPTrainer:
-    float16 on CUDA, bfloat16 on the CPU."""
+    float16 on CUDA, bfloat16 on the CPU. SOLVER.SWA.ENABLED adds SWA cycles after the
+    SOLVER.MAX_ITER iterations of the main schedule (d2ext/engine/swa.py)."""
 
     def __init__(self, cfg):
         # DefaultTrainer.__init__'s steps, with d2ext's CPU-aware DDP, AMP trainer and
@@ -81,8 +87,31 @@ class Trainer(DefaultTrainer):
         self.checkpointer = Checkpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
+        swa = swa_settings(cfg)
+        if swa:  # SOLVER.MAX_ITER of the main schedule, then the SWA cycles (d2ext/engine/swa.py)
+            self.scheduler = extend_lr_scheduler(self.scheduler, optimizer, swa)
+            self.max_iter += swa_iters(swa)
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
+
+    def build_hooks(self):
+        """DefaultTrainer's hooks, with :class:`d2ext.engine.swa.SWAHook` when SOLVER.SWA.ENABLED
+        (its average evaluated on DATASETS.TEST, results in OUTPUT_DIR/inference_swa)."""
+        ret = super().build_hooks()
+        swa = swa_settings(self.cfg)
+        if not swa:
+            return ret
+        cfg = self.cfg
+
+        def test_swa(model):
+            folder = os.path.join(cfg.OUTPUT_DIR, "inference_swa")
+            evaluators = [self.build_evaluator(cfg, name, folder) for name in cfg.DATASETS.TEST]
+            return self.test(cfg, model, evaluators)
+
+        hook = SWAHook.from_settings(
+            swa, cfg.SOLVER.MAX_ITER, output_dir=cfg.OUTPUT_DIR, eval_function=test_swa
+        )
+        return insert_swa_hook(ret, hook)
 
     @classmethod
     def build_model(cls, cfg):

@@ -6,6 +6,7 @@ truth gets an empty info block, whether it came from the registered json
 (register_coco_instances) or from Detectron2's conversion of a dataset dict (whose json has one
 already). The file on disk is not modified.
 """
+
 from detectron2.evaluation import COCOEvaluator as _D2COCOEvaluator
 
 

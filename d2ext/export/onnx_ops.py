@@ -1,5 +1,6 @@
 """ONNX symbolics the TorchScript-based exporter lacks: torchvision's deform_conv2d (VFNet's
 star convolutions) as ONNX's DeformConv (opset 19), which onnxruntime runs on the CPU."""
+
 from torch.onnx import register_custom_op_symbolic
 from torch.onnx import symbolic_helper as sh
 
@@ -7,8 +8,23 @@ DEFORM_CONV_OPSET = 19
 _registered = False
 
 
-def _deform_conv2d(g, input, weight, offset, mask, bias, stride_h, stride_w, pad_h, pad_w,
-                   dil_h, dil_w, n_weight_grps, n_offset_grps, use_mask):
+def _deform_conv2d(
+    g,
+    input,
+    weight,
+    offset,
+    mask,
+    bias,
+    stride_h,
+    stride_w,
+    pad_h,
+    pad_w,
+    dil_h,
+    dil_w,
+    n_weight_grps,
+    n_offset_grps,
+    use_mask,
+):
     ints = [sh._get_const(v, "i", "") for v in (stride_h, stride_w, pad_h, pad_w, dil_h, dil_w)]
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w = ints
     inputs = [input, weight, offset, bias]

@@ -1,14 +1,14 @@
 """Scripting export, as Detectron2's ``export_model.py --export-method scripting``: the model
 compiled by ``torch.jit.script`` with Detectron2's static ``Instances`` fields, returning one
 dict of fields per image (boxes in the padded input's pixels, no final rescale)."""
+
 from typing import Dict, List, Tuple
 
 import torch
-from torch import Tensor, nn
-
 from detectron2.export import scripting_with_instances
 from detectron2.modeling import GeneralizedRCNN
 from detectron2.structures import Boxes
+from torch import Tensor, nn
 
 # Every Instances field a d2ext or Detectron2 detector creates during inference.
 FIELDS = {
@@ -40,7 +40,9 @@ def script_model(model: nn.Module) -> torch.jit.ScriptModule:
     """``torch.jit.script`` of an eval-mode model; raises what the compiler raises."""
     if model.training:
         raise ValueError("Export needs an eval-mode model: call model.eval() first")
-    adapter = (_ScriptableRCNN if isinstance(model, GeneralizedRCNN) else _ScriptableDense)(model).eval()
+    adapter = (_ScriptableRCNN if isinstance(model, GeneralizedRCNN) else _ScriptableDense)(
+        model
+    ).eval()
     return scripting_with_instances(adapter, FIELDS)
 
 

@@ -5,14 +5,14 @@ The flat outputs of one image are ``pred_boxes`` (D, 4) xyxy in input-image pixe
 ``pred_classes`` (D,), ``scores`` (D,) and ``image_size`` (2,): the fields of the model's
 ``Instances`` in the sorted order of Detectron2's ``flatten_to_tuple``.
 """
+
 import warnings
 from typing import List
 
 import torch
-from torch import Tensor, nn
-
 from detectron2.export import TracingAdapter
 from detectron2.modeling import GeneralizedRCNN
+from torch import Tensor, nn
 
 from .onnx_ops import register_onnx_ops
 
@@ -31,7 +31,9 @@ def tracing_adapter(model: nn.Module, image: Tensor) -> TracingAdapter:
     if model.training:
         raise ValueError("Export needs an eval-mode model: call model.eval() first")
     if image.dim() != 3 or image.shape[0] != 3:
-        raise ValueError(f"The sample image must be a (3, H, W) tensor, got shape {tuple(image.shape)}")
+        raise ValueError(
+            f"The sample image must be a (3, H, W) tensor, got shape {tuple(image.shape)}"
+        )
     inference = None
     if isinstance(model, GeneralizedRCNN):
 
@@ -71,7 +73,9 @@ def export_onnx(model: nn.Module, image: Tensor, path: str, opset: int = ONNX_OP
     Detectron2's traced post-processing (data-dependent shapes after NMS).
     """
     if opset < 17:
-        raise ValueError(f"ONNX opset {opset} is too old: GFL's head needs 17 (unflatten), VFNet's 19 (DeformConv)")
+        raise ValueError(
+            f"ONNX opset {opset} is too old: GFL's head needs 17 (unflatten), VFNet's 19 (DeformConv)"
+        )
     register_onnx_ops(opset)
     adapter = tracing_adapter(model, image)
     names = output_names(adapter, image)

@@ -1,6 +1,7 @@
 """A TorchScript class version of Detectron2's ``Box2BoxTransformLinear`` (FCOS's ltrb coding,
 GFL's and VFNet's box coding): Detectron2's is a plain Python class (and passes ``axis=`` to
 torch.stack), which ``torch.jit.script`` cannot compile. Same operations, so the same numbers."""
+
 import torch
 from detectron2.modeling.box_regression import Box2BoxTransformLinear as _D2Box2BoxTransformLinear
 from torch import Tensor

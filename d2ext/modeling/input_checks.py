@@ -5,6 +5,7 @@ allowed range instead of failing deep inside a layer (or training on nonsense si
 Names: the yaml key, with the lazy-config argument where a lazy config builds the same object,
 e.g. "MODEL.GFL.REG_MAX (model.head.reg_max)".
 """
+
 import logging
 import math
 import numbers
@@ -22,7 +23,9 @@ def check_pixel_std(pixel_std, key="MODEL.PIXEL_STD"):
     crash in an op (VFNet's deformable convolution), far from the cause."""
     values = [float(v) for v in pixel_std]
     if not values or any(not math.isfinite(v) or v <= 0 for v in values):
-        raise ValueError(f"{key} must be finite values > 0 (images are divided by it), got {list(pixel_std)}")
+        raise ValueError(
+            f"{key} must be finite values > 0 (images are divided by it), got {list(pixel_std)}"
+        )
 
 
 def _describe(low, high, low_open, high_open, integer) -> str:
@@ -37,7 +40,15 @@ def _describe(low, high, low_open, high_open, integer) -> str:
 
 
 def check_range(
-    name: str, value, low=None, high=None, *, low_open=False, high_open=False, integer=False, why: str = ""
+    name: str,
+    value,
+    low=None,
+    high=None,
+    *,
+    low_open=False,
+    high_open=False,
+    integer=False,
+    why: str = "",
 ):
     """
     Raises ValueError "<name> must be <range>[ (<why>)], got <value>" unless value is a finite
@@ -53,7 +64,9 @@ def check_range(
         ok = value < high if high_open else value <= high
     if not ok:
         reason = f" ({why})" if why else ""
-        raise ValueError(f"{name} must be {_describe(low, high, low_open, high_open, integer)}{reason}, got {value!r}")
+        raise ValueError(
+            f"{name} must be {_describe(low, high, low_open, high_open, integer)}{reason}, got {value!r}"
+        )
 
 
 def check_each(name: str, values, length: Optional[int] = None, **range_kwargs):
@@ -66,7 +79,9 @@ def check_each(name: str, values, length: Optional[int] = None, **range_kwargs):
         try:
             check_range(name, v, **range_kwargs)
         except ValueError as e:
-            raise ValueError(f"{str(e).rsplit(', got ', 1)[0]} for each of its values, got {values!r}") from None
+            raise ValueError(
+                f"{str(e).rsplit(', got ', 1)[0]} for each of its values, got {values!r}"
+            ) from None
 
 
 def check_increasing(name: str, values, low=None, high=None, length: Optional[int] = None):
@@ -87,8 +102,15 @@ def check_dense_head_args(node: Optional[str], num_classes, num_convs, prior_pro
 
     check_range(name("NUM_CLASSES", "num_classes"), num_classes, 1, integer=True)
     check_range(name("NUM_CONVS", "conv_dims, its length"), num_convs, 0, integer=True)
-    check_range(name("PRIOR_PROB", "prior_prob"), prior_prob, 0, 1, low_open=True, high_open=True,
-                why="the classifier bias is -log((1 - p) / p)")
+    check_range(
+        name("PRIOR_PROB", "prior_prob"),
+        prior_prob,
+        0,
+        1,
+        low_open=True,
+        high_open=True,
+        why="the classifier bias is -log((1 - p) / p)",
+    )
 
 
 def check_gt_classes(gt_instances: Optional[List], num_classes: int, key: str):
@@ -103,7 +125,11 @@ def check_gt_classes(gt_instances: Optional[List], num_classes: int, key: str):
     On the CPU a DataError (a ValueError). Elsewhere (CUDA) and inside torch.compile an asynchronous device
     assert instead, as a host check would sync every step; it cannot show the value.
     """
-    classes = [inst.gt_classes for inst in gt_instances or () if inst.has("gt_classes") and inst.gt_classes.numel()]
+    classes = [
+        inst.gt_classes
+        for inst in gt_instances or ()
+        if inst.has("gt_classes") and inst.gt_classes.numel()
+    ]
     if not classes:
         return
     classes = torch.cat([c.flatten() for c in classes])
@@ -118,7 +144,9 @@ def check_gt_classes(gt_instances: Optional[List], num_classes: int, key: str):
     low, high = classes.min().item(), classes.max().item()
     if low < 0 or high >= num_classes:
         bad = low if low < 0 else high
-        raise DataError(f"ground-truth class {bad} is outside [0, {num_classes}): {key} is {num_classes}; {fix}")
+        raise DataError(
+            f"ground-truth class {bad} is outside [0, {num_classes}): {key} is {num_classes}; {fix}"
+        )
 
 
 def drop_degenerate_gt_boxes(gt_instances: Optional[List], where: str):

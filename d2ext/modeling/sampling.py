@@ -9,10 +9,10 @@ Each stage draws fresh keys, so every top-up is uniform over what is left, as in
 Pass a seeded `torch.Generator` to reproduce a draw; without one the global RNG is used (seeded
 by Detectron2's SEED).
 """
+
 from typing import Optional, Tuple
 
 import torch
-
 from detectron2.layers import nonzero_tuple
 
 __all__ = [
@@ -24,12 +24,16 @@ __all__ = [
 ]
 
 
-def _random_keys(n: int, device: torch.device, generator: Optional[torch.Generator]) -> torch.Tensor:
+def _random_keys(
+    n: int, device: torch.device, generator: Optional[torch.Generator]
+) -> torch.Tensor:
     gen_device = generator.device if generator is not None else device
     return torch.rand(n, generator=generator, device=gen_device).to(device)
 
 
-def _smallest_keys(mask: torch.Tensor, k: int, generator: Optional[torch.Generator]) -> torch.Tensor:
+def _smallest_keys(
+    mask: torch.Tensor, k: int, generator: Optional[torch.Generator]
+) -> torch.Tensor:
     """Bool mask of k members of `mask` drawn uniformly (k <= mask.sum())."""
     chosen = torch.zeros_like(mask)
     if k <= 0:
@@ -243,8 +247,13 @@ def libra_subsample_labels(
         if max_ious is None:
             raise ValueError("IoU-balanced negative sampling needs max_ious")
         neg_idx = iou_balanced_neg_sample(
-            max_ious, negative, num_neg, num_bins=num_bins, floor_thresh=floor_thresh,
-            floor_fraction=floor_fraction, generator=generator,
+            max_ious,
+            negative,
+            num_neg,
+            num_bins=num_bins,
+            floor_thresh=floor_thresh,
+            floor_fraction=floor_fraction,
+            generator=generator,
         )
     else:
         neg_idx = uniform_sample(negative, num_neg, generator)

@@ -1,6 +1,6 @@
 """Optimizer helpers for lazy configs."""
-import torch
 
+import torch
 from detectron2.solver.build import _generate_optimizer_class_with_gradient_clipping
 
 __all__ = ["clip_gradients", "optimizer_with_norm_clipping"]

@@ -3,6 +3,7 @@
 A tool is ``d2ext/tools/<name>.py`` with ``main(argv=None)`` decorated by :func:`command`, a
 console script ``d2ext-<name>`` (setup.py) and a thin ``tools/<name>.py`` for a checkout.
 """
+
 import functools
 import os
 import sys
@@ -13,9 +14,13 @@ from d2ext.errors import D2extError
 DEBUG_ENV = "D2EXT_DEBUG"
 
 
-def add_config_arguments(parser, opts_help: str = "config overrides (KEY VALUE ... for yaml, key=value for .py)"):
+def add_config_arguments(
+    parser, opts_help: str = "config overrides (KEY VALUE ... for yaml, key=value for .py)"
+):
     """--config-file, --allow-unsafe-yaml and --debug; the caller adds its own ``opts``."""
-    parser.add_argument("--config-file", required=True, metavar="FILE", help="a yaml or lazy (.py) config")
+    parser.add_argument(
+        "--config-file", required=True, metavar="FILE", help="a yaml or lazy (.py) config"
+    )
     add_safety_arguments(parser)
     return parser
 
@@ -24,7 +29,8 @@ def add_safety_arguments(parser):
     """--allow-unsafe-yaml and --debug, for tools whose parser names the config otherwise
     (Detectron2's default_argument_parser)."""
     parser.add_argument(
-        "--allow-unsafe-yaml", action="store_true",
+        "--allow-unsafe-yaml",
+        action="store_true",
         help="let yaml configs use python tags (yaml.unsafe_load: the file can run code; only for files you trust)",
     )
     return add_debug_argument(parser)
@@ -32,7 +38,8 @@ def add_safety_arguments(parser):
 
 def add_debug_argument(parser):
     parser.add_argument(
-        "--debug", action="store_true",
+        "--debug",
+        action="store_true",
         help=f"show the traceback of an error on bad input (also {DEBUG_ENV}=1)",
     )
     return parser
@@ -47,7 +54,9 @@ def config_from_args(args, on_loaded=None):
     from d2ext.data.registration import apply_dataset_arguments, register_from_args
 
     register_from_args(args)
-    cfg = load_config(args.config_file, args.opts, allow_unsafe_yaml=getattr(args, "allow_unsafe_yaml", False))
+    cfg = load_config(
+        args.config_file, args.opts, allow_unsafe_yaml=getattr(args, "allow_unsafe_yaml", False)
+    )
     if on_loaded is not None:
         on_loaded(cfg)
     return apply_dataset_arguments(cfg, args)
@@ -56,7 +65,9 @@ def config_from_args(args, on_loaded=None):
 def quiet_known_warnings():
     """Hides, in a tool's process, a warning users can do nothing about: Detectron2's anchor
     generator calls torch.meshgrid without `indexing` (its grid is the "ij" one torch keeps)."""
-    warnings.filterwarnings("ignore", message=r"torch\.meshgrid: in an upcoming release", category=UserWarning)
+    warnings.filterwarnings(
+        "ignore", message=r"torch\.meshgrid: in an upcoming release", category=UserWarning
+    )
 
 
 def command(main):

@@ -8,11 +8,11 @@ converting on load); useful to inspect or ship the converted file.
 
 Every file key is mapped or reported by name; a model key the file cannot fill is an error.
 """
+
 import argparse
 import logging
 
 import torch
-
 from detectron2.config import CfgNode, instantiate
 from detectron2.modeling import build_model
 
@@ -34,7 +34,9 @@ def build(args):
 
 
 def get_parser():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("input", help="mmdetection checkpoint (.pth)")
     parser.add_argument("output", help="d2ext checkpoint to write (.pth)")
     add_config_arguments(parser)
@@ -51,7 +53,9 @@ def main(argv=None):
     except OSError:
         raise
     except Exception as e:
-        raise InvalidCheckpointError(f"{args.input} is not a valid checkpoint ({type(e).__name__}: {e})") from None
+        raise InvalidCheckpointError(
+            f"{args.input} is not a valid checkpoint ({type(e).__name__}: {e})"
+        ) from None
     if not is_mmdet_checkpoint(loaded):
         raise InvalidCheckpointError(
             f"{args.input} is not an mmdetection checkpoint (no 'state_dict' with backbone./neck./"
@@ -60,8 +64,10 @@ def main(argv=None):
     model = build(args)
     converted = convert_mmdet_checkpoint(loaded, model.state_dict(), source_name=args.input)
     model.load_state_dict(converted, strict=True)  # every model key filled, no extra key
-    torch.save({"model": converted, "__author__": f"mmdetection, converted by d2ext from {args.input}"},
-               args.output)
+    torch.save(
+        {"model": converted, "__author__": f"mmdetection, converted by d2ext from {args.input}"},
+        args.output,
+    )
     print(f"wrote {args.output}: {len(converted)} tensors")
     return args.output
 

@@ -12,6 +12,7 @@ d2ext.modeling.DetectorWithTTA), each view resized from the original image.
 (d2ext.config.method_keys) and also drops final scores below it: ATSS-style scores
 (sqrt(class probability x centerness)) can be lower than the class probability thresholded.
 """
+
 import argparse
 import glob
 import json
@@ -21,7 +22,6 @@ import time
 import cv2
 import torch
 import tqdm
-
 from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
 from detectron2.data.detection_utils import read_image
@@ -32,37 +32,50 @@ import d2ext  # noqa: F401  (registers d2ext's models and datasets)
 from d2ext.config import score_thresh_key
 from d2ext.data.registration import add_dataset_arguments
 from d2ext.engine import Predictor
-from d2ext.modeling import wrap_predictor_with_tta
 from d2ext.errors import ConfigError, DataError
+from d2ext.modeling import wrap_predictor_with_tta
 from d2ext.tools.cli import add_config_arguments, command, config_from_args
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def get_parser():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_config_arguments(parser)
     parser.add_argument("--input", nargs="+", help="image files, globs ('dir/*.jpg') or folders")
     parser.add_argument("--video-input", help="a video file")
-    parser.add_argument("--output", help="folder for the drawn images / video (default: show nothing, print only)")
-    parser.add_argument("--confidence-threshold", type=float, default=0.5)
-    parser.add_argument("--save-json", action="store_true", help="also write <output>/predictions.json")
     parser.add_argument(
-        "--tta", action="store_true",
+        "--output", help="folder for the drawn images / video (default: show nothing, print only)"
+    )
+    parser.add_argument("--confidence-threshold", type=float, default=0.5)
+    parser.add_argument(
+        "--save-json", action="store_true", help="also write <output>/predictions.json"
+    )
+    parser.add_argument(
+        "--tta",
+        action="store_true",
         help="test-time augmentation: the views of TEST.AUG.MIN_SIZES (x flip when "
         "TEST.AUG.FLIP), merged by TEST.AUG.MERGE",
     )
     add_dataset_arguments(parser, train=False)  # --test-dataset: the class names drawn
-    parser.add_argument("--opts", default=[], nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
+    parser.add_argument(
+        "--opts", default=[], nargs=argparse.REMAINDER, help="config overrides KEY VALUE ..."
+    )
     return parser
 
 
 def setup_cfg(args):
     if not 0.0 <= args.confidence_threshold <= 1.0:
-        raise ConfigError(f"--confidence-threshold must be in [0, 1], got {args.confidence_threshold}")
+        raise ConfigError(
+            f"--confidence-threshold must be in [0, 1], got {args.confidence_threshold}"
+        )
     cfg = config_from_args(args)
     if not isinstance(cfg, CfgNode):
-        raise ConfigError(f"{args.config_file}: the demo runs yaml configs (a lazy .py config was given)")
+        raise ConfigError(
+            f"{args.config_file}: the demo runs yaml configs (a lazy .py config was given)"
+        )
     cfg.merge_from_list([score_thresh_key(cfg), args.confidence_threshold])
     if not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"
@@ -76,7 +89,11 @@ def expand_inputs(inputs):
     paths = []
     for item in inputs:
         if os.path.isdir(item):
-            found = sorted(p for p in glob.glob(os.path.join(item, "*")) if p.lower().endswith(IMAGE_EXTENSIONS))
+            found = sorted(
+                p
+                for p in glob.glob(os.path.join(item, "*"))
+                if p.lower().endswith(IMAGE_EXTENSIONS)
+            )
         else:
             found = sorted(glob.glob(os.path.expanduser(item)))
         if not found:
@@ -148,7 +165,10 @@ def run_video(demo, path, output, logger):
             if writer is None:
                 name = os.path.splitext(os.path.basename(path))[0] + ".mp4"
                 writer = cv2.VideoWriter(
-                    os.path.join(output, name), cv2.VideoWriter_fourcc(*"mp4v"), fps, drawn.shape[1::-1]
+                    os.path.join(output, name),
+                    cv2.VideoWriter_fourcc(*"mp4v"),
+                    fps,
+                    drawn.shape[1::-1],
                 )
             writer.write(drawn)
     video.release()

@@ -10,11 +10,11 @@ config's INPUT.FORMAT, resized to the test size (INPUT.RESIZE_BACKEND), to pred_
 image_size; every image size works (ONNX: dynamic height and width, opset 19). Scripting
 (TorchScript only) returns per-image field dicts, finished by d2ext.export.postprocess_scripted.
 """
+
 import argparse
 import os
 
 import torch
-
 from detectron2.config import CfgNode
 from detectron2.data import build_detection_test_loader, detection_utils
 from detectron2.modeling import build_model
@@ -22,19 +22,23 @@ from detectron2.utils.logger import setup_logger
 
 import d2ext  # noqa: F401  (registers d2ext's models and datasets)
 from d2ext.checkpoint import load_weights
-from d2ext.data.registration import add_dataset_arguments
 from d2ext.data import build_augmentation, build_test_mapper
+from d2ext.data.registration import add_dataset_arguments
 from d2ext.errors import ConfigError, DataError
 from d2ext.export import ONNX_OPSET, export_onnx, export_scripting, export_torchscript_tracing
 from d2ext.tools.cli import add_config_arguments, command, config_from_args
 
 
 def get_parser():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--format", choices=["torchscript", "onnx"], default="torchscript")
     parser.add_argument("--export-method", choices=["tracing", "scripting"], default="tracing")
     add_config_arguments(parser)
-    parser.add_argument("--sample-image", help="image to trace with (default: the first test image)")
+    parser.add_argument(
+        "--sample-image", help="image to trace with (default: the first test image)"
+    )
     parser.add_argument("--output", required=True, help="output directory")
     parser.add_argument("--opset", type=int, default=ONNX_OPSET, help="ONNX opset (>= 17)")
     add_dataset_arguments(parser, train=False)  # --test-dataset: the default sample image's
@@ -45,7 +49,9 @@ def get_parser():
 def setup_cfg(args):
     cfg = config_from_args(args)
     if not isinstance(cfg, CfgNode):
-        raise ConfigError(f"{args.config_file}: export takes yaml configs (a lazy .py config was given)")
+        raise ConfigError(
+            f"{args.config_file}: export takes yaml configs (a lazy .py config was given)"
+        )
     cfg.DATALOADER.NUM_WORKERS = 0
     if not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"
@@ -57,7 +63,9 @@ def sample_image(cfg, path=None) -> torch.Tensor:
     """(3, H, W) float image preprocessed as the test mapper does (shortest-edge resize of
     INPUT.RESIZE_BACKEND)."""
     if path is None:
-        loader = build_detection_test_loader(cfg, cfg.DATASETS.TEST[0], mapper=build_test_mapper(cfg))
+        loader = build_detection_test_loader(
+            cfg, cfg.DATASETS.TEST[0], mapper=build_test_mapper(cfg)
+        )
         batch = next(iter(loader))
         return batch[0]["image"].float()
     if not os.path.isfile(path):
@@ -74,7 +82,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     logger = setup_logger(name="d2ext")
     if args.export_method == "scripting" and args.format != "torchscript":
-        parser.error(f"--export-method scripting exports to torchscript only, not --format {args.format}")
+        parser.error(
+            f"--export-method scripting exports to torchscript only, not --format {args.format}"
+        )
     cfg = setup_cfg(args)
     os.makedirs(args.output, exist_ok=True)
     model = build_model(cfg)

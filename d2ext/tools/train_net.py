@@ -14,6 +14,7 @@ Your own data without code (the class count is then set from the training set's 
         --coco-dataset mine_train train.json images/train --coco-dataset mine_val val.json images/val \
         --train-dataset mine_train --test-dataset mine_val OUTPUT_DIR output/mine
 """
+
 from detectron2.engine import default_argument_parser, launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
@@ -21,8 +22,8 @@ from detectron2.utils import comm
 import d2ext  # noqa: F401  (registers d2ext's models and datasets)
 from d2ext.checkpoint import Checkpointer, load_weights
 from d2ext.config import is_lazy_config
-from d2ext.engine import Trainer, do_train, evaluate_lazy, setup
 from d2ext.data.registration import add_dataset_arguments
+from d2ext.engine import Trainer, do_train, evaluate_lazy, setup
 from d2ext.tools.cli import add_safety_arguments, command
 
 

@@ -13,6 +13,7 @@ tools/visualize_data.py, for yaml and lazy (.py) configs:
 
 --train-dataset NAME (with --coco-dataset / --voc-dataset / --import) draws another dataset.
 """
+
 import argparse
 import itertools
 import logging
@@ -20,7 +21,6 @@ import os
 
 import cv2
 import numpy as np
-
 from detectron2.config import CfgNode, instantiate
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.detection_utils import convert_image_to_rgb, read_image
@@ -44,16 +44,29 @@ def positive_int(text):
 
 
 def get_parser():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--source", choices=["annotation", "dataloader"], required=True,
-                        help="the datasets as annotated, or the training loader's output (augmented)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--source",
+        choices=["annotation", "dataloader"],
+        required=True,
+        help="the datasets as annotated, or the training loader's output (augmented)",
+    )
     add_config_arguments(parser)
     parser.add_argument("--output-dir", default="./", help="folder for the image files")
-    parser.add_argument("--num-images", type=positive_int, default=20,
-                        help="how many images to draw (the training loader never ends)")
+    parser.add_argument(
+        "--num-images",
+        type=positive_int,
+        default=20,
+        help="how many images to draw (the training loader never ends)",
+    )
     add_dataset_arguments(parser, train=True)  # --train-dataset: the data drawn
-    parser.add_argument("opts", nargs=argparse.REMAINDER,
-                        help="config overrides (KEY VALUE ... for yaml, key=value for .py)")
+    parser.add_argument(
+        "opts",
+        nargs=argparse.REMAINDER,
+        help="config overrides (KEY VALUE ... for yaml, key=value for .py)",
+    )
     return parser
 
 
@@ -77,7 +90,9 @@ def drawn_annotations(names):
     """(file name, drawing) of each record of the training datasets, as annotated."""
     for dataset_name in names:
         records = DatasetCatalog.get(dataset_name)
-        metadata = MetadataCatalog.get(dataset_name)  # after loading: that fills a COCO json's class names
+        metadata = MetadataCatalog.get(
+            dataset_name
+        )  # after loading: that fills a COCO json's class names
         for record in records:
             image_rgb = read_image(record["file_name"], format="RGB")
             drawing = Visualizer(image_rgb, metadata).draw_dataset_dict(record).get_image()
@@ -123,7 +138,9 @@ def draw_instances(image_rgb, instances, metadata):
     labels = [classes[i] for i in instances.gt_classes.tolist()] if classes else None
     visualizer = Visualizer(image_rgb, metadata)
     masks = instances.gt_masks if instances.has("gt_masks") else None
-    return visualizer.overlay_instances(boxes=instances.gt_boxes, labels=labels, masks=masks).get_image()
+    return visualizer.overlay_instances(
+        boxes=instances.gt_boxes, labels=labels, masks=masks
+    ).get_image()
 
 
 def drawn_loader_images(cfg, dataset_name):

@@ -8,6 +8,7 @@ as Detectron2's tools/visualize_json_results.py: predictions on the left, ground
 
 --coco-dataset / --voc-dataset / --import register your own dataset for --dataset.
 """
+
 import argparse
 import json
 import logging
@@ -18,7 +19,6 @@ from numbers import Number
 import cv2
 import numpy as np
 import torch
-
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.detection_utils import read_image
 from detectron2.structures import Boxes, BoxMode, Instances
@@ -34,11 +34,17 @@ logger = logging.getLogger("d2ext")
 
 
 def get_parser():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--input", required=True, help="COCO results json (a list of detections)")
     parser.add_argument("--output", required=True, help="folder for the image files")
-    parser.add_argument("--dataset", default="coco_2017_val", help="the registered dataset the results are of")
-    parser.add_argument("--conf-threshold", type=float, default=0.5, help="draw detections with at least this score")
+    parser.add_argument(
+        "--dataset", default="coco_2017_val", help="the registered dataset the results are of"
+    )
+    parser.add_argument(
+        "--conf-threshold", type=float, default=0.5, help="draw detections with at least this score"
+    )
     add_registration_arguments(parser)  # --coco-dataset ...: your own --dataset
     add_debug_argument(parser)
     return parser
@@ -50,7 +56,9 @@ def is_detection(p) -> bool:
         and {"image_id", "category_id", "bbox", "score"} <= p.keys()
         and isinstance(p["category_id"], int)
         and isinstance(p["score"], Number)
-        and isinstance(p["bbox"], list) and len(p["bbox"]) == 4 and all(isinstance(v, Number) for v in p["bbox"])
+        and isinstance(p["bbox"], list)
+        and len(p["bbox"]) == 4
+        and all(isinstance(v, Number) for v in p["bbox"])
     )
 
 
@@ -88,9 +96,13 @@ def contiguous_id_map(dataset_name):
 
 def check_categories(predictions, id_map, path):
     """Before drawing anything: category ids of another dataset mean the wrong --dataset."""
-    unknown = {p["category_id"] for per_image in predictions.values() for p in per_image} - id_map.keys()
+    unknown = {
+        p["category_id"] for per_image in predictions.values() for p in per_image
+    } - id_map.keys()
     if unknown:
-        raise DataError(f"--input {path}: category_id {sorted(unknown)} is not one of the dataset's {sorted(id_map)}")
+        raise DataError(
+            f"--input {path}: category_id {sorted(unknown)} is not one of the dataset's {sorted(id_map)}"
+        )
 
 
 def create_instances(predictions, image_size, id_map, threshold):
@@ -100,7 +112,9 @@ def create_instances(predictions, image_size, id_map, threshold):
     instances.scores = torch.tensor([p["score"] for p in chosen], dtype=torch.float32)
     boxes = np.asarray([p["bbox"] for p in chosen], dtype=np.float64).reshape(-1, 4)
     instances.pred_boxes = Boxes(BoxMode.convert(boxes, BoxMode.XYWH_ABS, BoxMode.XYXY_ABS))
-    instances.pred_classes = torch.tensor([id_map[p["category_id"]] for p in chosen], dtype=torch.int64)
+    instances.pred_classes = torch.tensor(
+        [id_map[p["category_id"]] for p in chosen], dtype=torch.int64
+    )
     if chosen and all("segmentation" in p for p in chosen):
         instances.pred_masks = [p["segmentation"] for p in chosen]
     return instances
@@ -114,22 +128,30 @@ def main(argv=None):
     register_from_args(args)
     check_registered(args.dataset, "--dataset")
     records = DatasetCatalog.get(args.dataset)
-    metadata = MetadataCatalog.get(args.dataset)  # after loading: that fills a COCO json's class names
+    metadata = MetadataCatalog.get(
+        args.dataset
+    )  # after loading: that fills a COCO json's class names
     id_map = contiguous_id_map(args.dataset)
     check_categories(predictions, id_map, args.input)
     if predictions and not predictions.keys() & {r["image_id"] for r in records}:
-        logger.warning(f"No image id of {args.input} is in {args.dataset}: are they results of another dataset?")
+        logger.warning(
+            f"No image id of {args.input} is in {args.dataset}: are they results of another dataset?"
+        )
     os.makedirs(args.output, exist_ok=True)
     written = []
     for record in records:
         image = read_image(record["file_name"], format="RGB")
-        instances = create_instances(predictions[record["image_id"]], image.shape[:2], id_map, args.conf_threshold)
+        instances = create_instances(
+            predictions[record["image_id"]], image.shape[:2], id_map, args.conf_threshold
+        )
         drawn_pred = Visualizer(image, metadata).draw_instance_predictions(instances).get_image()
         drawn_gt = Visualizer(image, metadata).draw_dataset_dict(record).get_image()
         path = os.path.join(args.output, os.path.basename(record["file_name"]))
         cv2.imwrite(path, np.concatenate([drawn_pred, drawn_gt], axis=1)[:, :, ::-1])
         written.append(path)
-    logger.info(f"{len(written)} images (predictions left, ground truth right) written to {args.output}")
+    logger.info(
+        f"{len(written)} images (predictions left, ground truth right) written to {args.output}"
+    )
     return written
 
 

@@ -1,15 +1,16 @@
 """Every yaml and lazy config under configs/ loads and builds its model; twins agree."""
+
 import glob
 import os
 
 import pytest
 import torch
-
 from conftest import CONFIGS
-from d2ext import model_zoo
-from d2ext.config import get_cfg
 from detectron2.config import LazyConfig, instantiate
 from detectron2.modeling import build_model
+
+from d2ext import model_zoo
+from d2ext.config import get_cfg
 
 YAML_CONFIGS = sorted(glob.glob(os.path.join(CONFIGS, "**", "*.yaml"), recursive=True))
 # Lazy leaves: the .py configs outside common/ (common/ holds pieces, not whole configs).
@@ -21,31 +22,94 @@ TWINS = [p[: -len(".py")] for p in LAZY_CONFIGS if os.path.exists(p[: -len(".py"
 
 # Hyper-parameters the twins must agree on, where the model has them.
 TWIN_ATTRIBUTES = (
-    "num_classes", "topk", "loss_normalizer", "test_score_thresh", "test_topk_candidates",
-    "test_nms_thresh", "max_detections_per_image", "reg_loss_weight", "focal_loss_alpha",
-    "focal_loss_gamma", "ciou_anchor_weight", "ciou_pred_weight", "ciou_schedule",
-    "ciou_schedule_iters", "cls_loss", "qfl_beta", "vfl_alpha", "vfl_gamma", "iou_loss_weight",
-    "reg_max", "uses_dgqp", "loss_cls_weight", "loss_dfl_weight", "loss_box_weight", "dfl_target_eps",
-    "smooth_l1_beta", "delta", "interpolated", "ranking_images",
-    "vfl_iou_weighted", "loss_box_init_weight", "loss_box_refine_weight", "gate_thresh", "gate_shape",
-    "mix_lambda", "rank_topk", "rank_weight", "rank_tau", "warmup_iters", "num_anchors_per_location",
-    "use_atss", "fcos_size_bounds", "test_topk_by", "loc_weight_sum_min", "quality_iou_plus_one",
-    "test_score", "input_format", "valid_anchors_pad_divisor",
+    "num_classes",
+    "topk",
+    "loss_normalizer",
+    "test_score_thresh",
+    "test_topk_candidates",
+    "test_nms_thresh",
+    "max_detections_per_image",
+    "reg_loss_weight",
+    "focal_loss_alpha",
+    "focal_loss_gamma",
+    "ciou_anchor_weight",
+    "ciou_pred_weight",
+    "ciou_schedule",
+    "ciou_schedule_iters",
+    "cls_loss",
+    "qfl_beta",
+    "vfl_alpha",
+    "vfl_gamma",
+    "iou_loss_weight",
+    "reg_max",
+    "uses_dgqp",
+    "loss_cls_weight",
+    "loss_dfl_weight",
+    "loss_box_weight",
+    "dfl_target_eps",
+    "smooth_l1_beta",
+    "delta",
+    "interpolated",
+    "ranking_images",
+    "vfl_iou_weighted",
+    "loss_box_init_weight",
+    "loss_box_refine_weight",
+    "gate_thresh",
+    "gate_shape",
+    "mix_lambda",
+    "rank_topk",
+    "rank_weight",
+    "rank_tau",
+    "warmup_iters",
+    "num_anchors_per_location",
+    "use_atss",
+    "fcos_size_bounds",
+    "test_topk_by",
+    "loc_weight_sum_min",
+    "quality_iou_plus_one",
+    "test_score",
+    "input_format",
+    "valid_anchors_pad_divisor",
 )
 
 
 # R-CNN twins (Faster R-CNN, Libra R-CNN): RPN, ROI-heads and box-predictor settings.
-RPN_ATTRIBUTES = ("in_features", "batch_size_per_image", "positive_fraction", "pre_nms_topk",
-                  "post_nms_topk", "nms_thresh", "neg_pos_ub")
-ROI_ATTRIBUTES = ("num_classes", "batch_size_per_image", "positive_fraction", "proposal_append_gt",
-                  "box_in_features", "iou_balanced_neg", "num_iou_bins", "floor_thresh",
-                  "floor_fraction", "instance_balanced_pos")
-PREDICTOR_ATTRIBUTES = ("box_reg_loss_type", "smooth_l1_beta", "test_score_thresh", "test_nms_thresh",
-                        "test_topk_per_image", "balanced_l1_alpha", "balanced_l1_gamma", "balanced_l1_beta")
+RPN_ATTRIBUTES = (
+    "in_features",
+    "batch_size_per_image",
+    "positive_fraction",
+    "pre_nms_topk",
+    "post_nms_topk",
+    "nms_thresh",
+    "neg_pos_ub",
+)
+ROI_ATTRIBUTES = (
+    "num_classes",
+    "batch_size_per_image",
+    "positive_fraction",
+    "proposal_append_gt",
+    "box_in_features",
+    "iou_balanced_neg",
+    "num_iou_bins",
+    "floor_thresh",
+    "floor_fraction",
+    "instance_balanced_pos",
+)
+PREDICTOR_ATTRIBUTES = (
+    "box_reg_loss_type",
+    "smooth_l1_beta",
+    "test_score_thresh",
+    "test_nms_thresh",
+    "test_topk_per_image",
+    "balanced_l1_alpha",
+    "balanced_l1_gamma",
+    "balanced_l1_beta",
+)
 
 
 def rcnn_hyperparameters(model):
     """The key settings of a GeneralizedRCNN (those its parts have), and its RPN anchors."""
+
     def pick(obj, names, prefix):
         return {prefix + n: getattr(obj, n) for n in names if hasattr(obj, n)}
 
@@ -56,8 +120,10 @@ def rcnn_hyperparameters(model):
     values["box.weights"] = tuple(heads.box_predictor.box2box_transform.weights)
     values["rpn.weights"] = tuple(rpn.box2box_transform.weights)
     values["rpn.anchor_offset"] = rpn.anchor_generator.offset
-    values["roi.pooler"] = [(type(p).__name__, getattr(p, "sampling_ratio", None))
-                            for p in heads.box_pooler.level_poolers]
+    values["roi.pooler"] = [
+        (type(p).__name__, getattr(p, "sampling_ratio", None))
+        for p in heads.box_pooler.level_poolers
+    ]
     return values, list(rpn.anchor_generator.cell_anchors)
 
 
@@ -65,8 +131,12 @@ def top_block_layout(backbone):
     """Where P6 comes from and the ReLUs before P6 / P7 (Detectron2's LastLevelP6P7 has the
     ReLU before P7 only)."""
     top = backbone.top_block
-    return (type(top).__name__, getattr(top, "in_feature", None),
-            getattr(top, "relu_before_p6", False), getattr(top, "relu_before_p7", True))
+    return (
+        type(top).__name__,
+        getattr(top, "in_feature", None),
+        getattr(top, "relu_before_p6", False),
+        getattr(top, "relu_before_p7", True),
+    )
 
 
 def num_params(model):
@@ -122,7 +192,9 @@ def test_yaml_and_lazy_twins_agree(stem):
         assert yaml_model.head_in_features == lazy_model.head_in_features
         assert type(yaml_model.box2box_transform) is type(lazy_model.box2box_transform)
         if hasattr(yaml_model.box2box_transform, "weights"):
-            assert yaml_model.box2box_transform.weights == tuple(lazy_model.box2box_transform.weights)
+            assert yaml_model.box2box_transform.weights == tuple(
+                lazy_model.box2box_transform.weights
+            )
         yaml_anchors = yaml_model.anchor_generator.cell_anchors
         lazy_anchors = lazy_model.anchor_generator.cell_anchors
         assert yaml_model.anchor_generator.offset == lazy_model.anchor_generator.offset
@@ -144,7 +216,9 @@ def test_model_zoo_paths_and_errors():
     assert "model" in model_zoo.get_config("ATSS/atss_R_50_FPN_1x.py")
     with pytest.raises(RuntimeError, match="not available in d2ext's model zoo"):
         model_zoo.get_config_file("ATSS/nope.yaml")
-    with pytest.raises(RuntimeError, match="no published checkpoint for ATSS/atss_R_50_FPN_1x.yaml"):
+    with pytest.raises(
+        RuntimeError, match="no published checkpoint for ATSS/atss_R_50_FPN_1x.yaml"
+    ):
         model_zoo.get_config("ATSS/atss_R_50_FPN_1x.yaml", trained=True)
 
 
@@ -162,9 +236,9 @@ def test_model_zoo_published_checkpoints(name):
 
 
 def test_model_zoo_offline_error_names_the_url(monkeypatch):
-    from d2ext.errors import MissingWeightsError
-
     from detectron2.utils.file_io import PathManager
+
+    from d2ext.errors import MissingWeightsError
 
     def offline(path, **kwargs):
         raise OSError("network unreachable")

@@ -1,14 +1,22 @@
 """d2ext.config's helpers set the class count and test threshold of whatever method a config
 builds (issue #15: MODEL.ATSS.NUM_CLASSES was documented for every method)."""
+
 import glob
 import os
 
 import pytest
+from conftest import CONFIGS
 from detectron2.config import LazyConfig, instantiate
 from detectron2.modeling import build_model
 
-from conftest import CONFIGS
-from d2ext.config import get_cfg, merge_from_file, num_classes_key, score_thresh_key, set_num_classes, set_score_thresh
+from d2ext.config import (
+    get_cfg,
+    merge_from_file,
+    num_classes_key,
+    score_thresh_key,
+    set_num_classes,
+    set_score_thresh,
+)
 
 TINY_YAML = sorted(glob.glob(os.path.join(CONFIGS, "Synthetic", "*.yaml")))
 TINY_LAZY = sorted(glob.glob(os.path.join(CONFIGS, "Synthetic", "*.py")))
@@ -31,7 +39,9 @@ def test_yaml_helpers_reach_the_model(path):
     set_score_thresh(cfg, 0.125)
     model = build_model(cfg)
     assert _num_classes(model) == 3 and _score_thresh(model) == 0.125
-    assert num_classes_key(cfg).endswith(".NUM_CLASSES") and score_thresh_key(cfg).endswith("SCORE_THRESH_TEST")
+    assert num_classes_key(cfg).endswith(".NUM_CLASSES") and score_thresh_key(cfg).endswith(
+        "SCORE_THRESH_TEST"
+    )
 
 
 @pytest.mark.parametrize("path", TINY_LAZY, ids=os.path.basename)
@@ -46,9 +56,13 @@ def test_lazy_helpers_reach_the_model(path):
 def test_keys_of_each_meta_architecture():
     cfg = get_cfg()
     expected = {
-        "ATSS": "MODEL.ATSS.NUM_CLASSES", "DynamicATSS": "MODEL.DYNAMIC_ATSS.NUM_CLASSES",
-        "GFL": "MODEL.GFL.NUM_CLASSES", "VFNet": "MODEL.VFNET.NUM_CLASSES", "MuSu": "MODEL.MUSU.NUM_CLASSES",
-        "APLossRetinaNet": "MODEL.RETINANET.NUM_CLASSES", "RetinaNet": "MODEL.RETINANET.NUM_CLASSES",
+        "ATSS": "MODEL.ATSS.NUM_CLASSES",
+        "DynamicATSS": "MODEL.DYNAMIC_ATSS.NUM_CLASSES",
+        "GFL": "MODEL.GFL.NUM_CLASSES",
+        "VFNet": "MODEL.VFNET.NUM_CLASSES",
+        "MuSu": "MODEL.MUSU.NUM_CLASSES",
+        "APLossRetinaNet": "MODEL.RETINANET.NUM_CLASSES",
+        "RetinaNet": "MODEL.RETINANET.NUM_CLASSES",
         "GeneralizedRCNN": "MODEL.ROI_HEADS.NUM_CLASSES",
     }
     for arch, key in expected.items():
@@ -67,5 +81,7 @@ def test_unknown_meta_architecture_and_bad_values_are_errors():
     cfg.MODEL.META_ARCHITECTURE = "GFL"
     with pytest.raises(ValueError, match=r"MODEL.GFL.NUM_CLASSES must be an integer >= 1, got 0"):
         set_num_classes(cfg, 0)
-    with pytest.raises(ValueError, match=r"MODEL.GFL.SCORE_THRESH_TEST must be in \[0, 1\), got 1.5"):
+    with pytest.raises(
+        ValueError, match=r"MODEL.GFL.SCORE_THRESH_TEST must be in \[0, 1\), got 1.5"
+    ):
         set_score_thresh(cfg, 1.5)

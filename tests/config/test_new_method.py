@@ -2,14 +2,14 @@
 module of its own (here a temporary one), with its keys registered by register_config, is handled
 by every generic tool — class-count and score-threshold keys, the config loader, the compare
 plan — without an edit anywhere in d2ext."""
+
 import importlib
 import sys
 
 import pytest
-
 from conftest import TINY_CONFIG
 
-TOY_MODULE = '''
+TOY_MODULE = """
 from detectron2.config import CfgNode as CN
 from detectron2.modeling import META_ARCH_REGISTRY
 
@@ -26,7 +26,7 @@ class ToyATSS(ATSS):
 def add_toy_config(cfg):
     cfg.MODEL.TOY = cfg.MODEL.ATSS.clone()
     cfg.MODEL.TOY.NUM_CLASSES = 3
-'''
+"""
 
 
 @pytest.fixture
@@ -35,7 +35,9 @@ def toy(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     module = importlib.import_module("toy_method")
     config = tmp_path / "toy.yaml"
-    config.write_text(f'_BASE_: "{TINY_CONFIG}"\nMODEL:\n  META_ARCHITECTURE: ToyATSS\n  TOY:\n    NUM_CLASSES: 4\n')
+    config.write_text(
+        f'_BASE_: "{TINY_CONFIG}"\nMODEL:\n  META_ARCHITECTURE: ToyATSS\n  TOY:\n    NUM_CLASSES: 4\n'
+    )
     yield str(config)
     from detectron2.modeling import META_ARCH_REGISTRY
 
@@ -48,15 +50,28 @@ def toy(tmp_path, monkeypatch):
 
 def test_generic_tools_handle_a_new_method(toy, tmp_path):
     from d2ext.compare.plan import make_plan
-    from d2ext.config import get_num_classes, load_config, num_classes_key, score_thresh_key, set_num_classes
+    from d2ext.config import (
+        get_num_classes,
+        load_config,
+        num_classes_key,
+        score_thresh_key,
+        set_num_classes,
+    )
 
     cfg = load_config(toy)
     assert num_classes_key(cfg) == "MODEL.TOY.NUM_CLASSES" and get_num_classes(cfg) == 4
     assert score_thresh_key(cfg) == "MODEL.TOY.SCORE_THRESH_TEST"
     set_num_classes(cfg, 7)
     assert cfg.MODEL.TOY.NUM_CLASSES == 7 and cfg.MODEL.ATSS.NUM_CLASSES != 7
-    plan = make_plan([toy], seeds=1, out=str(tmp_path / "cmp"), max_iter=2, eval_points=0,
-                     test_dataset="d2ext_shapes_minival", score_thresh=0.1)
+    plan = make_plan(
+        [toy],
+        seeds=1,
+        out=str(tmp_path / "cmp"),
+        max_iter=2,
+        eval_points=0,
+        test_dataset="d2ext_shapes_minival",
+        score_thresh=0.1,
+    )
     opts = plan.runs[0].opts
     assert opts[opts.index("MODEL.TOY.NUM_CLASSES") + 1] == "5"  # the synthetic shapes' 5 classes
     assert opts[opts.index("MODEL.TOY.SCORE_THRESH_TEST") + 1] == "0.1"
@@ -69,8 +84,12 @@ def test_an_mmdetection_head_is_registered_next_to_its_method():
     from d2ext.checkpoint.conversion import Rule
     from d2ext.checkpoint.mmdet import MMDET_HEADS, checkpoint_method
 
-    head = register_mmdet_head("Toy", ("bbox_head.toy_cls.weight", "head.cls_score.weight"),
-                               [Rule(r"toy_cls\.(weight|bias)", r"cls_score.\1")], before="ATSS")
+    head = register_mmdet_head(
+        "Toy",
+        ("bbox_head.toy_cls.weight", "head.cls_score.weight"),
+        [Rule(r"toy_cls\.(weight|bias)", r"cls_score.\1")],
+        before="ATSS",
+    )
     try:
         state = {"bbox_head.toy_cls.weight": 0, "bbox_head.atss_centerness.weight": 0}
         assert checkpoint_method(state) == ("Toy", head.signature)

@@ -1,17 +1,18 @@
 """Each COCO config builds its method's reference where the references differ (METHODS.md
 Errata 3, 4, 6): the ReLUs before P6 / P7, the anchor centres and what the pre-NMS top-k ranks.
 Yaml and lazy configs alike; the P6/P7 block's ReLU options on hand-made inputs."""
+
 import os
 
 import pytest
 import torch
-from torch.nn import functional as F
-
 from conftest import CONFIGS
-from d2ext.config import get_cfg
-from d2ext.modeling.backbone import LastLevelP6P7
 from detectron2.config import LazyConfig, instantiate
 from detectron2.modeling import build_model
+from torch.nn import functional as F
+
+from d2ext.config import get_cfg
+from d2ext.modeling.backbone import LastLevelP6P7
 
 # config stem: (anchor offset, ReLU before P6, ReLU before P7, pre-NMS top-k unit)
 REFERENCE_CHOICES = {
@@ -33,7 +34,12 @@ REFERENCE_CHOICES = {
 
 def choices(model):
     top = model.backbone.top_block
-    return (model.anchor_generator.offset, top.relu_before_p6, top.relu_before_p7, model.test_topk_by)
+    return (
+        model.anchor_generator.offset,
+        top.relu_before_p6,
+        top.relu_before_p7,
+        model.test_topk_by,
+    )
 
 
 @pytest.mark.parametrize("stem", REFERENCE_CHOICES)

@@ -1,13 +1,13 @@
 """d2ext's yaml loading (d2ext/config/safe_yaml.py): safe by default on d2ext's CfgNode, with
 bounded work before anything is built."""
+
 import time
 
 import pytest
+from conftest import TINY_CONFIG
 
 from d2ext.config import get_cfg, load_config, merge_from_file
 from d2ext.errors import ConfigError, UnsafeYamlError
-
-from conftest import TINY_CONFIG
 
 
 def _nested_aliases(levels: int) -> str:
@@ -43,7 +43,9 @@ def test_few_aliases_still_load(tmp_path):
     path.write_text(f'_BASE_: "{TINY_CONFIG}"\nsteps: &s [10, 20]\nSOLVER:\n  STEPS: *s\n')
     with pytest.raises(ConfigError, match="steps"):  # an unknown top-level key, not the alias
         load_config(str(path))
-    path.write_text(f'_BASE_: "{TINY_CONFIG}"\nSOLVER:\n  STEPS: &s [10, 20]\nTEST:\n  AUG:\n    MIN_SIZES: *s\n')
+    path.write_text(
+        f'_BASE_: "{TINY_CONFIG}"\nSOLVER:\n  STEPS: &s [10, 20]\nTEST:\n  AUG:\n    MIN_SIZES: *s\n'
+    )
     cfg = load_config(str(path))
     assert list(cfg.SOLVER.STEPS) == [10, 20] and list(cfg.TEST.AUG.MIN_SIZES) == [10, 20]
 
@@ -62,7 +64,9 @@ def test_base_cycle_and_fan_out_are_refused(tmp_path):
         load_config(str(tmp_path / "a.yaml"))
     # Each file names the next one 8 times: 8**k loads without a budget.
     for i in range(6):
-        (tmp_path / f"f{i}.yaml").write_text(f'_BASE_: [{", ".join([repr(f"f{i + 1}.yaml")] * 8)}]\n')
+        (tmp_path / f"f{i}.yaml").write_text(
+            f"_BASE_: [{', '.join([repr(f'f{i + 1}.yaml')] * 8)}]\n"
+        )
     (tmp_path / "f6.yaml").write_text("SEED: 1\n")
     with pytest.raises(ConfigError, match="more than 64 _BASE_ files"):
         load_config(str(tmp_path / "f0.yaml"))

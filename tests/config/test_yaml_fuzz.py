@@ -3,26 +3,72 @@ config or a d2ext ConfigError — no other exception, no code run, bounded time.
 built from a grammar of keys (real and made-up), values, anchors / aliases, tags (python ones
 included) and nesting, and byte mutations of the repository's own configs. A fixed seed and
 example count keep the run the same in every CI (about 20 s on 2 cores)."""
+
 import glob
 import os
 import time
 
+from conftest import CONFIGS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import CONFIGS
 from d2ext.config import load_config
 from d2ext.errors import ConfigError
 
 MARKER = "/tmp/d2ext_yaml_fuzz_ran"
-FUZZ = settings(max_examples=150, derandomize=True, deadline=None, database=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-KEYS = ["MODEL", "DEVICE", "SEED", "SOLVER", "BASE_LR", "STEPS", "VERSION", "_BASE_", "ATSS", "NUM_CLASSES",
-        "INPUT", "MIN_SIZE_TRAIN", "X", "&a", "? [1]", "'q'"]
-SCALARS = ["1", "-3", "0.5", "1e400", "cpu", "''", "null", "~", "true", "2020-13-45", "[]", "{}", "*a", "*b",
-           "&a 3", "&b [1, *a]", f'!!python/object/apply:os.system ["touch {MARKER}"]',
-           "!!python/name:os.system", "!!binary aGk=", "!!set {a, b}", "!!timestamp 2001-12-14", "!custom x",
-           "[[[[[[1]]]]]]", "{a: {b: {c: 1}}}", '"\\x00"', "| \n  text"]
+FUZZ = settings(
+    max_examples=150,
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+KEYS = [
+    "MODEL",
+    "DEVICE",
+    "SEED",
+    "SOLVER",
+    "BASE_LR",
+    "STEPS",
+    "VERSION",
+    "_BASE_",
+    "ATSS",
+    "NUM_CLASSES",
+    "INPUT",
+    "MIN_SIZE_TRAIN",
+    "X",
+    "&a",
+    "? [1]",
+    "'q'",
+]
+SCALARS = [
+    "1",
+    "-3",
+    "0.5",
+    "1e400",
+    "cpu",
+    "''",
+    "null",
+    "~",
+    "true",
+    "2020-13-45",
+    "[]",
+    "{}",
+    "*a",
+    "*b",
+    "&a 3",
+    "&b [1, *a]",
+    f'!!python/object/apply:os.system ["touch {MARKER}"]',
+    "!!python/name:os.system",
+    "!!binary aGk=",
+    "!!set {a, b}",
+    "!!timestamp 2001-12-14",
+    "!custom x",
+    "[[[[[[1]]]]]]",
+    "{a: {b: {c: 1}}}",
+    '"\\x00"',
+    "| \n  text",
+]
 
 
 @st.composite
@@ -51,9 +97,13 @@ def mutated_configs(draw):
         if op == "flip" and data:
             data[at] = draw(st.integers(0, 255))
         elif op == "cut":
-            del data[at: at + draw(st.integers(1, 40))]
+            del data[at : at + draw(st.integers(1, 40))]
         else:
-            data[at:at] = draw(st.sampled_from([b"&a ", b"*a", b"!!python/tuple ", b"\n  - ", b": ", b"{", b"[", b"\t"]))
+            data[at:at] = draw(
+                st.sampled_from(
+                    [b"&a ", b"*a", b"!!python/tuple ", b"\n  - ", b": ", b"{", b"[", b"\t"]
+                )
+            )
     return bytes(data)
 
 

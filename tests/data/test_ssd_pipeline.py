@@ -1,16 +1,21 @@
 """The SSD-style training pipeline of the AP-loss code (METHODS.md Errata 8): each transform's
 effect on an image and its boxes against hand-computed values, the box-aware mapper, the
 INPUT.TRAIN_PIPELINE switch, and yaml / lazy agreement."""
+
 import os
 import random
 
 import cv2
+import detectron2.data.transforms as T
 import numpy as np
 import pytest
 import torch
-
-import detectron2.data.transforms as T
 from conftest import CONFIGS
+from detectron2.config import LazyConfig, instantiate
+from detectron2.data import DatasetMapper
+from detectron2.structures import BoxMode
+from fvcore.transforms.transform import CropTransform, NoOpTransform
+
 from d2ext.config import get_cfg
 from d2ext.data import (
     BoxAwareDatasetMapper,
@@ -21,10 +26,6 @@ from d2ext.data import (
     build_train_mapper,
     photometric_transform,
 )
-from detectron2.config import LazyConfig, instantiate
-from detectron2.data import DatasetMapper
-from detectron2.structures import BoxMode
-from fvcore.transforms.transform import CropTransform, NoOpTransform
 
 PAPER = os.path.join(CONFIGS, "APLoss", "aploss_retinanet_R_50_FPN_100e_512")
 
@@ -53,6 +54,7 @@ def test_zoom_out_keeps_the_whole_image_on_a_mean_filled_canvas():
 
 # --- Photometric distortion -------------------------------------------------------------------
 
+
 def red_image():
     image = np.zeros((2, 3, 3), np.uint8)
     image[..., 2] = 200  # BGR red
@@ -76,30 +78,55 @@ def test_contrast_scales_the_pixels():
 
 def test_hue_rotates_in_degrees_and_saturation_scales():
     # Red (H = 0, S = 1, V = 200): +18 degrees gives G = V * 18 / 60; +120 gives green.
-    np.testing.assert_allclose(photometric_transform(hue=18.0).apply_image(red_image())[0, 0], [0, 60, 200], atol=1e-2)
-    np.testing.assert_allclose(photometric_transform(hue=120.0).apply_image(red_image())[0, 0], [0, 200, 0], atol=1e-2)
+    np.testing.assert_allclose(
+        photometric_transform(hue=18.0).apply_image(red_image())[0, 0], [0, 60, 200], atol=1e-2
+    )
+    np.testing.assert_allclose(
+        photometric_transform(hue=120.0).apply_image(red_image())[0, 0], [0, 200, 0], atol=1e-2
+    )
     # -18 degrees wraps to 342: B = V * 18 / 60.
-    np.testing.assert_allclose(photometric_transform(hue=-18.0).apply_image(red_image())[0, 0], [60, 0, 200], atol=1e-2)
+    np.testing.assert_allclose(
+        photometric_transform(hue=-18.0).apply_image(red_image())[0, 0], [60, 0, 200], atol=1e-2
+    )
     # Saturation x 0.5: min = V * (1 - 0.5).
-    np.testing.assert_allclose(photometric_transform(saturation=0.5).apply_image(red_image())[0, 0], [100, 100, 200], atol=1e-2)
+    np.testing.assert_allclose(
+        photometric_transform(saturation=0.5).apply_image(red_image())[0, 0],
+        [100, 100, 200],
+        atol=1e-2,
+    )
 
 
 def test_contrast_before_or_after_the_hsv_step():
     image = np.array([[[0, 0, 200]]], np.uint8)
     # Saturation 1.5 on red gives min = 200 * (1 - 1.5) = -100 (unclipped); x 2 before or after:
-    first = photometric_transform(contrast=2.0, contrast_first=True, saturation=1.5).apply_image(image)
-    last = photometric_transform(contrast=2.0, contrast_first=False, saturation=1.5).apply_image(image)
+    first = photometric_transform(contrast=2.0, contrast_first=True, saturation=1.5).apply_image(
+        image
+    )
+    last = photometric_transform(contrast=2.0, contrast_first=False, saturation=1.5).apply_image(
+        image
+    )
     np.testing.assert_allclose(first[0, 0], [-200, -200, 400], atol=1e-2)
     np.testing.assert_allclose(last[0, 0], [-200, -200, 400], atol=1e-2)
     # Steps in the reference's order: float, brightness, HSV, contrast (last), lighting.
-    kinds = [type(t).__name__ for t in photometric_transform(5.0, 2.0, False, 1.5, 3.0, (0.1, 0, 0)).transforms]
-    assert kinds == ["FloatTransform", "BlendTransform", "HSVTransform", "BlendTransform", "BlendTransform"]
+    kinds = [
+        type(t).__name__
+        for t in photometric_transform(5.0, 2.0, False, 1.5, 3.0, (0.1, 0, 0)).transforms
+    ]
+    assert kinds == [
+        "FloatTransform",
+        "BlendTransform",
+        "HSVTransform",
+        "BlendTransform",
+        "BlendTransform",
+    ]
 
 
 def test_lighting_noise_is_the_imagenet_pca_shift():
     # The reference's constants (lib/dataloader/augmentations.py): eigenvalues for 0-255 pixels.
     eigval = np.array([55.46, 4.794, 1.148])
-    eigvec = np.array([[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]])
+    eigvec = np.array(
+        [[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]]
+    )
     alpha = np.array([0.1, -0.2, 0.3])
     expected = (eigvec * alpha) @ eigval  # first component: -3.1474 - 0.6896 + 0.1381 = -3.699
     assert expected[0] == pytest.approx(-3.699, abs=1e-3)
@@ -188,9 +215,21 @@ def dataset_dict(tmp_path):
     path = str(tmp_path / "image.png")
     cv2.imwrite(path, np.full((100, 100, 3), 128, np.uint8))
     annos = [
-        {"bbox": [10, 10, 20, 20], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0},  # centre (20, 20)
-        {"bbox": [40, 40, 90, 90], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 1},  # centre (65, 65)
-        {"bbox": [20, 20, 70, 40], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 2},  # centre (45, 30)
+        {
+            "bbox": [10, 10, 20, 20],
+            "bbox_mode": BoxMode.XYWH_ABS,
+            "category_id": 0,
+        },  # centre (20, 20)
+        {
+            "bbox": [40, 40, 90, 90],
+            "bbox_mode": BoxMode.XYXY_ABS,
+            "category_id": 1,
+        },  # centre (65, 65)
+        {
+            "bbox": [20, 20, 70, 40],
+            "bbox_mode": BoxMode.XYXY_ABS,
+            "category_id": 2,
+        },  # centre (45, 30)
     ]
     return {"file_name": path, "height": 100, "width": 100, "image_id": 0, "annotations": annos}
 
@@ -218,7 +257,9 @@ def test_mapper_drops_instances_whose_centre_leaves_the_crop(dataset_dict):
     assert tuple(out["image"].shape) == (3, 50, 50)
     # The second box overlaps the crop (40..50) but its centre (65, 65) is outside: dropped.
     assert inst.gt_classes.tolist() == [0, 2]
-    torch.testing.assert_close(inst.gt_boxes.tensor, torch.tensor([[10.0, 10, 30, 30], [20, 20, 50, 40]]))
+    torch.testing.assert_close(
+        inst.gt_boxes.tensor, torch.tensor([[10.0, 10, 30, 30], [20, 20, 50, 40]])
+    )
 
 
 def test_full_ssd_pipeline_on_an_image(dataset_dict):
@@ -241,7 +282,13 @@ def test_train_pipeline_switch():
     ssd = build_train_mapper(cfg)
     assert isinstance(ssd, BoxAwareDatasetMapper)
     kinds = [type(a).__name__ for a in ssd.augmentations.augs]
-    assert kinds == ["PhotometricDistortion", "RandomApply", "SSDMinIoURandomCrop", "RandomFlip", "Resize"]
+    assert kinds == [
+        "PhotometricDistortion",
+        "RandomApply",
+        "SSDMinIoURandomCrop",
+        "RandomFlip",
+        "Resize",
+    ]
     zoom_out = ssd.augmentations.augs[1]
     assert zoom_out.prob == 0.5 and zoom_out.aug.ratio_range == (1.0, 4.0)
     np.testing.assert_allclose(zoom_out.aug.fill, cfg.MODEL.PIXEL_MEAN)
@@ -254,7 +301,9 @@ def describe(augs):
     out = []
     for a in augs:
         inner = getattr(a, "aug", None)
-        out.append((type(a).__name__, type(inner).__name__ if inner else None, getattr(a, "prob", None)))
+        out.append(
+            (type(a).__name__, type(inner).__name__ if inner else None, getattr(a, "prob", None))
+        )
     return out
 
 
@@ -267,7 +316,14 @@ def test_paper_yaml_and_lazy_pipelines_agree():
     assert describe(yaml_mapper.augmentations.augs) == describe(lazy_mapper.augmentations.augs)
     yaml_augs, lazy_augs = yaml_mapper.augmentations.augs, lazy_mapper.augmentations.augs
     assert yaml_augs[4].shape == lazy_augs[4].shape == (512, 512)
-    for name in ("brightness_delta", "contrast_range", "saturation_range", "hue_delta", "lighting_std", "prob"):
+    for name in (
+        "brightness_delta",
+        "contrast_range",
+        "saturation_range",
+        "hue_delta",
+        "lighting_std",
+        "prob",
+    ):
         assert getattr(yaml_augs[0], name) == getattr(lazy_augs[0], name), name
     np.testing.assert_allclose(yaml_augs[1].aug.fill, lazy_augs[1].aug.fill)
     assert yaml_augs[2].sample_mode == lazy_augs[2].sample_mode

@@ -1,13 +1,13 @@
 """Helpers of the export tests: tiny models that detect something at random init, their
 PyTorch detections, and the comparison of exported detections with those."""
+
 import math
 import os
 
 import numpy as np
 import torch
-from torch import nn
-
 from conftest import CONFIGS, build_tiny_model
+from torch import nn
 
 # Tolerances of the exported detections against the PyTorch model's.
 SCORE_ATOL = 1e-4
@@ -42,8 +42,12 @@ def _spread(layer: nn.Module, bias: float, generator: torch.Generator):
 
 def detecting_model(name: str) -> nn.Module:
     """The tiny model of ``name``, randomly initialised (seed 0) so that it detects something."""
-    config, *opts = TINY_CONFIGS[name] if isinstance(TINY_CONFIGS[name], tuple) else (TINY_CONFIGS[name],)
-    model = build_tiny_model(os.path.join(CONFIGS, "Synthetic", config), "MODEL.DEVICE", "cpu", *opts)
+    config, *opts = (
+        TINY_CONFIGS[name] if isinstance(TINY_CONFIGS[name], tuple) else (TINY_CONFIGS[name],)
+    )
+    model = build_tiny_model(
+        os.path.join(CONFIGS, "Synthetic", config), "MODEL.DEVICE", "cpu", *opts
+    )
     g = torch.Generator().manual_seed(0)
     if hasattr(model, "head"):
         _spread(model.head.cls_score, -math.log(1 / 0.1 - 1), g)
@@ -85,14 +89,20 @@ def max_differences(expected: dict, actual: dict, where: str):
     """
     n = len(expected["scores"])
     assert n > 0, f"{where}: the PyTorch model detects nothing, the check would be empty"
-    assert len(actual["scores"]) == n, f"{where}: {len(actual['scores'])} detections, PyTorch has {n}"
+    assert len(actual["scores"]) == n, (
+        f"{where}: {len(actual['scores'])} detections, PyTorch has {n}"
+    )
     e_order = np.argsort(-expected["scores"], kind="stable")
     a_order = np.argsort(-np.asarray(actual["scores"]), kind="stable")
     e_cls = expected["pred_classes"][e_order]
     a_cls = np.asarray(actual["pred_classes"])[a_order]
     assert (e_cls == a_cls).all(), f"{where}: classes differ: {e_cls} vs {a_cls}"
-    score_diff = float(np.abs(expected["scores"][e_order] - np.asarray(actual["scores"])[a_order]).max())
-    box_diff = float(np.abs(expected["pred_boxes"][e_order] - np.asarray(actual["pred_boxes"])[a_order]).max())
+    score_diff = float(
+        np.abs(expected["scores"][e_order] - np.asarray(actual["scores"])[a_order]).max()
+    )
+    box_diff = float(
+        np.abs(expected["pred_boxes"][e_order] - np.asarray(actual["pred_boxes"])[a_order]).max()
+    )
     assert score_diff <= SCORE_ATOL, f"{where}: scores differ by {score_diff}"
     assert box_diff <= BOX_ATOL, f"{where}: boxes differ by {box_diff} px"
     return score_diff, box_diff

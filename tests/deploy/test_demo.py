@@ -1,11 +1,11 @@
 """tools/demo.py on a folder of synthetic validation images: pictures written, every kept
 detection at or above --confidence-threshold; the method-keys helper."""
+
 import json
 import os
 import shutil
 
 import pytest
-
 from conftest import CONFIGS, TINY_CONFIG, tiny_cfg
 
 from d2ext.config.method_keys import num_classes_key, score_thresh_key
@@ -16,9 +16,7 @@ THRESHOLD = 0.1
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     """A tiny ATSS checkpoint: random init whose classifier bias lets some candidates pass."""
-    import torch
     from detectron2.checkpoint import DetectionCheckpointer
-
     from export_checks import detecting_model
 
     path = tmp_path_factory.mktemp("weights")
@@ -41,8 +39,22 @@ def test_demo_folder_respects_threshold(tmp_path, weights):
 
     folder = _val_folder(tmp_path)
     out = tmp_path / "out"
-    records = main(["--config-file", TINY_CONFIG, "--input", str(folder), "--output", str(out),
-                    "--confidence-threshold", str(THRESHOLD), "--save-json", "--opts", "MODEL.WEIGHTS", weights])
+    records = main(
+        [
+            "--config-file",
+            TINY_CONFIG,
+            "--input",
+            str(folder),
+            "--output",
+            str(out),
+            "--confidence-threshold",
+            str(THRESHOLD),
+            "--save-json",
+            "--opts",
+            "MODEL.WEIGHTS",
+            weights,
+        ]
+    )
     assert sorted(os.listdir(out)) == sorted(os.listdir(folder)) + ["predictions.json"]
     with open(out / "predictions.json") as f:
         assert json.load(f) == records
@@ -52,18 +64,46 @@ def test_demo_folder_respects_threshold(tmp_path, weights):
 
 
 def test_demo_bad_input(tmp_path, weights):
+    from d2ext.errors import ConfigError, DataError
     from d2ext.tools.demo import main
 
-    from d2ext.errors import ConfigError, DataError
-
     with pytest.raises(DataError, match="nothing_here"):
-        main(["--debug", "--config-file", TINY_CONFIG, "--input", str(tmp_path / "nothing_here"),
-              "--opts", "MODEL.WEIGHTS", weights])
+        main(
+            [
+                "--debug",
+                "--config-file",
+                TINY_CONFIG,
+                "--input",
+                str(tmp_path / "nothing_here"),
+                "--opts",
+                "MODEL.WEIGHTS",
+                weights,
+            ]
+        )
     with pytest.raises(ConfigError, match="1.5"):
-        main(["--debug", "--config-file", TINY_CONFIG, "--input", str(tmp_path), "--confidence-threshold", "1.5"])
+        main(
+            [
+                "--debug",
+                "--config-file",
+                TINY_CONFIG,
+                "--input",
+                str(tmp_path),
+                "--confidence-threshold",
+                "1.5",
+            ]
+        )
     # Without --debug: one line naming the value, exit status 1.
     with pytest.raises(SystemExit) as exit_info:
-        main(["--config-file", TINY_CONFIG, "--input", str(tmp_path), "--confidence-threshold", "1.5"])
+        main(
+            [
+                "--config-file",
+                TINY_CONFIG,
+                "--input",
+                str(tmp_path),
+                "--confidence-threshold",
+                "1.5",
+            ]
+        )
     assert exit_info.value.code == 1
 
 

@@ -1,9 +1,16 @@
 """Every d2ext detector exported by tracing (TorchScript, ONNX run in onnxruntime) and by
 scripting gives the PyTorch model's detections on two image sizes."""
+
 import pytest
 import torch
-
-from export_checks import IMAGE_SIZES, TINY_CONFIGS, detecting_model, max_differences, pytorch_detections, sample_image
+from export_checks import (
+    IMAGE_SIZES,
+    TINY_CONFIGS,
+    detecting_model,
+    max_differences,
+    pytorch_detections,
+    sample_image,
+)
 
 from d2ext.export import export_onnx, export_torchscript_tracing, postprocess_scripted, script_model
 
@@ -31,7 +38,9 @@ def test_tracing_torchscript(model_and_name, tmp_path):
         with torch.no_grad():
             got = _outputs_dict(names, loaded(image))
         diffs = max_differences(pytorch_detections(model, image), got, f"{name} torchscript {size}")
-        print(f"{name} torchscript-tracing {size}: max |score| {diffs[0]:.2e}, max |box| {diffs[1]:.2e} px")
+        print(
+            f"{name} torchscript-tracing {size}: max |score| {diffs[0]:.2e}, max |box| {diffs[1]:.2e} px"
+        )
 
 
 def test_onnx(model_and_name, tmp_path):
@@ -54,7 +63,13 @@ SCRIPTING_FAILS = {}  # every model scripts
 def test_scripting(model_and_name, request):
     model, name = model_and_name
     if name in SCRIPTING_FAILS:
-        request.applymarker(pytest.mark.xfail(reason=SCRIPTING_FAILS[name], strict=True, raises=(RuntimeError, torch.jit.frontend.NotSupportedError)))
+        request.applymarker(
+            pytest.mark.xfail(
+                reason=SCRIPTING_FAILS[name],
+                strict=True,
+                raises=(RuntimeError, torch.jit.frontend.NotSupportedError),
+            )
+        )
     scripted = script_model(model)
     for size in IMAGE_SIZES:
         image = sample_image(size, seed=1)

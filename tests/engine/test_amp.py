@@ -1,17 +1,24 @@
 """Mixed precision (SOLVER.AMP.ENABLED): one autocast training step per method against the
 float32 step (CPU: bfloat16; CUDA, marked: float16), d2ext's AMPTrainer (dtype per device,
 GradScaler state in checkpoints) and an AMP tools/train_net.py run of a tiny config."""
+
 import os
 
 import pytest
 import torch
-from detectron2.utils.events import EventStorage
-
 from conftest import CONFIGS, CUDA, build_tiny_model, make_inputs
+from detectron2.utils.events import EventStorage
 from engine.test_train_net import FAST, run
 
 METHODS = [
-    "atss", "dynamic_atss", "gfl", "gflv2", "vfnet", "atss_vfl", "musu", "aploss_retinanet",
+    "atss",
+    "dynamic_atss",
+    "gfl",
+    "gflv2",
+    "vfnet",
+    "atss_vfl",
+    "musu",
+    "aploss_retinanet",
     "libra_faster_rcnn",
 ]
 BOXES = [[[10, 12, 50, 60], [60, 20, 110, 80]], [[30, 30, 90, 70]]]
@@ -45,7 +52,9 @@ def test_autocast_step_matches_float32(method, device):
     for name, loss in amp.items():
         assert loss.dtype == torch.float32, (name, loss.dtype)  # losses are computed in float32
         diff, ref = abs(loss.item() - fp32[name].item()), abs(fp32[name].item())
-        assert diff <= ATOL + RTOL * ref, f"{name}: amp {loss.item():.6f} vs fp32 {fp32[name].item():.6f}"
+        assert diff <= ATOL + RTOL * ref, (
+            f"{name}: amp {loss.item():.6f} vs fp32 {fp32[name].item():.6f}"
+        )
     assert grads, "no parameter got a gradient"
     bad = [n for n, g in grads if not torch.isfinite(g).all()]
     assert not bad, f"non-finite gradients: {bad[:5]}"
@@ -121,8 +130,17 @@ def test_amp_trainer_on_cuda_runs_float16_with_scaler_in_checkpoint():
 
 def test_train_net_amp_on_cpu_writes_a_checkpoint(tmp_path):
     out = str(tmp_path / "train")
-    log = run("--config-file", tiny("vfnet"), *FAST, "SOLVER.AMP.ENABLED", "True", "SOLVER.MAX_ITER", "3",
-              "OUTPUT_DIR", out)
+    log = run(
+        "--config-file",
+        tiny("vfnet"),
+        *FAST,
+        "SOLVER.AMP.ENABLED",
+        "True",
+        "SOLVER.MAX_ITER",
+        "3",
+        "OUTPUT_DIR",
+        out,
+    )
     assert "Starting training from iteration 0" in log and "total_loss" in log
     final = os.path.join(out, "model_final.pth")
     assert os.path.isfile(final)
@@ -132,8 +150,13 @@ def test_train_net_amp_on_cpu_writes_a_checkpoint(tmp_path):
 
 def test_lazy_config_amp_on_cpu_trains(tmp_path):
     log = run(
-        "--config-file", tiny("atss", "py"), "train.amp.enabled=True", "train.max_iter=2",
-        "dataloader.train.total_batch_size=2", "dataloader.train.num_workers=0", f"train.output_dir={tmp_path}",
+        "--config-file",
+        tiny("atss", "py"),
+        "train.amp.enabled=True",
+        "train.max_iter=2",
+        "dataloader.train.total_batch_size=2",
+        "dataloader.train.num_workers=0",
+        f"train.output_dir={tmp_path}",
         "dataloader.train.mapper.augmentations.0.short_edge_length=[192]",
         "dataloader.test.dataset.names=d2ext_shapes_minival",
         "dataloader.test.mapper.augmentations.0.short_edge_length=160",

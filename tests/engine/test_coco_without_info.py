@@ -1,5 +1,6 @@
 """COCO evaluation of a json without an "info" block (issue #15: pycocotools 2.0.10's loadRes
 raises KeyError: 'info'), through the yaml trainer's evaluator and the lazy path's."""
+
 import json
 
 import pytest
@@ -12,10 +13,21 @@ from detectron2.structures import Boxes, Instances
 @pytest.fixture
 def dataset_without_info(tmp_path):
     images = [{"id": 1, "file_name": "a.jpg", "height": 100, "width": 120}]
-    annotations = [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 40, 30], "area": 1200, "iscrowd": 0}]
+    annotations = [
+        {
+            "id": 1,
+            "image_id": 1,
+            "category_id": 1,
+            "bbox": [10, 10, 40, 30],
+            "area": 1200,
+            "iscrowd": 0,
+        }
+    ]
     categories = [{"id": 1, "name": "thing"}]
     path = tmp_path / "no_info.json"
-    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+    path.write_text(
+        json.dumps({"images": images, "annotations": annotations, "categories": categories})
+    )
     name = f"no_info_{tmp_path.name}"
     register_coco_instances(name, {}, str(path), str(tmp_path))
     DatasetCatalog.get(name)  # as the test loader does: fills thing_classes
@@ -26,8 +38,12 @@ def dataset_without_info(tmp_path):
 
 def _evaluate(evaluator):
     evaluator.reset()
-    instances = Instances((100, 120), pred_boxes=Boxes(torch.tensor([[10.0, 10.0, 50.0, 40.0]])),
-                          scores=torch.tensor([0.9]), pred_classes=torch.tensor([0]))
+    instances = Instances(
+        (100, 120),
+        pred_boxes=Boxes(torch.tensor([[10.0, 10.0, 50.0, 40.0]])),
+        scores=torch.tensor([0.9]),
+        pred_classes=torch.tensor([0]),
+    )
     evaluator.process([{"image_id": 1}], [{"instances": instances}])
     return evaluator.evaluate()
 

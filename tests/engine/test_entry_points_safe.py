@@ -2,7 +2,7 @@
 and every script under tools/ (found by tests/entry_points.py, so a new tool fails here until it
 has a row) is run with a yaml config holding a python tag, and, where it takes weights, with a
 .pkl and a .pth whose unpickling would create a file. Nothing may run; each says why."""
-import logging
+
 import os
 import pickle
 import runpy
@@ -12,7 +12,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
 from conftest import REPO_ROOT, TINY_CONFIG
 from entry_points import CONSOLE_SCRIPTS, TOOL_SCRIPTS
 
@@ -23,28 +22,83 @@ NO_EVAL = ["DATASETS.TEST", "()"]
 # with the reason it reads no weights). {yaml}: python-tag config; {good}: the tiny config;
 # {weights}: the bad weights file; {mmdet}: a valid mmdetection-style checkpoint; {img}; {out}.
 ARGS = {
-    "train_net": (["--config-file", "{yaml}", "--eval-only", *NO_EVAL, "OUTPUT_DIR", "{out}"],
-                  ["--config-file", "{good}", "--eval-only", *NO_EVAL, "MODEL.WEIGHTS", "{weights}", "OUTPUT_DIR", "{out}"]),
-    "demo": (["--config-file", "{yaml}", "--input", "{img}"],
-             ["--config-file", "{good}", "--input", "{img}", "--opts", "MODEL.WEIGHTS", "{weights}"]),
-    "export_model": (["--config-file", "{yaml}", "--output", "{out}"],
-                     ["--config-file", "{good}", "--output", "{out}", "MODEL.WEIGHTS", "{weights}"]),
-    "visualize_predictions": (["--config-file", "{yaml}", "--output", "{out}/p.png"],
-                              ["--config-file", "{good}", "--output", "{out}/p.png", "MODEL.WEIGHTS", "{weights}"]),
-    "convert_mmdet_checkpoint": (["{mmdet}", "{out}/c.pth", "--config-file", "{yaml}"],
-                                 ["{weights}", "{out}/c.pth", "--config-file", "{good}"]),
-    "compare_methods": (["--configs", "{yaml}", "--seeds", "1", "--max-iter", "1", "--out", "{out}", "--report-only"],
-                        "reads no weights file (it trains from the configs)"),
+    "train_net": (
+        ["--config-file", "{yaml}", "--eval-only", *NO_EVAL, "OUTPUT_DIR", "{out}"],
+        [
+            "--config-file",
+            "{good}",
+            "--eval-only",
+            *NO_EVAL,
+            "MODEL.WEIGHTS",
+            "{weights}",
+            "OUTPUT_DIR",
+            "{out}",
+        ],
+    ),
+    "demo": (
+        ["--config-file", "{yaml}", "--input", "{img}"],
+        ["--config-file", "{good}", "--input", "{img}", "--opts", "MODEL.WEIGHTS", "{weights}"],
+    ),
+    "export_model": (
+        ["--config-file", "{yaml}", "--output", "{out}"],
+        ["--config-file", "{good}", "--output", "{out}", "MODEL.WEIGHTS", "{weights}"],
+    ),
+    "visualize_predictions": (
+        ["--config-file", "{yaml}", "--output", "{out}/p.png"],
+        ["--config-file", "{good}", "--output", "{out}/p.png", "MODEL.WEIGHTS", "{weights}"],
+    ),
+    "convert_mmdet_checkpoint": (
+        ["{mmdet}", "{out}/c.pth", "--config-file", "{yaml}"],
+        ["{weights}", "{out}/c.pth", "--config-file", "{good}"],
+    ),
+    "compare_methods": (
+        [
+            "--configs",
+            "{yaml}",
+            "--seeds",
+            "1",
+            "--max-iter",
+            "1",
+            "--out",
+            "{out}",
+            "--report-only",
+        ],
+        "reads no weights file (it trains from the configs)",
+    ),
     "benchmark_models": (["--configs", "{yaml}"], "reads no weights file"),
-    "visualize_data": (["--source", "annotation", "--config-file", "{yaml}", "--output-dir", "{out}"],
-                       "reads no weights file (it draws the data, not a model's output)"),
-    "visualize_json_results": (None, "reads no config and no weights file (a results json, read with json.load)"),
-    "analyze_errors": (None, "reads no config and no weights file (a results json, read with json.load)"),
-    "analyze_model": (["--tasks", "flop", "--config-file", "{yaml}"],
-                      ["--tasks", "flop", "-n", "1", "--config-file", "{good}", "MODEL.WEIGHTS", "{weights}"]),
-    "benchmark": (["--task", "eval", "--config-file", "{yaml}"],
-                  ["--task", "eval", "--num-iter", "1", "--config-file", "{good}", "MODEL.WEIGHTS", "{weights}"]),
-    "benchmark_ops": (None, "reads no config and no weights file (it times the ops on random tensors)"),
+    "visualize_data": (
+        ["--source", "annotation", "--config-file", "{yaml}", "--output-dir", "{out}"],
+        "reads no weights file (it draws the data, not a model's output)",
+    ),
+    "visualize_json_results": (
+        None,
+        "reads no config and no weights file (a results json, read with json.load)",
+    ),
+    "analyze_errors": (
+        None,
+        "reads no config and no weights file (a results json, read with json.load)",
+    ),
+    "analyze_model": (
+        ["--tasks", "flop", "--config-file", "{yaml}"],
+        ["--tasks", "flop", "-n", "1", "--config-file", "{good}", "MODEL.WEIGHTS", "{weights}"],
+    ),
+    "benchmark": (
+        ["--task", "eval", "--config-file", "{yaml}"],
+        [
+            "--task",
+            "eval",
+            "--num-iter",
+            "1",
+            "--config-file",
+            "{good}",
+            "MODEL.WEIGHTS",
+            "{weights}",
+        ],
+    ),
+    "benchmark_ops": (
+        None,
+        "reads no config and no weights file (it times the ops on random tensors)",
+    ),
 }
 
 
@@ -69,29 +123,25 @@ def _entry_points():
 def files(tmp_path):
     marker = tmp_path / "ran"
     yaml_file = tmp_path / "evil.yaml"
-    yaml_file.write_text(f'_BASE_: "{TINY_CONFIG}"\nMODEL:\n  DEVICE: !!python/object/apply:os.system ["touch {marker}"]\n')
+    yaml_file.write_text(
+        f'_BASE_: "{TINY_CONFIG}"\nMODEL:\n  DEVICE: !!python/object/apply:os.system ["touch {marker}"]\n'
+    )
     with open(tmp_path / "evil.pkl", "wb") as f:
         pickle.dump({"model": {"w": _CreatesFile(str(marker))}, "__author__": "x"}, f)
     torch.save({"model": {"w": _CreatesFile(str(marker))}}, tmp_path / "evil.pth")
     torch.save({"state_dict": {"backbone.conv1.weight": torch.zeros(1)}}, tmp_path / "mmdet.pth")
     cv2.imwrite(str(tmp_path / "img.png"), np.full((40, 50, 3), 128, np.uint8))
     (tmp_path / "out").mkdir()
-    return {"yaml": yaml_file, "good": TINY_CONFIG, "mmdet": tmp_path / "mmdet.pth", "img": tmp_path / "img.png",
-            "out": tmp_path / "out", "marker": marker, "pkl": tmp_path / "evil.pkl", "pth": tmp_path / "evil.pth"}
-
-
-@pytest.fixture(autouse=True)
-def _restore_loggers():
-    """The tools set up loggers whose handlers write to this test's captured streams; later tests
-    would log into closed files."""
-    from detectron2.utils.logger import setup_logger
-
-    names = ("d2ext", "detectron2", "d2", "fvcore")
-    saved = {n: list(logging.getLogger(n).handlers) for n in names}
-    yield
-    for name, handlers in saved.items():
-        logging.getLogger(name).handlers = handlers
-    setup_logger.cache_clear()
+    return {
+        "yaml": yaml_file,
+        "good": TINY_CONFIG,
+        "mmdet": tmp_path / "mmdet.pth",
+        "img": tmp_path / "img.png",
+        "out": tmp_path / "out",
+        "marker": marker,
+        "pkl": tmp_path / "evil.pkl",
+        "pth": tmp_path / "evil.pth",
+    }
 
 
 def _run(kind, target, argv, monkeypatch):
@@ -128,7 +178,15 @@ def test_python_tag_yaml_runs_nothing(kind, target, tool, files, monkeypatch, ca
     if config_argv is None:
         return
     argv = [a.format(**files) for a in config_argv]
-    _check(kind, target, argv, files, monkeypatch, capsys, ["has a yaml tag that safe yaml does not load"])
+    _check(
+        kind,
+        target,
+        argv,
+        files,
+        monkeypatch,
+        capsys,
+        ["has a yaml tag that safe yaml does not load"],
+    )
 
 
 @pytest.mark.parametrize("suffix", ["pkl", "pth"])
@@ -138,5 +196,16 @@ def test_code_running_weights_run_nothing(kind, target, tool, suffix, files, mon
     weights_argv = ARGS[tool][1]
     if isinstance(weights_argv, str):  # the reason it takes no weights
         return
-    argv = [a.format(weights=files[suffix], **{k: v for k, v in files.items() if k != "weights"}) for a in weights_argv]
-    _check(kind, target, argv, files, monkeypatch, capsys, ["is not a valid weights file", "is not a valid checkpoint"])
+    argv = [
+        a.format(weights=files[suffix], **{k: v for k, v in files.items() if k != "weights"})
+        for a in weights_argv
+    ]
+    _check(
+        kind,
+        target,
+        argv,
+        files,
+        monkeypatch,
+        capsys,
+        ["is not a valid weights file", "is not a valid checkpoint"],
+    )

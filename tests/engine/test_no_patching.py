@@ -1,6 +1,7 @@
 """Importing d2ext (its engine and tools too) replaces nothing in Detectron2: every attribute of
 every detectron2 module loaded before is the same object after. Registering models and datasets
 in Detectron2's registries is the intended extension and adds entries only."""
+
 import subprocess
 import sys
 
@@ -25,13 +26,20 @@ print("CHANGED:", changed)
 
 
 def test_importing_d2ext_replaces_nothing_in_detectron2():
-    out = subprocess.run([sys.executable, "-c", CODE], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", CODE], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().splitlines()[-1] == "CHANGED: []", out.stdout[-3000:]
 
 
 def test_importing_d2ext_prints_no_warning():
     """Detectron2's own torch.jit.script deprecation warnings are not shown by `import d2ext`."""
-    out = subprocess.run([sys.executable, "-W", "default", "-c", "import d2ext, d2ext.tools.train_net"], cwd=REPO_ROOT,
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-W", "default", "-c", "import d2ext, d2ext.tools.train_net"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0 and out.stderr == "", out.stderr[-3000:]

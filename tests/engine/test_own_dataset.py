@@ -1,11 +1,11 @@
 """A user's own COCO-format or VOC-style data, from the command line only: no code and no
 class-count key. A 3-class COCO subset (non-contiguous category ids) of the bundled synthetic
 shapes is made from their minival split."""
+
 import json
 import os
 
 import pytest
-
 from conftest import CONFIGS
 from engine.test_train_net import run
 
@@ -30,11 +30,16 @@ def own_coco(tmp_path_factory):
         (root / split).mkdir()
         ids = {im["id"] for im in subset}
         for im in subset:
-            shutil.copy(os.path.join(source, "images", os.path.basename(im["file_name"])), root / split)
+            shutil.copy(
+                os.path.join(source, "images", os.path.basename(im["file_name"])), root / split
+            )
         data = {
             "images": [dict(im, file_name=os.path.basename(im["file_name"])) for im in subset],
-            "annotations": [dict(a, category_id=keep[a["category_id"]]) for a in coco["annotations"]
-                            if a["image_id"] in ids and a["category_id"] in keep],
+            "annotations": [
+                dict(a, category_id=keep[a["category_id"]])
+                for a in coco["annotations"]
+                if a["image_id"] in ids and a["category_id"] in keep
+            ],
             "categories": [{"id": new, "name": f"class{new}"} for new in keep.values()],
         }
         (root / f"{split}.json").write_text(json.dumps(data))
@@ -42,46 +47,111 @@ def own_coco(tmp_path_factory):
 
 
 def _own_args(root):
-    return ["--coco-dataset", "mine_train", str(root / "train.json"), str(root / "train"),
-            "--coco-dataset", "mine_val", str(root / "val.json"), str(root / "val"),
-            "--train-dataset", "mine_train", "--test-dataset", "mine_val"]
+    return [
+        "--coco-dataset",
+        "mine_train",
+        str(root / "train.json"),
+        str(root / "train"),
+        "--coco-dataset",
+        "mine_val",
+        str(root / "val.json"),
+        str(root / "val"),
+        "--train-dataset",
+        "mine_train",
+        "--test-dataset",
+        "mine_val",
+    ]
 
 
 @pytest.mark.slow
 def test_gfl_trains_and_evaluates_on_own_coco_data_without_a_class_count(own_coco, tmp_path):
     config = os.path.join(CONFIGS, "Synthetic", "gfl_R_18_FPN_tiny.yaml")
-    log = run("--config-file", config, *_own_args(own_coco), "SOLVER.MAX_ITER", "2", "SOLVER.IMS_PER_BATCH", "2",
-              "TEST.EVAL_PERIOD", "0", "OUTPUT_DIR", str(tmp_path))
+    log = run(
+        "--config-file",
+        config,
+        *_own_args(own_coco),
+        "SOLVER.MAX_ITER",
+        "2",
+        "SOLVER.IMS_PER_BATCH",
+        "2",
+        "TEST.EVAL_PERIOD",
+        "0",
+        "OUTPUT_DIR",
+        str(tmp_path),
+    )
     assert "MODEL.GFL.NUM_CLASSES set to 3 from the classes of mine_train" in log
     assert os.path.isfile(tmp_path / "model_final.pth")
     # --eval-only of what it wrote, again with no class-count key.
-    log = run("--config-file", config, *_own_args(own_coco), "--eval-only",
-              "MODEL.WEIGHTS", str(tmp_path / "model_final.pth"), "OUTPUT_DIR", str(tmp_path / "eval"))
+    log = run(
+        "--config-file",
+        config,
+        *_own_args(own_coco),
+        "--eval-only",
+        "MODEL.WEIGHTS",
+        str(tmp_path / "model_final.pth"),
+        "OUTPUT_DIR",
+        str(tmp_path / "eval"),
+    )
     assert "copypaste: Task: bbox" in log
 
 
 @pytest.mark.slow
 def test_lazy_config_on_own_data(own_coco, tmp_path):
     config = os.path.join(CONFIGS, "Synthetic", "atss_R_18_FPN_tiny.py")
-    log = run("--config-file", config, *_own_args(own_coco), "train.max_iter=2", "train.eval_period=0",
-              "dataloader.train.total_batch_size=2", f"train.output_dir={tmp_path}")
+    log = run(
+        "--config-file",
+        config,
+        *_own_args(own_coco),
+        "train.max_iter=2",
+        "train.eval_period=0",
+        "dataloader.train.total_batch_size=2",
+        f"train.output_dir={tmp_path}",
+    )
     assert "model.num_classes set to 3 from the classes of mine_train" in log
     assert "copypaste: Task: bbox" in log
 
 
 def test_a_class_count_that_disagrees_stays_an_error(own_coco, tmp_path):
     config = os.path.join(CONFIGS, "Synthetic", "gfl_R_18_FPN_tiny.yaml")
-    log = run("--config-file", config, *_own_args(own_coco), "MODEL.GFL.NUM_CLASSES", "5", "SOLVER.MAX_ITER", "1",
-              "OUTPUT_DIR", str(tmp_path), expect_ok=False, returncode=1)
+    log = run(
+        "--config-file",
+        config,
+        *_own_args(own_coco),
+        "MODEL.GFL.NUM_CLASSES",
+        "5",
+        "SOLVER.MAX_ITER",
+        "1",
+        "OUTPUT_DIR",
+        str(tmp_path),
+        expect_ok=False,
+        returncode=1,
+    )
     assert "MODEL.GFL.NUM_CLASSES is 5, but dataset 'mine_train' has 3" in log
 
 
 def test_unregistered_or_missing_dataset_is_named(tmp_path):
     config = os.path.join(CONFIGS, "Synthetic", "gfl_R_18_FPN_tiny.yaml")
-    log = run("--config-file", config, "--coco-dataset", "x", str(tmp_path / "nope.json"), str(tmp_path),
-              "--train-dataset", "x", expect_ok=False, returncode=1)
+    log = run(
+        "--config-file",
+        config,
+        "--coco-dataset",
+        "x",
+        str(tmp_path / "nope.json"),
+        str(tmp_path),
+        "--train-dataset",
+        "x",
+        expect_ok=False,
+        returncode=1,
+    )
     assert "--coco-dataset x:" in log and "nope.json" in log and "Traceback" not in log
-    log = run("--config-file", config, "--train-dataset", "never_registered", expect_ok=False, returncode=1)
+    log = run(
+        "--config-file",
+        config,
+        "--train-dataset",
+        "never_registered",
+        expect_ok=False,
+        returncode=1,
+    )
     assert "dataset 'never_registered' is not registered" in log
 
 
@@ -96,10 +166,14 @@ def test_voc_folder_registers_with_its_classes(tmp_path):
     (voc / "JPEGImages").mkdir()
     (voc / "ImageSets" / "Main" / "train.txt").write_text("a\nb\n")
     for name, objects in (("a", ["cat", "dog"]), ("b", ["bird"])):
-        xml = "".join(f"<object><name>{o}</name><difficult>0</difficult><bndbox><xmin>1</xmin><ymin>2</ymin>"
-                      f"<xmax>5</xmax><ymax>6</ymax></bndbox></object>" for o in objects)
+        xml = "".join(
+            f"<object><name>{o}</name><difficult>0</difficult><bndbox><xmin>1</xmin><ymin>2</ymin>"
+            f"<xmax>5</xmax><ymax>6</ymax></bndbox></object>"
+            for o in objects
+        )
         (voc / "Annotations" / f"{name}.xml").write_text(
-            f"<annotation><size><width>10</width><height>8</height></size>{xml}</annotation>")
+            f"<annotation><size><width>10</width><height>8</height></size>{xml}</annotation>"
+        )
     register_datasets(voc=[("myvoc_train", str(voc), "train")])
     try:
         assert MetadataCatalog.get("myvoc_train").thing_classes == ["bird", "cat", "dog"]

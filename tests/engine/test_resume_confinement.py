@@ -1,6 +1,7 @@
 """--resume follows OUTPUT_DIR/last_checkpoint only to a file inside OUTPUT_DIR, resolved exactly
 as the loader will open it: Detectron2's load() cuts a "?query" off the name and iopath treats
 "://" as a URL, and symlinks are followed, so each of those is checked, not just the text."""
+
 import os
 import pickle
 
@@ -29,7 +30,9 @@ def folders(tmp_path, monkeypatch):
     model = torch.nn.Linear(2, 2)
     torch.save({"model": model.state_dict()}, run / "model_0000009.pth")
     with open(elsewhere / "model.pkl", "wb") as f:
-        pickle.dump({"model": {"weight": _CreatesFile(str(tmp_path / "ran"))}, "__author__": "x"}, f)
+        pickle.dump(
+            {"model": {"weight": _CreatesFile(str(tmp_path / "ran"))}, "__author__": "x"}, f
+        )
     monkeypatch.setenv("D2EXT_ALLOW_UNSAFE_PICKLE", "1")
     monkeypatch.chdir(tmp_path)
     return tmp_path, run, model

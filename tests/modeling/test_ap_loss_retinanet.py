@@ -1,19 +1,20 @@
 """APLossRetinaNet: configuration, the AP-loss path against hand values and the O(P*N)
 reference, ranking modes (minibatch, per image, across processes), training and inference."""
+
 import os
 
 import pytest
 import torch
 import torch.multiprocessing as mp
-
 from conftest import CONFIGS, make_inputs
-from d2ext.config import get_cfg
-from d2ext.layers import reference
-from d2ext.modeling.meta_arch.ap_loss_retinanet import APLossRetinaNet, ranking_counts
 from detectron2.layers import cat
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes
 from detectron2.utils.events import EventStorage
+
+from d2ext.config import get_cfg
+from d2ext.layers import reference
+from d2ext.modeling.meta_arch.ap_loss_retinanet import APLossRetinaNet, ranking_counts
 
 TINY = os.path.join(CONFIGS, "Synthetic", "aploss_retinanet_R_18_FPN_tiny.yaml")
 PAPER = os.path.join(CONFIGS, "APLoss", "aploss_retinanet_R_50_FPN_100e_512.yaml")
@@ -24,8 +25,6 @@ def make_cfg(path=TINY, *opts):
     cfg.merge_from_file(path)
     cfg.merge_from_list(["MODEL.DEVICE", "cpu", *opts])
     return cfg
-
-
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +61,9 @@ def test_paper_config_builds_the_paper_model():
     # Anchor centres (x + 1/2) * s: the released code's x * s + (s - 1) / 2 (3.5, 11.5 at P3),
     # up to 0.5 px.
     p3 = model.anchor_generator([torch.zeros(1, 1, 2, 2)] * 5)[0].get_centers()
-    torch.testing.assert_close(p3[::6], torch.tensor([[4.0, 4.0], [12.0, 4.0], [4.0, 12.0], [12.0, 12.0]]))
+    torch.testing.assert_close(
+        p3[::6], torch.tensor([[4.0, 4.0], [12.0, 4.0], [4.0, 12.0], [12.0, 12.0]])
+    )
     assert (model.test_score_thresh, model.test_nms_thresh) == (0.01, 0.5)
 
 
@@ -126,7 +127,10 @@ def test_model_loss_path_agrees_with_the_reference(model):
     gt_labels, gt_boxes = model.label_anchors(anchors, gt_instances)
     # Logits spread over a few units, as after some training (the initial ones all sit at -4.6).
     g = torch.Generator().manual_seed(2)
-    leaves = [(x.detach() + 2 * torch.randn(x.shape, generator=g)).requires_grad_(True) for x in pred_logits]
+    leaves = [
+        (x.detach() + 2 * torch.randn(x.shape, generator=g)).requires_grad_(True)
+        for x in pred_logits
+    ]
     with EventStorage():
         losses = model.losses(anchors, leaves, gt_labels, pred_deltas, gt_boxes)
     losses["loss_cls"].backward()
@@ -150,7 +154,9 @@ def test_box_loss_is_smooth_l1_mean_over_4_npos(model):
     features = [features[f] for f in model.head_in_features]
     _, deltas = model._transpose_dense_predictions(model.head(features), [5, 4])
     anchors = Boxes.cat(model.anchor_generator(features))
-    gt_labels, gt_boxes = model.label_anchors(model.anchor_generator(features), [batch[0]["instances"]])
+    gt_labels, gt_boxes = model.label_anchors(
+        model.anchor_generator(features), [batch[0]["instances"]]
+    )
     pos = (gt_labels[0] >= 0) & (gt_labels[0] < 5)
     target = model.box2box_transform.get_deltas(anchors.tensor[pos], gt_boxes[0][pos])
     expected = torch.nn.functional.smooth_l1_loss(cat(deltas, 1)[0][pos], target, beta=1.0)
@@ -168,8 +174,15 @@ def minibatch_and_per_image(shift, interpolated):
     logits[1] += shift
     out = {}
     for per_image in (False, True):
-        m = build_model(make_cfg(TINY, "MODEL.AP_LOSS.RANKING_IMAGES", int(per_image),
-                                 "MODEL.AP_LOSS.INTERPOLATED", interpolated))
+        m = build_model(
+            make_cfg(
+                TINY,
+                "MODEL.AP_LOSS.RANKING_IMAGES",
+                int(per_image),
+                "MODEL.AP_LOSS.INTERPOLATED",
+                interpolated,
+            )
+        )
         out[per_image] = ranking_grad(m, logits, labels)[:2]
     return logits, labels, out
 
@@ -218,7 +231,9 @@ def test_minibatch_ranking_differs_only_where_the_images_interleave():
     neg0[rows0, labels[0, rows0]] = False
     assert (minibatch_grad[0][neg0] > alone[0][neg0] * num_pos[0] / num_pos.sum() + 1e-6).all()
     # Minibatch = the reference ranking of the concatenated batch.
-    ref_loss, ref_grad = reference.ap_loss(logits.flatten(0, 1), labels.flatten(), interpolated=False)
+    ref_loss, ref_grad = reference.ap_loss(
+        logits.flatten(0, 1), labels.flatten(), interpolated=False
+    )
     torch.testing.assert_close(out[False][0], ref_loss)
     torch.testing.assert_close(minibatch_grad.flatten(0, 1), ref_grad)
 
@@ -233,9 +248,16 @@ def test_training_step_gives_finite_losses_and_logs(model):
     assert all(torch.isfinite(v) for v in losses.values())
     assert 0 < losses["loss_cls"] < 1 and losses["loss_box_reg"] > 0
     logged = storage.histories()
-    for key in ("ap_loss/interpolated_ap", "ap_loss/num_pos", "ap_loss/num_neg", "ap_loss/num_active_neg"):
+    for key in (
+        "ap_loss/interpolated_ap",
+        "ap_loss/num_pos",
+        "ap_loss/num_neg",
+        "ap_loss/num_active_neg",
+    ):
         assert key in logged, key
-    assert logged["ap_loss/interpolated_ap"].latest() == pytest.approx(1 - losses["loss_cls"].item())
+    assert logged["ap_loss/interpolated_ap"].latest() == pytest.approx(
+        1 - losses["loss_cls"].item()
+    )
     sum(losses.values()).backward()
     assert model.head.cls_score.weight.grad.abs().sum() > 0
     assert model.head.bbox_pred.weight.grad.abs().sum() > 0
@@ -273,10 +295,13 @@ def test_ranking_counts():
     assert ranking_counts(logits, labels, 1.2) == (1, 3, 2)
 
 
-@pytest.mark.parametrize("opts, match", [
-    (["MODEL.AP_LOSS.RANKING_IMAGES", -1], "MODEL.AP_LOSS.RANKING_IMAGES must be >= 0, got -1"),
-    (["MODEL.AP_LOSS.DELTA", 0.0], "MODEL.AP_LOSS.DELTA must be > 0, got 0.0"),
-])
+@pytest.mark.parametrize(
+    "opts, match",
+    [
+        (["MODEL.AP_LOSS.RANKING_IMAGES", -1], "MODEL.AP_LOSS.RANKING_IMAGES must be >= 0, got -1"),
+        (["MODEL.AP_LOSS.DELTA", 0.0], "MODEL.AP_LOSS.DELTA must be > 0, got 0.0"),
+    ],
+)
 def test_bad_config_names_the_key(opts, match):
     with pytest.raises(ValueError, match=match):
         build_model(make_cfg(TINY, *opts))
@@ -349,6 +374,7 @@ def test_ranking_of_the_whole_minibatch_in_one_process_is_the_default(model):
 
 # --- Ranking groups of 8 images (METHODS.md Errata 7) ------------------------------------------
 
+
 def eight_image_batches(num_images, seed=6):
     g = torch.Generator().manual_seed(seed)
     logits = torch.randn(num_images, 12, 3, generator=g, dtype=torch.float64) * 2
@@ -369,7 +395,10 @@ def test_group_of_8_images_is_one_ranking_of_their_rows(model):
     logits, labels = eight_image_batches(16)
     loss, grad, storage = with_ranking_images(model, 8, lambda: ranking_grad(model, logits, labels))
     # Two rankings: images 0-7 and 8-15, each the reference ranking of its rows; mean of both.
-    refs = [reference.ap_loss(logits[i : i + 8].flatten(0, 1), labels[i : i + 8].flatten()) for i in (0, 8)]
+    refs = [
+        reference.ap_loss(logits[i : i + 8].flatten(0, 1), labels[i : i + 8].flatten())
+        for i in (0, 8)
+    ]
     torch.testing.assert_close(loss, (refs[0][0] + refs[1][0]) / 2)
     torch.testing.assert_close(grad.flatten(0, 1), torch.cat([refs[0][1], refs[1][1]]) / 2)
     assert storage.history("ap_loss/num_pos").latest() == int(((labels >= 0) & (labels < 3)).sum())
@@ -385,7 +414,10 @@ def test_group_of_8_images_across_4_processes_of_2(model, monkeypatch):
     import d2ext.modeling.meta_arch.ap_loss_retinanet as module
 
     logits, labels = eight_image_batches(16, seed=7)
-    parts = [(logits[2 * r : 2 * r + 2].flatten(0, 1), labels[2 * r : 2 * r + 2].flatten()) for r in range(8)]
+    parts = [
+        (logits[2 * r : 2 * r + 2].flatten(0, 1), labels[2 * r : 2 * r + 2].flatten())
+        for r in range(8)
+    ]
     monkeypatch.setattr(module.comm, "get_world_size", lambda: 8)
     monkeypatch.setattr(module.comm, "get_rank", lambda: 5)
 
@@ -396,13 +428,17 @@ def test_group_of_8_images_across_4_processes_of_2(model, monkeypatch):
         return [p[index].clone() for p in parts]
 
     monkeypatch.setattr(module, "all_gather_rows", fake_all_gather_rows)
-    loss, grad, _ = with_ranking_images(model, 8, lambda: ranking_grad(model, logits[10:12], labels[10:12]))
+    loss, grad, _ = with_ranking_images(
+        model, 8, lambda: ranking_grad(model, logits[10:12], labels[10:12])
+    )
     ref_loss, ref_grad = reference.ap_loss(logits[8:16].flatten(0, 1), labels[8:16].flatten())
     torch.testing.assert_close(loss, ref_loss)
     # Rank 5 holds rows 24..47 of the group's 96; x4: DDP's average over 8 processes of the
     # 2 groups' updates must give their mean.
     torch.testing.assert_close(grad.flatten(0, 1), 4 * ref_grad[24:48])
-    alone = with_ranking_images(model, 0, lambda: ranking_grad(model, logits[10:12], labels[10:12]))[0]
+    alone = with_ranking_images(
+        model, 0, lambda: ranking_grad(model, logits[10:12], labels[10:12])
+    )[0]
     assert alone.item() != pytest.approx(ref_loss.item())
 
 
@@ -412,7 +448,9 @@ def test_ranking_images_that_cannot_be_honoured(model, monkeypatch, num_images, 
 
     monkeypatch.setattr(module.comm, "get_world_size", lambda: world_size)
     logits, labels = eight_image_batches(num_images)
-    match = (f"MODEL.AP_LOSS.RANKING_IMAGES={group} cannot group the {num_images} images per "
-             f"process x {world_size} processes")
+    match = (
+        f"MODEL.AP_LOSS.RANKING_IMAGES={group} cannot group the {num_images} images per "
+        f"process x {world_size} processes"
+    )
     with pytest.raises(ValueError, match=match):
         with_ranking_images(model, group, lambda: ranking_grad(model, logits, labels))

@@ -1,14 +1,15 @@
 """The ATSS meta-architecture on the tiny CPU config: shapes, losses, gradients, inference."""
+
 import math
 
+import conftest
 import pytest
 import torch
-
-import conftest
 from conftest import TINY_CONFIG, make_inputs  # noqa: F401  (make_inputs: used by the other model tests)
-from d2ext.modeling.meta_arch.atss import ATSS, centerness_targets
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
+
+from d2ext.modeling.meta_arch.atss import ATSS, centerness_targets
 
 
 def tiny_cfg(*opts):

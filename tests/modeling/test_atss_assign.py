@@ -1,18 +1,21 @@
 """ATSS assignment on hand-built scenes (values worked out in the comments) and against a
 plain per-GT loop written straight from METHODS.md §1.1."""
+
 import statistics
 
 import pytest
 import torch
 
-from d2ext.modeling.assigners import atss_assign
 from d2ext.layers.reference import CENTER_INSIDE_EPS
+from d2ext.modeling.assigners import atss_assign
 
 
 def grid_anchors(size, stride, cols, rows, offset_x=0.0):
     """Square anchors of side `size` centred on a cols x rows grid, row-major like Detectron2."""
     ys, xs = torch.meshgrid(
-        torch.arange(rows, dtype=torch.float64), torch.arange(cols, dtype=torch.float64), indexing="ij"
+        torch.arange(rows, dtype=torch.float64),
+        torch.arange(cols, dtype=torch.float64),
+        indexing="ij",
     )
     cx = (xs.flatten() + 0.5) * stride + offset_x
     cy = (ys.flatten() + 0.5) * stride
@@ -134,7 +137,9 @@ def naive_atss(anchors, levels, gt_boxes, k):
             candidates += sorted(idxs, key=lambda i: (dist(i), i))[: min(k, n)]
             start += n
         ious = [iou(anchors[i], gt) for i in candidates]
-        threshold = statistics.mean(ious) + statistics.stdev(ious) if len(ious) > 1 else float("nan")
+        threshold = (
+            statistics.mean(ious) + statistics.stdev(ious) if len(ious) > 1 else float("nan")
+        )
         thresholds.append(threshold)
         for i, v in zip(candidates, ious):
             cx, cy = centre(anchors[i])

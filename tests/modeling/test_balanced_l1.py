@@ -1,13 +1,14 @@
 """Balanced L1 loss (Libra R-CNN eq. 7-9) and its use as the R-CNN box regression loss."""
+
 import math
 
 import pytest
 import torch
+from detectron2.layers import ShapeSpec
+from detectron2.modeling.box_regression import Box2BoxTransform
 
 from d2ext.modeling.losses import balanced_l1_loss
 from d2ext.modeling.roi_heads import LibraFastRCNNOutputLayers
-from detectron2.layers import ShapeSpec
-from detectron2.modeling.box_regression import Box2BoxTransform
 
 ALPHA, GAMMA = 0.5, 1.5
 B = math.exp(GAMMA / ALPHA) - 1  # e^3 - 1 = 19.0855...
@@ -22,10 +23,17 @@ def closed_form(x, alpha=ALPHA, gamma=GAMMA, beta=1.0):
 
 @pytest.mark.parametrize("x", [0.0, 0.01, 0.25, 0.5, 0.999, 1.0, 2.0, 7.5])
 def test_matches_closed_form(x):
-    pred, target = torch.tensor([x + 0.3], dtype=torch.float64), torch.tensor([0.3], dtype=torch.float64)
-    assert balanced_l1_loss(pred, target).item() == pytest.approx(closed_form(x), rel=1e-9, abs=1e-12)
+    pred, target = (
+        torch.tensor([x + 0.3], dtype=torch.float64),
+        torch.tensor([0.3], dtype=torch.float64),
+    )
+    assert balanced_l1_loss(pred, target).item() == pytest.approx(
+        closed_form(x), rel=1e-9, abs=1e-12
+    )
     # Symmetric in the sign of the error.
-    assert balanced_l1_loss(target, pred).item() == pytest.approx(closed_form(x), rel=1e-9, abs=1e-12)
+    assert balanced_l1_loss(target, pred).item() == pytest.approx(
+        closed_form(x), rel=1e-9, abs=1e-12
+    )
 
 
 def test_hand_values():
@@ -35,7 +43,9 @@ def test_hand_values():
     torch.testing.assert_close(loss, torch.tensor([2.5785940, 0.0]))
     # x = 0.5 (inlier): 0.5 / b * (0.5 b + 1) * ln(0.5 b + 1) - 0.25
     expected = 0.5 / B * (0.5 * B + 1) * math.log(0.5 * B + 1) - 0.25
-    assert balanced_l1_loss(torch.tensor([0.5]), torch.zeros(1)).item() == pytest.approx(expected, rel=1e-6)
+    assert balanced_l1_loss(torch.tensor([0.5]), torch.zeros(1)).item() == pytest.approx(
+        expected, rel=1e-6
+    )
 
 
 @pytest.mark.parametrize("beta", [0.11, 0.5, 1.0, 2.0])
@@ -56,7 +66,9 @@ def test_analytic_gradient():
         pred = (x.clone() * torch.tensor([1, -1, 1, -1, 1, -1])).requires_grad_()
         balanced_l1_loss(pred, torch.zeros_like(pred), beta=beta, reduction="sum").backward()
         inner = ALPHA * torch.log(B * x / beta + 1) + ALPHA * (B * x + 1) / (B * x + beta) - ALPHA
-        expected = torch.where(x < beta, inner, torch.full_like(x, GAMMA)) * torch.sign(pred.detach())
+        expected = torch.where(x < beta, inner, torch.full_like(x, GAMMA)) * torch.sign(
+            pred.detach()
+        )
         torch.testing.assert_close(pred.grad, expected)
     # beta = 1: the gradient is continuous at x = 1 (alpha ln(b + 1) = gamma) and is larger than
     # smooth L1's (= x) for small errors, which is the point of the loss.
@@ -70,7 +82,7 @@ def test_gradcheck_float64():
     g = torch.Generator().manual_seed(0)
     # Errors away from 0 and beta (kinks of |x| and, for beta != 1, of the derivative).
     target = torch.rand(24, generator=g, dtype=torch.float64)
-    offset = (torch.rand(24, generator=g, dtype=torch.float64) * 2.5 + 0.05)
+    offset = torch.rand(24, generator=g, dtype=torch.float64) * 2.5 + 0.05
     offset = torch.where((offset - 1.0).abs() < 0.05, offset + 0.1, offset)
     sign = torch.where(torch.arange(24) % 2 == 0, 1.0, -1.0).double()
     pred = (target + sign * offset).requires_grad_()
@@ -83,8 +95,12 @@ def test_gradcheck_float64():
 def test_reductions_and_bad_arguments():
     pred, target = torch.tensor([0.5, 2.0]), torch.zeros(2)
     full = balanced_l1_loss(pred, target)
-    assert balanced_l1_loss(pred, target, reduction="sum").item() == pytest.approx(full.sum().item())
-    assert balanced_l1_loss(pred, target, reduction="mean").item() == pytest.approx(full.mean().item())
+    assert balanced_l1_loss(pred, target, reduction="sum").item() == pytest.approx(
+        full.sum().item()
+    )
+    assert balanced_l1_loss(pred, target, reduction="mean").item() == pytest.approx(
+        full.mean().item()
+    )
     assert balanced_l1_loss(torch.zeros(0), torch.zeros(0), reduction="mean").item() == 0.0
     with pytest.raises(ValueError, match="beta > 0"):
         balanced_l1_loss(pred, target, beta=0.0)
@@ -94,8 +110,10 @@ def test_reductions_and_bad_arguments():
 
 def predictor(loss_type):
     return LibraFastRCNNOutputLayers(
-        ShapeSpec(channels=8), box2box_transform=Box2BoxTransform((10.0, 10.0, 5.0, 5.0)),
-        num_classes=3, box_reg_loss_type=loss_type,
+        ShapeSpec(channels=8),
+        box2box_transform=Box2BoxTransform((10.0, 10.0, 5.0, 5.0)),
+        num_classes=3,
+        box_reg_loss_type=loss_type,
     )
 
 

@@ -1,10 +1,11 @@
 """Balanced feature pyramid (d2ext.modeling.backbone.bfp): shapes, residual form, non-local."""
+
 import pytest
 import torch
-
-from d2ext.modeling.backbone import BalancedFeaturePyramid, NonLocal2d
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import Backbone
+
+from d2ext.modeling.backbone import BalancedFeaturePyramid, NonLocal2d
 
 STRIDES = (4, 8, 16, 32, 64)
 
@@ -42,7 +43,9 @@ def pyramid(size=(64, 96), channels=8, seed=0, values=None):
     feats = {}
     for i, s in enumerate(STRIDES):
         shape = (2, channels, -(-size[0] // s), -(-size[1] // s))  # ceil, as P6 of odd sizes
-        feats[f"p{i + 2}"] = torch.full(shape, values[i]) if values else torch.randn(shape, generator=g)
+        feats[f"p{i + 2}"] = (
+            torch.full(shape, values[i]) if values else torch.randn(shape, generator=g)
+        )
     return feats
 
 
@@ -72,7 +75,9 @@ def test_integrate_and_scatter_by_hand():
     values = [1.0, 2.0, 4.0, 8.0, 16.0]
     feats = pyramid(values=values)
     for level in (0, 2, 4):
-        out = BalancedFeaturePyramid(FixedPyramid(feats), refine_level=level, refine_type="none")(None)
+        out = BalancedFeaturePyramid(FixedPyramid(feats), refine_level=level, refine_type="none")(
+            None
+        )
         for k, c in zip(feats, values):
             torch.testing.assert_close(out[k], torch.full_like(feats[k], c + sum(values) / 5))
 

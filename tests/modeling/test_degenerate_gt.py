@@ -1,13 +1,13 @@
 """Issue #15 item 8: a zero-width or inverted GT box that reaches the model (a custom mapper)
 is ignored by every method, as the ATSS family's assignment ignores it: finite losses equal to
 those of the batch without that box."""
+
 import logging
 import os
 
+import conftest
 import pytest
 import torch
-
-import conftest
 from conftest import CONFIGS
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
@@ -54,4 +54,7 @@ def test_degenerate_gt_boxes_are_ignored(method, monkeypatch):
     assert dirty == pytest.approx(clean, rel=1e-6, abs=1e-7)
     if method != "atss":  # the ATSS family never assigns them: nothing to drop, nothing to say
         messages = [r.getMessage() for r in records]
-        assert len(messages) == 1 and "ignoring 3 ground-truth box(es) with zero or negative width" in messages[0], messages
+        assert (
+            len(messages) == 1
+            and "ignoring 3 ground-truth box(es) with zero or negative width" in messages[0]
+        ), messages

@@ -1,10 +1,10 @@
 """Pre-NMS top-k of the ATSS family over (location, class) pairs or over locations (METHODS.md
 Errata 6), and boxes clipped to the image before NMS, on hand-built scores."""
+
 import os
 
 import pytest
 import torch
-
 from conftest import CONFIGS, build_tiny_model
 from detectron2.structures import Boxes
 
@@ -55,14 +55,20 @@ def run(model, topk_by):
     result = model.inference_single_image(anchors, SCORES, deltas, IMAGE_SIZE)
     return [
         (s, c, b)
-        for s, c, b in zip(result.scores.tolist(), result.pred_classes.tolist(), result.pred_boxes.tensor.tolist())
+        for s, c, b in zip(
+            result.scores.tolist(), result.pred_classes.tolist(), result.pred_boxes.tensor.tolist()
+        )
     ]
 
 
 def assert_same(got, expected):
     assert [c for _, c, _ in got] == [c for _, c, _ in expected]
-    torch.testing.assert_close(torch.tensor([s for s, _, _ in got]), torch.tensor([s for s, _, _ in expected]))
-    torch.testing.assert_close(torch.tensor([b for _, _, b in got]), torch.tensor([b for _, _, b in expected]))
+    torch.testing.assert_close(
+        torch.tensor([s for s, _, _ in got]), torch.tensor([s for s, _, _ in expected])
+    )
+    torch.testing.assert_close(
+        torch.tensor([b for _, _, b in got]), torch.tensor([b for _, _, b in expected])
+    )
 
 
 def test_topk_over_pairs(gfl):
@@ -74,7 +80,17 @@ def test_topk_over_pairs(gfl):
 def test_topk_over_locations_keeps_every_class_of_the_best_locations(gfl):
     # Level 0: locations 0, 1, 2 (best scores 0.9, 0.85, 0.75) with all their candidates, so
     # location 2 (at the edge, clipped) comes with 3 classes; location 3 (0.1) is dropped.
-    picks = [(0, 0, 0), (0, 0, 1), (0, 1, 2), (0, 2, 0), (0, 2, 1), (0, 2, 2), (1, 0, 1), (1, 1, 0), (1, 1, 2)]
+    picks = [
+        (0, 0, 0),
+        (0, 0, 1),
+        (0, 1, 2),
+        (0, 2, 0),
+        (0, 2, 1),
+        (0, 2, 2),
+        (1, 0, 1),
+        (1, 1, 0),
+        (1, 1, 2),
+    ]
     got = run(gfl, "location")
     assert_same(got, expected_detections(picks))
     assert [0.0, 195.0, 7.0, 205.0] in [b for _, _, b in got]  # (-3, 195, 7, 205) clipped
@@ -89,7 +105,9 @@ def test_boxes_are_clipped_before_nms(gfl):
     scores = [torch.tensor([[0.9], [0.8]])]
     result = gfl.inference_single_image(anchors, scores, deltas, IMAGE_SIZE)
     assert result.scores.tolist() == pytest.approx([0.9])
-    torch.testing.assert_close(result.pred_boxes.tensor, torch.tensor([[380.0, 100.0, 400.0, 200.0]]))
+    torch.testing.assert_close(
+        result.pred_boxes.tensor, torch.tensor([[380.0, 100.0, 400.0, 200.0]])
+    )
 
 
 def test_bad_topk_unit_names_the_key():

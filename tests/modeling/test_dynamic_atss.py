@@ -1,18 +1,19 @@
 """DynamicATSS on the tiny config: combined-IoU assignment on hand-built scenes, schedules,
 losses and logging, training steps, inference scores."""
+
 import math
 import os
 
 import pytest
 import torch
-
 from conftest import CONFIGS, build_tiny_model
-from d2ext.modeling.meta_arch import DynamicATSS
-from d2ext.modeling.meta_arch.dynamic_atss import scheduled_pred_weight
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 from modeling.test_atss import TWO_IMAGES, check_trains_without_gt, level_tensors, make_inputs
 from modeling.test_atss_assign import grid_anchors
+
+from d2ext.modeling.meta_arch import DynamicATSS
+from d2ext.modeling.meta_arch.dynamic_atss import scheduled_pred_weight
 
 DYNAMIC_TINY = os.path.join(CONFIGS, "Synthetic", "dynamic_atss_R_18_FPN_tiny.yaml")
 
@@ -54,7 +55,9 @@ def test_iteration_zero_predictions_equal_to_anchors_give_atss(model):
         assert storage.history("dynamic_atss/changed_positive_fraction").latest() == 0.0
         assert storage.history("dynamic_atss/positives_per_gt").latest() == 1.0
         # 2 x (mean + std) of the anchor IoUs.
-        assert storage.history("dynamic_atss/mean_threshold").latest() == pytest.approx(2 * 0.3535, abs=1e-3)
+        assert storage.history("dynamic_atss/mean_threshold").latest() == pytest.approx(
+            2 * 0.3535, abs=1e-3
+        )
     assert positives(labels[0]) == positives(atss_labels[0]) == [5]
     torch.testing.assert_close(boxes[0][5], SCENE_GT[0].gt_boxes.tensor[0])
 
@@ -68,7 +71,9 @@ def test_a_good_prediction_wins_the_assignment(model):
     with EventStorage() as storage:
         labels, _ = model.label_anchors_dynamic(SCENE_ANCHORS, preds[None], SCENE_GT)
         assert storage.history("dynamic_atss/changed_positive_fraction").latest() == 1.0
-        assert storage.history("dynamic_atss/mean_threshold").latest() == pytest.approx(0.3535 + 0.613, abs=1e-3)
+        assert storage.history("dynamic_atss/mean_threshold").latest() == pytest.approx(
+            0.3535 + 0.613, abs=1e-3
+        )
     assert positives(labels[0]) == [0]
 
 
@@ -83,14 +88,27 @@ def test_prediction_weight_zero_is_plain_atss():
 
 def test_schedules_at_chosen_iterations():
     assert scheduled_pred_weight("constant", 1.5, 123, 500) == 1.5
-    assert [scheduled_pred_weight("up", 1.0, t, 500) for t in (0, 125, 250, 500, 900)] == [0, 0.25, 0.5, 1, 1]
-    assert [scheduled_pred_weight("down", 2.0, t, 500) for t in (0, 125, 500, 900)] == [2.0, 1.5, 0, 0]
+    assert [scheduled_pred_weight("up", 1.0, t, 500) for t in (0, 125, 250, 500, 900)] == [
+        0,
+        0.25,
+        0.5,
+        1,
+        1,
+    ]
+    assert [scheduled_pred_weight("down", 2.0, t, 500) for t in (0, 125, 500, 900)] == [
+        2.0,
+        1.5,
+        0,
+        0,
+    ]
     with pytest.raises(ValueError, match="MODEL.DYNAMIC_ATSS.CIOU_SCHEDULE"):
         scheduled_pred_weight("cosine", 1.0, 0, 10)
 
 
 def test_model_reads_the_iteration_from_the_event_storage():
-    model = build("MODEL.DYNAMIC_ATSS.CIOU_SCHEDULE", "down", "MODEL.DYNAMIC_ATSS.CIOU_SCHEDULE_ITERS", 0)
+    model = build(
+        "MODEL.DYNAMIC_ATSS.CIOU_SCHEDULE", "down", "MODEL.DYNAMIC_ATSS.CIOU_SCHEDULE_ITERS", 0
+    )
     assert model.ciou_schedule_iters == 500  # 0 = SOLVER.MAX_ITER of the tiny config
     with EventStorage(start_iter=100):
         assert model.current_pred_weight() == pytest.approx(0.8)
@@ -125,7 +143,10 @@ def test_loss_targets_are_the_predicted_iou(model):
     y = torch.zeros(16, 5, dtype=torch.float32)
     y[5, 0] = q
     p = torch.sigmoid(logits[0])
-    qfl = ((y - p) ** 2 * torch.nn.functional.binary_cross_entropy_with_logits(logits[0], y, reduction="none")).sum()
+    qfl = (
+        (y - p) ** 2
+        * torch.nn.functional.binary_cross_entropy_with_logits(logits[0], y, reduction="none")
+    ).sum()
     torch.testing.assert_close(losses["loss_cls"], qfl)
     # IoU branch: BCE(sigmoid(0), 0.5) = log 2.
     torch.testing.assert_close(losses["loss_iou"], torch.tensor(math.log(2.0), dtype=torch.float32))
@@ -144,8 +165,12 @@ def test_training_step_gives_finite_losses_and_gradients(cls_loss):
         logged = set(storage.histories())
     assert set(losses) == {"loss_cls", "loss_box_reg", "loss_iou"}
     assert all(torch.isfinite(v) and v > 0 for v in losses.values())
-    assert {"dynamic_atss/positives_per_gt", "dynamic_atss/mean_threshold",
-            "dynamic_atss/changed_positive_fraction", "dynamic_atss/pred_iou_weight"} <= logged
+    assert {
+        "dynamic_atss/positives_per_gt",
+        "dynamic_atss/mean_threshold",
+        "dynamic_atss/changed_positive_fraction",
+        "dynamic_atss/pred_iou_weight",
+    } <= logged
     sum(losses.values()).backward()
     assert model.head.ctrness.weight.grad.abs().sum() > 0  # the IoU branch
     assert model.head.scales.grad.abs().sum() > 0
@@ -168,7 +193,11 @@ def test_saturated_logits_stay_finite(model):
         losses = model.losses([logits], anchors.clone()[None], [iou_logits], [labels], [gt])
     total = sum(losses.values())
     total.backward()
-    assert torch.isfinite(total) and torch.isfinite(logits.grad).all() and torch.isfinite(iou_logits.grad).all()
+    assert (
+        torch.isfinite(total)
+        and torch.isfinite(logits.grad).all()
+        and torch.isfinite(iou_logits.grad).all()
+    )
 
 
 def test_inference_score_is_sqrt_of_cls_times_iou(model):

@@ -1,14 +1,15 @@
 """FCOS assignment (VFNet's USE_ATSS=False): hand-built scenes, a brute-force loop on random
 ones, and VFNet trained with it."""
+
 import math
 
 import pytest
 import torch
-
 from conftest import CONFIGS, build_tiny_model, make_inputs
-from d2ext.modeling.assigners import fcos_assign, level_ranges
 from detectron2.structures import Boxes
 from detectron2.utils.events import EventStorage
+
+from d2ext.modeling.assigners import fcos_assign, level_ranges
 
 INF = math.inf
 A, B = [0.0, 0, 100, 100], [40.0, 40, 60, 60]  # areas 10000 and 400; B inside A
@@ -50,7 +51,9 @@ def test_level_ranges_and_their_errors():
     lower, upper = level_ranges((64.0, 128.0), [2, 1, 3])
     assert lower.tolist() == [-INF, -INF, 64.0, 128.0, 128.0, 128.0]
     assert upper.tolist() == [64.0, 64.0, 128.0, INF, INF, INF]
-    with pytest.raises(ValueError, match=r"size bounds \[64.0\] must have one entry less than the levels \(3\)"):
+    with pytest.raises(
+        ValueError, match=r"size bounds \[64.0\] must have one entry less than the levels \(3\)"
+    ):
         level_ranges((64.0,), [2, 1, 3])
 
 
@@ -81,7 +84,9 @@ VFNET_TINY = f"{CONFIGS}/Synthetic/vfnet_R_18_FPN_tiny.yaml"
 
 
 def test_vfnet_trains_with_fcos_assignment():
-    model = build_tiny_model(VFNET_TINY, "MODEL.VFNET.USE_ATSS", False, "MODEL.ANCHOR_GENERATOR.OFFSET", 0.5)
+    model = build_tiny_model(
+        VFNET_TINY, "MODEL.VFNET.USE_ATSS", False, "MODEL.ANCHOR_GENERATOR.OFFSET", 0.5
+    )
     assert not model.use_atss and model.fcos_size_bounds == (64.0, 128.0, 256.0, 512.0)
     batch = make_inputs([[[10, 10, 60, 50], [70, 20, 120, 90]], [[5, 5, 20, 30]]])
     model.train()

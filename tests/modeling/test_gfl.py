@@ -1,19 +1,26 @@
 """GFL v1 / v2 on the tiny configs: head, integral and DGQP statistics on hand-made
 distributions, loss targets on a hand-built scene, training steps, inference scores."""
+
 import math
 import os
 
 import pytest
 import torch
+from conftest import CONFIGS, build_tiny_model
+from detectron2.structures import Boxes
+from detectron2.utils.events import EventStorage
+from modeling.test_atss import (
+    STRIDES,
+    TWO_IMAGES,
+    check_trains_without_gt,
+    level_tensors,
+    training_losses,
+)
 from torch.nn import functional as F
 
-from conftest import CONFIGS, build_tiny_model
 from d2ext.layers import logit_of_product, reference
 from d2ext.modeling.meta_arch import GFL
 from d2ext.modeling.meta_arch.gfl_head import distribution_statistics, integral
-from detectron2.structures import Boxes
-from detectron2.utils.events import EventStorage
-from modeling.test_atss import STRIDES, TWO_IMAGES, check_trains_without_gt, level_tensors, training_losses
 
 GFL_TINY = os.path.join(CONFIGS, "Synthetic", "gfl_R_18_FPN_tiny.yaml")
 BINS = 17  # REG_MAX 16
@@ -51,12 +58,17 @@ def test_head_output_shapes(model):
 
 
 def test_integral_is_the_mean_bin():
-    torch.testing.assert_close(integral(one_hot_logits([0, 3, 16, 7])), torch.tensor([[0.0, 3, 16, 7]], dtype=torch.float64))
+    torch.testing.assert_close(
+        integral(one_hot_logits([0, 3, 16, 7])),
+        torch.tensor([[0.0, 3, 16, 7]], dtype=torch.float64),
+    )
     # Two equally likely bins 2 and 3 -> 2.5; uniform over 0..16 -> 8.
     two = torch.full((4, BINS), -1e4, dtype=torch.float64)
     two[:, 2:4] = 0.0
     uniform = torch.zeros(1, 4 * BINS, dtype=torch.float64)
-    torch.testing.assert_close(integral(two.flatten()[None]), torch.full((1, 4), 2.5, dtype=torch.float64))
+    torch.testing.assert_close(
+        integral(two.flatten()[None]), torch.full((1, 4), 2.5, dtype=torch.float64)
+    )
     torch.testing.assert_close(integral(uniform), torch.full((1, 4), 8.0, dtype=torch.float64))
 
 
@@ -69,7 +81,9 @@ def test_dgqp_statistics_on_a_hand_made_distribution():
     stats = distribution_statistics(logits, topk=4, add_mean=True)[0, :, 0, 0]
     expected_left = [0.5, 0.3, 0.2, 0.0, 0.25]
     expected_other = [1 / BINS] * 5
-    torch.testing.assert_close(stats, torch.tensor(expected_left + expected_other * 3, dtype=torch.float64))
+    torch.testing.assert_close(
+        stats, torch.tensor(expected_left + expected_other * 3, dtype=torch.float64)
+    )
     assert distribution_statistics(logits, topk=2, add_mean=False).shape == (1, 8, 1, 1)
 
 
@@ -87,7 +101,9 @@ def test_logit_of_product_is_exact_and_finite():
     # Exact except where p is within 1e-7 of 1 (capped there so the logit stays finite).
     torch.testing.assert_close(torch.sigmoid(z), p, atol=1.1e-7, rtol=1e-12)
     small = (p < 0.5) & (p > 0)  # p underflows to 0 at logit -1e4, where z stays finite
-    torch.testing.assert_close(z[small], torch.log(p[small]) - torch.log1p(-p[small]), rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(
+        z[small], torch.log(p[small]) - torch.log1p(-p[small]), rtol=1e-9, atol=1e-12
+    )
     a2 = (torch.randn(6, 3, dtype=torch.float64) * 4).requires_grad_()
     b2 = (torch.randn(6, 1, dtype=torch.float64) * 4).requires_grad_()
     assert torch.autograd.gradcheck(logit_of_product, (a2, b2))
@@ -102,7 +118,9 @@ def test_qfl_on_the_product_is_qfl_on_probabilities():
     scores = torch.rand(20, generator=g, dtype=torch.float64)
     from d2ext.layers import quality_focal_loss
 
-    ours = quality_focal_loss(logit_of_product(cls_logits, q_logits), labels, scores, beta=2.0, reduction="sum")
+    ours = quality_focal_loss(
+        logit_of_product(cls_logits, q_logits), labels, scores, beta=2.0, reduction="sum"
+    )
     # The probability-space formula, written out: |y - p|^2 * BCE(p, y).
     p = torch.sigmoid(cls_logits) * torch.sigmoid(q_logits)
     y = torch.zeros_like(p)
@@ -133,7 +151,9 @@ GFL_REFERENCES = {"gfl_v1_repo": (True, 0.0), "gfl_v2_repo": (False, 0.0), "mmde
 @pytest.mark.parametrize("reference_name", GFL_REFERENCES)
 def test_loss_targets_on_a_hand_built_scene(reference_name):
     plus_one, weight_sum_min = GFL_REFERENCES[reference_name]
-    model = scene_model("MODEL.GFL.QUALITY_IOU_PLUS_ONE", plus_one, "MODEL.GFL.LOC_WEIGHT_SUM_MIN", weight_sum_min)
+    model = scene_model(
+        "MODEL.GFL.QUALITY_IOU_PLUS_ONE", plus_one, "MODEL.GFL.LOC_WEIGHT_SUM_MIN", weight_sum_min
+    )
     # Two anchors centred at (100, 100) and (40, 40); the first is positive for a GT of class 3.
     anchors = [Boxes(torch.tensor([[68.0, 68, 132, 132], [8.0, 8, 72, 72]], dtype=torch.float64))]
     gt = torch.tensor([60.0, 80, 180, 300], dtype=torch.float64)
@@ -146,10 +166,14 @@ def test_loss_targets_on_a_hand_built_scene(reference_name):
     with EventStorage():
         losses = model.losses(anchors, [logits], [dist[None]], labels, boxes)
 
-    pred_box = torch.tensor([[100.0 - 5 * 8, 100 - 2 * 8, 100 + 10 * 8, 100 + 16 * 8]], dtype=torch.float64)
+    pred_box = torch.tensor(
+        [[100.0 - 5 * 8, 100 - 2 * 8, 100 + 10 * 8, 100 + 16 * 8]], dtype=torch.float64
+    )
     # IoU of (60, 84, 180, 228) with (60, 80, 180, 300): 120 * 144 / (120 * 220).
     quality = 144.0 / 220
-    torch.testing.assert_close(reference.aligned_iou(pred_box, gt[None]), torch.tensor([quality], dtype=torch.float64))
+    torch.testing.assert_close(
+        reference.aligned_iou(pred_box, gt[None]), torch.tensor([quality], dtype=torch.float64)
+    )
     if plus_one:
         # In strides, (7.5, 10.5, 22.5, 28.5) vs (7.5, 10, 22.5, 37.5) with widths x2 - x1 + 1:
         # overlap 16 * 19, areas 16 * 19 and 16 * 28.5.
@@ -166,7 +190,9 @@ def test_loss_targets_on_a_hand_built_scene(reference_name):
     torch.testing.assert_close(losses["loss_box_reg"], 2.0 * weight * giou / weight_sum)
 
     # DFL targets: (40, 20, 80, 200) px / 8 = (5, 2.5, 10, 25 -> clamped to 15.9) bins.
-    targets = model.dfl_targets(anchors[0].tensor[:1], gt[None], torch.tensor([8.0], dtype=torch.float64))
+    targets = model.dfl_targets(
+        anchors[0].tensor[:1], gt[None], torch.tensor([8.0], dtype=torch.float64)
+    )
     torch.testing.assert_close(targets, torch.tensor([[5.0, 2.5, 10.0, 15.9]], dtype=torch.float64))
     log_p = F.log_softmax(dist[0].view(4, BINS), dim=-1)
     dfl = 0.0

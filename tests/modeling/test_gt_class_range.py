@@ -2,13 +2,13 @@
 check the dataset against the config) with a ground-truth class >= the model's NUM_CLASSES, or
 < 0, is refused naming the config key and the value: it used to train silently (read as
 background) or fail with an IndexError deep in MuSu (after its warm start) or Libra R-CNN."""
+
 import os
 import re
 
+import conftest
 import pytest
 import torch
-
-import conftest
 from conftest import CONFIGS
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
@@ -45,7 +45,10 @@ def model_and_key(request):
 def test_model_refuses_gt_class_outside_num_classes(model_and_key, bad):
     model, key, num_classes = model_and_key
     value = {"num_classes": num_classes, "far": num_classes + 7, "negative": -1}[bad]
-    with pytest.raises(ValueError, match=rf"ground-truth class {value} is outside \[0, {num_classes}\): {re.escape(key)} "):
+    with pytest.raises(
+        ValueError,
+        match=rf"ground-truth class {value} is outside \[0, {num_classes}\): {re.escape(key)} ",
+    ):
         _train_step(model, [[0, value], [1]])
 
 
@@ -58,11 +61,15 @@ def test_model_trains_on_valid_classes(model_and_key):
 def test_check_accepts_empty_images_and_names_the_key():
     from detectron2.structures import Boxes, Instances
 
-    empty = Instances(SIZE, gt_boxes=Boxes(torch.zeros(0, 4)), gt_classes=torch.zeros(0, dtype=torch.int64))
+    empty = Instances(
+        SIZE, gt_boxes=Boxes(torch.zeros(0, 4)), gt_classes=torch.zeros(0, dtype=torch.int64)
+    )
     check_gt_classes([empty, empty], 3, "MODEL.X.NUM_CLASSES")
     check_gt_classes([], 3, "MODEL.X.NUM_CLASSES")
     bad = Instances(SIZE, gt_boxes=Boxes(torch.ones(2, 4)), gt_classes=torch.tensor([2, 3]))
-    with pytest.raises(ValueError, match=r"ground-truth class 3 is outside \[0, 3\): MODEL\.X\.NUM_CLASSES is 3"):
+    with pytest.raises(
+        ValueError, match=r"ground-truth class 3 is outside \[0, 3\): MODEL\.X\.NUM_CLASSES is 3"
+    ):
         check_gt_classes([empty, bad], 3, "MODEL.X.NUM_CLASSES")
 
 
@@ -94,7 +101,14 @@ def test_cuda_model_asserts_on_gt_class_outside_num_classes(device):
     import sys
 
     script = CUDA_SCRIPT.format(config=TINY.format("atss"), bad=99)
-    run = subprocess.run([sys.executable, "-c", script], cwd=conftest.REPO_ROOT, capture_output=True, text=True,
-                         timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=conftest.REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     output = run.stdout + run.stderr
-    assert run.returncode != 0 and "NO ERROR" not in output and "device-side assert" in output, output
+    assert run.returncode != 0 and "NO ERROR" not in output and "device-side assert" in output, (
+        output
+    )

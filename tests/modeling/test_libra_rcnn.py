@@ -1,22 +1,35 @@
 """Libra R-CNN on the tiny CPU config: registration, one training step, empty GT, ablations."""
+
 import os
 
+import conftest
 import pytest
 import torch
-
-import conftest
 from conftest import CONFIGS
-from d2ext.modeling import BalancedFeaturePyramid, LibraFastRCNNOutputLayers, LibraROIHeads, LibraRPN
 from detectron2.modeling import FPN, build_model
 from detectron2.utils.events import EventStorage
+
+from d2ext.modeling import (
+    BalancedFeaturePyramid,
+    LibraFastRCNNOutputLayers,
+    LibraROIHeads,
+    LibraRPN,
+)
 
 LIBRA_TINY = os.path.join(CONFIGS, "Synthetic", "libra_faster_rcnn_R_18_FPN_tiny.yaml")
 LOSSES = {"loss_cls", "loss_box_reg", "loss_rpn_cls", "loss_rpn_loc"}
 # Every Libra piece off: must be Detectron2's Faster R-CNN in all but class names.
 ALL_OFF = [
-    "MODEL.BACKBONE.NAME", "build_resnet_any_width_fpn_backbone",
-    "MODEL.LIBRA.IOU_BALANCED_NEG", "False", "MODEL.LIBRA.INSTANCE_BALANCED_POS", "False",
-    "MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE", "smooth_l1", "MODEL.LIBRA.RPN_NEG_POS_UB", "-1",
+    "MODEL.BACKBONE.NAME",
+    "build_resnet_any_width_fpn_backbone",
+    "MODEL.LIBRA.IOU_BALANCED_NEG",
+    "False",
+    "MODEL.LIBRA.INSTANCE_BALANCED_POS",
+    "False",
+    "MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE",
+    "smooth_l1",
+    "MODEL.LIBRA.RPN_NEG_POS_UB",
+    "-1",
 ]
 
 
@@ -38,16 +51,25 @@ def model():
 
 
 def test_tiny_config_builds_every_libra_piece(model):
-    assert isinstance(model.backbone, BalancedFeaturePyramid) and isinstance(model.backbone.fpn, FPN)
+    assert isinstance(model.backbone, BalancedFeaturePyramid) and isinstance(
+        model.backbone.fpn, FPN
+    )
     assert model.backbone.level_names == ["p2", "p3", "p4", "p5", "p6"]
     assert model.backbone.level_names[model.backbone.refine_level] == "p4"
-    assert isinstance(model.proposal_generator, LibraRPN) and model.proposal_generator.neg_pos_ub == 5
+    assert (
+        isinstance(model.proposal_generator, LibraRPN) and model.proposal_generator.neg_pos_ub == 5
+    )
     heads = model.roi_heads
-    assert isinstance(heads, LibraROIHeads) and heads.iou_balanced_neg and heads.instance_balanced_pos
+    assert (
+        isinstance(heads, LibraROIHeads) and heads.iou_balanced_neg and heads.instance_balanced_pos
+    )
     assert heads.num_iou_bins == 3 and heads.floor_thresh == 0.0  # mmdet trains with tau = 0
     assert isinstance(heads.box_predictor, LibraFastRCNNOutputLayers)
     assert heads.box_predictor.box_reg_loss_type == "balanced_l1"
-    assert (heads.box_predictor.balanced_l1_alpha, heads.box_predictor.balanced_l1_gamma) == (0.5, 1.5)
+    assert (heads.box_predictor.balanced_l1_alpha, heads.box_predictor.balanced_l1_gamma) == (
+        0.5,
+        1.5,
+    )
 
 
 def test_training_step_finite_losses_gradients_reach_bfp_and_stats_logged(model):
@@ -60,7 +82,9 @@ def test_training_step_finite_losses_gradients_reach_bfp_and_stats_logged(model)
     assert losses["loss_box_reg"] > 0
     sum(losses.values()).backward()
     refine = model.backbone.refine
-    assert refine.conv_out.weight.grad.abs().sum() > 0  # zero-initialised, so only this one at step 0
+    assert (
+        refine.conv_out.weight.grad.abs().sum() > 0
+    )  # zero-initialised, so only this one at step 0
     assert model.backbone.fpn.bottom_up.stem.conv1.weight.grad.abs().sum() > 0
     assert model.roi_heads.box_predictor.bbox_pred.weight.grad.abs().sum() > 0
     stats = {k: history[k].latest() for k in history if k.startswith("roi_head/")}
@@ -76,7 +100,10 @@ def test_training_step_finite_losses_gradients_reach_bfp_and_stats_logged(model)
     model.zero_grad()
     with EventStorage():
         sum(model(make_inputs(BOXES, seed=1)).values()).backward()
-    assert float(refine.g.weight.grad.abs().sum()) > 0 and float(refine.theta.weight.grad.abs().sum()) > 0
+    assert (
+        float(refine.g.weight.grad.abs().sum()) > 0
+        and float(refine.theta.weight.grad.abs().sum()) > 0
+    )
 
 
 def test_images_without_gt_train(model):
@@ -98,7 +125,9 @@ def test_every_piece_switches_off():
     torch.manual_seed(0)
     model = build_model(tiny_cfg(*ALL_OFF))
     # A plain FPN (d2ext's subclass of Detectron2's, with its padding option), no BFP around it.
-    assert isinstance(model.backbone, FPN) and not isinstance(model.backbone, BalancedFeaturePyramid)
+    assert isinstance(model.backbone, FPN) and not isinstance(
+        model.backbone, BalancedFeaturePyramid
+    )
     assert model.proposal_generator.neg_pos_ub == -1
     heads = model.roi_heads
     assert not heads.iou_balanced_neg and not heads.instance_balanced_pos
@@ -130,7 +159,9 @@ def test_rpn_losses_divided_by_the_sampled_anchors(model):
     from detectron2.structures import Boxes
 
     rpn = model.proposal_generator
-    anchors = torch.tensor([[0.0, 0.0, 16.0, 16.0], [8.0, 8.0, 40.0, 24.0], [0.0, 0.0, 32.0, 32.0]] * 10)
+    anchors = torch.tensor(
+        [[0.0, 0.0, 16.0, 16.0], [8.0, 8.0, 40.0, 24.0], [0.0, 0.0, 32.0, 32.0]] * 10
+    )
     # Image 0: 2 positives + 10 negatives; image 1: no positive, 5 negatives (counted 1 + 5).
     labels = [torch.tensor([1, 1] + [0] * 10 + [-1] * 18), torch.tensor([0] * 5 + [-1] * 25)]
     gt_boxes = [anchors + torch.tensor([2.0, -1.0, 4.0, 3.0]), anchors.clone()]
@@ -145,8 +176,11 @@ def test_rpn_losses_divided_by_the_sampled_anchors(model):
     bce = (torch.nn.functional.softplus(logits) - y * logits)[valid].sum()
     target = rpn.box2box_transform.get_deltas(anchors[:2], gt_boxes[0][:2]).abs()
     beta = rpn.smooth_l1_beta
-    box = (target - 0.5 * beta if beta < 1e-5 else
-           torch.where(target < beta, 0.5 * target**2 / beta, target - 0.5 * beta)).sum()
+    box = (
+        target - 0.5 * beta
+        if beta < 1e-5
+        else torch.where(target < beta, 0.5 * target**2 / beta, target - 0.5 * beta)
+    ).sum()
     assert box > 0
     num_sampled = (2 + 10) + (1 + 5)
     torch.testing.assert_close(losses["loss_rpn_cls"], bce / num_sampled)
@@ -181,6 +215,10 @@ def test_inference_output_format(model):
     with torch.no_grad():
         (output,) = model(make_inputs([[]]))
     inst = output["instances"]
-    assert inst.image_size == (128, 160) and set(inst.get_fields()) == {"pred_boxes", "scores", "pred_classes"}
+    assert inst.image_size == (128, 160) and set(inst.get_fields()) == {
+        "pred_boxes",
+        "scores",
+        "pred_classes",
+    }
     assert ((inst.pred_classes >= 0) & (inst.pred_classes < 5)).all()
     model.train()

@@ -1,4 +1,5 @@
 """Libra R-CNN's samplers (d2ext.modeling.sampling) on hand-made IoUs and matches."""
+
 import pytest
 import torch
 
@@ -63,8 +64,14 @@ def test_bin_edges_follow_the_max_iou_of_all_proposals():
     idx = iou_balanced_neg_sample(ious, torch.ones(60, dtype=torch.bool), 9, generator=gen())
     low, mid, top = counts(ious, idx, (0.05, 0.2, 0.45))
     assert idx.numel() == 9 and low >= 3 and mid >= 3 and top <= 3
-    assert iou_bin_index(torch.tensor([0.0, 0.149, 0.15, 0.44, 0.45]), torch.tensor(0.45), 3).tolist() == [
-        0, 0, 1, 2, -1,
+    assert iou_bin_index(
+        torch.tensor([0.0, 0.149, 0.15, 0.44, 0.45]), torch.tensor(0.45), 3
+    ).tolist() == [
+        0,
+        0,
+        1,
+        2,
+        -1,
     ]
 
 
@@ -72,16 +79,22 @@ def test_floor_threshold_and_fraction():
     ious, negative = scene((0.0, 40), (0.05, 60), (0.2, 50), (0.45, 50))
     # tau = 0.1, half the quota from the floor set [0, 0.1), the rest in bins over [0.1, 1.0)
     # of width 0.3: 6 each from 0.2 and 0.45, the shortfall 8 from the IoU set.
-    idx = iou_balanced_neg_sample(ious, negative, 40, floor_thresh=0.1, floor_fraction=0.5, generator=gen())
+    idx = iou_balanced_neg_sample(
+        ious, negative, 40, floor_thresh=0.1, floor_fraction=0.5, generator=gen()
+    )
     assert idx.numel() == 40
     assert int((ious[idx] < 0.1).sum()) == 20
     c02, c045 = counts(ious, idx, (0.2, 0.45))
     assert c02 + c045 == 20 and min(c02, c045) >= 6
     # tau = 0: the floor set is exactly IoU 0; fraction 1 takes everything from it.
-    idx = iou_balanced_neg_sample(ious, negative, 30, floor_thresh=0.0, floor_fraction=1.0, generator=gen())
+    idx = iou_balanced_neg_sample(
+        ious, negative, 30, floor_thresh=0.0, floor_fraction=1.0, generator=gen()
+    )
     assert (ious[idx] == 0).all() and idx.numel() == 30
     # A floor set too small is topped up from the other negatives.
-    idx = iou_balanced_neg_sample(ious, negative, 150, floor_thresh=0.0, floor_fraction=1.0, generator=gen())
+    idx = iou_balanced_neg_sample(
+        ious, negative, 150, floor_thresh=0.0, floor_fraction=1.0, generator=gen()
+    )
     assert idx.numel() == 150 and int((ious[idx] == 0).sum()) == 40
 
 
@@ -96,14 +109,25 @@ def test_default_floor_draws_iou0_negatives_only_to_top_up():
         zero, low, mid = counts(ious, idx, (0.0, 0.1, 0.4))
         assert idx.numel() == 400 and zero == 0 and low >= 133 and mid >= 133
         pos, neg = libra_subsample_labels(
-            torch.where(negative, 5, 2), 401, 0.25, 5, max_ious=ious,
-            matched_idxs=torch.zeros_like(ious, dtype=torch.long), generator=gen(seed),
+            torch.where(negative, 5, 2),
+            401,
+            0.25,
+            5,
+            max_ious=ious,
+            matched_idxs=torch.zeros_like(ious, dtype=torch.long),
+            generator=gen(seed),
         )
         assert neg.numel() == 400 and int((ious[neg] == 0).sum()) == 0
     # The literal -1 (no floor set) bins IoU 0 with 0.1 in [0, 1/3): 133 drawn from those 1500
     # (~44 at IoU 0), and the top-up of 134 from the 1734 left (~456 at IoU 0, ~35): ~80.
-    zero = [counts(ious, iou_balanced_neg_sample(ious, negative, 400, floor_thresh=-1.0, generator=gen(s)),
-                   (0.0,))[0] for s in range(5)]
+    zero = [
+        counts(
+            ious,
+            iou_balanced_neg_sample(ious, negative, 400, floor_thresh=-1.0, generator=gen(s)),
+            (0.0,),
+        )[0]
+        for s in range(5)
+    ]
     assert 60 <= sum(zero) / len(zero) <= 100
 
 
@@ -127,8 +151,14 @@ def test_floor_thresh_must_be_nonnegative_or_minus_one():
 
 def test_one_bin_is_uniform_over_the_iou_set():
     ious, negative = scene((0.05, 900), (0.45, 100))
-    low = [counts(ious, iou_balanced_neg_sample(ious, negative, 100, num_bins=1, generator=gen(s)), (0.05,))[0]
-           for s in range(10)]
+    low = [
+        counts(
+            ious,
+            iou_balanced_neg_sample(ious, negative, 100, num_bins=1, generator=gen(s)),
+            (0.05,),
+        )[0]
+        for s in range(10)
+    ]
     assert 80 <= sum(low) / len(low) <= 100  # uniform: ~90 of 100 from the 90% at 0.05
 
 
@@ -140,7 +170,9 @@ def test_zero_negatives_and_fewer_candidates_than_requested():
     assert few.tolist() == [2, 3]
     assert iou_balanced_neg_sample(ious, torch.ones(4, dtype=torch.bool), 0).numel() == 0
     # No GT in the image: every IoU is 0, all bins are empty, the sample is uniform.
-    idx = iou_balanced_neg_sample(torch.zeros(100), torch.ones(100, dtype=torch.bool), 30, generator=gen())
+    idx = iou_balanced_neg_sample(
+        torch.zeros(100), torch.ones(100, dtype=torch.bool), 30, generator=gen()
+    )
     assert idx.numel() == 30 and idx.unique().numel() == 30
 
 
@@ -155,13 +187,17 @@ def test_seeded_generator_reproduces_the_draw():
 def test_instance_balance_across_very_different_gts():
     # GT 0 matches 100 positives, GT 1 three, GT 2 ten; 30 wanted: quota round(30/3) + 1 = 11
     # each, GT 1 and 2 give all they have, GT 0 gets 11 + the shortfall 6.
-    matched = torch.cat([torch.zeros(100), torch.ones(3), torch.full((10,), 2), torch.zeros(50)]).long()
+    matched = torch.cat(
+        [torch.zeros(100), torch.ones(3), torch.full((10,), 2), torch.zeros(50)]
+    ).long()
     positive = torch.cat([torch.ones(113, dtype=torch.bool), torch.zeros(50, dtype=torch.bool)])
     idx = instance_balanced_pos_sample(matched, positive, 30, generator=gen())
     assert positive[idx].all() and torch.bincount(matched[idx]).tolist() == [17, 3, 10]
     # Quotas over the request are cut back: round(9/2) + 1 = 5 each -> 10 -> 9.
     matched = torch.cat([torch.zeros(100), torch.ones(100)]).long()
-    idx = instance_balanced_pos_sample(matched, torch.ones(200, dtype=torch.bool), 9, generator=gen())
+    idx = instance_balanced_pos_sample(
+        matched, torch.ones(200, dtype=torch.bool), 9, generator=gen()
+    )
     assert idx.numel() == 9 and sorted(torch.bincount(matched[idx]).tolist()) == [4, 5]
     # Fewer positives than requested: all of them.
     idx = instance_balanced_pos_sample(matched, torch.arange(200) < 5, 9)
@@ -172,24 +208,38 @@ def test_libra_subsample_labels_counts_like_detectron2():
     # 5 classes, background 5, ignore -1: 40 positives over 2 GTs, 300 negatives, 10 ignored.
     labels = torch.cat([torch.full((40,), 2), torch.full((300,), 5), torch.full((10,), -1)])
     matched = torch.cat([torch.zeros(35), torch.ones(5), torch.zeros(310)]).long()
-    ious = torch.cat([torch.full((40,), 0.7), torch.rand(300, generator=gen()) * 0.5, torch.zeros(10)])
-    pos, neg = libra_subsample_labels(labels, 128, 0.25, 5, max_ious=ious, matched_idxs=matched, generator=gen())
+    ious = torch.cat(
+        [torch.full((40,), 0.7), torch.rand(300, generator=gen()) * 0.5, torch.zeros(10)]
+    )
+    pos, neg = libra_subsample_labels(
+        labels, 128, 0.25, 5, max_ious=ious, matched_idxs=matched, generator=gen()
+    )
     assert pos.numel() == 32 and neg.numel() == 96
     assert (labels[pos] == 2).all() and (labels[neg] == 5).all()
     assert torch.bincount(matched[pos]).tolist() == [27, 5]
     # Switched off: uniform draws with the same counts, no IoUs or matches needed.
-    pos, neg = libra_subsample_labels(labels, 128, 0.25, 5, iou_balanced_neg=False, instance_balanced_pos=False)
+    pos, neg = libra_subsample_labels(
+        labels, 128, 0.25, 5, iou_balanced_neg=False, instance_balanced_pos=False
+    )
     assert pos.numel() == 32 and neg.numel() == 96 and (labels[neg] == 5).all()
     # Few positives: negatives fill the batch, unless bounded by neg_pos_ub per positive.
     labels = torch.cat([torch.ones(2), torch.zeros(300)]).long()
-    pos, neg = libra_subsample_labels(labels, 256, 0.5, 0, iou_balanced_neg=False, instance_balanced_pos=False)
+    pos, neg = libra_subsample_labels(
+        labels, 256, 0.5, 0, iou_balanced_neg=False, instance_balanced_pos=False
+    )
     assert pos.numel() == 2 and neg.numel() == 254
     pos, neg = libra_subsample_labels(
         labels, 256, 0.5, 0, iou_balanced_neg=False, instance_balanced_pos=False, neg_pos_ub=5
     )
     assert pos.numel() == 2 and neg.numel() == 10
     _, neg = libra_subsample_labels(
-        torch.zeros(300).long(), 256, 0.5, 0, iou_balanced_neg=False, instance_balanced_pos=False, neg_pos_ub=5
+        torch.zeros(300).long(),
+        256,
+        0.5,
+        0,
+        iou_balanced_neg=False,
+        instance_balanced_pos=False,
+        neg_pos_ub=5,
     )
     assert neg.numel() == 5  # at least one positive counted
     with pytest.raises(ValueError, match="max_ious"):

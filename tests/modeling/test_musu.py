@@ -1,17 +1,18 @@
 """MuSu (a reconstruction, METHODS.md §5.2): bags, mutual rankings and rank weights on a
 hand-built scene with known scores and IoUs (direct and mixed forms), the warm start switch,
 training steps (also with two anchors per location), the empty-GT image and inference."""
+
 import os
 
 import pytest
 import torch
-from torch.nn import functional as F
-
 from conftest import CONFIGS, build_tiny_model
-from d2ext.modeling.assigners.musu import mixed_keys, mutual_bags, rank_to_weight
-from d2ext.modeling.meta_arch import MuSu
 from detectron2.utils.events import EventStorage
 from modeling.test_atss import level_tensors, make_inputs
+from torch.nn import functional as F
+
+from d2ext.modeling.assigners.musu import mixed_keys, mutual_bags, rank_to_weight
+from d2ext.modeling.meta_arch import MuSu
 
 MUSU_TINY = os.path.join(CONFIGS, "Synthetic", "musu_R_18_FPN_tiny.yaml")
 
@@ -70,8 +71,13 @@ def test_best_candidate_always_enters_the_bag():
 def test_exp_rank_weights():
     out = bags(0.0, rank_weight="exp", rank_tau=2.0)
     e = torch.exp(torch.tensor([0.0, -0.5, -1.0]))
-    torch.testing.assert_close(out.reg_weights, torch.stack([e[0], torch.tensor(0.0), e[1], e[2], torch.tensor(0.0), torch.tensor(0.0)]))
-    torch.testing.assert_close(rank_to_weight(torch.tensor([0, 4, 12]), "linear", 9, 1.0), torch.tensor([1.0, 5 / 9, 0.0]))
+    torch.testing.assert_close(
+        out.reg_weights,
+        torch.stack([e[0], torch.tensor(0.0), e[1], e[2], torch.tensor(0.0), torch.tensor(0.0)]),
+    )
+    torch.testing.assert_close(
+        rank_to_weight(torch.tensor([0, 4, 12]), "linear", 9, 1.0), torch.tensor([1.0, 5 / 9, 0.0])
+    )
     with pytest.raises(ValueError, match="MODEL.MUSU.RANK_WEIGHT"):
         rank_to_weight(torch.tensor([0]), "cosine", 9, 1.0)
 
@@ -80,16 +86,24 @@ def test_an_anchor_in_two_bags_goes_to_the_larger_anchor_iou():
     gts = torch.tensor([[0.0, 0, 40, 10], [20.0, 0, 60, 10]])  # nearest 4 of the second: 2-5
     s = torch.cat([S, S], dim=1)
     u = torch.cat([U, U], dim=1)
-    anchor_iou = torch.tensor([[0.25, 0.0], [0.25, 0.0], [0.2, 0.3], [0.3, 0.2], [0.0, 0.25], [0.0, 0.25]])
-    out = mutual_bags(ANCHORS, [6], gts, s, u, anchor_iou, topk=4, gate_thresh=0.0, mix_lambda=0.0, rank_topk=3)
+    anchor_iou = torch.tensor(
+        [[0.25, 0.0], [0.25, 0.0], [0.2, 0.3], [0.3, 0.2], [0.0, 0.25], [0.0, 0.25]]
+    )
+    out = mutual_bags(
+        ANCHORS, [6], gts, s, u, anchor_iou, topk=4, gate_thresh=0.0, mix_lambda=0.0, rank_topk=3
+    )
     assert out.matched_idxs.tolist() == [0, 0, 1, 0, 1, 1]
     assert out.bag_sizes.tolist() == [3, 3]
     # GT 0 keeps 0, 1, 3: by s 0 (0.9), 3 (0.4), 1 (0.2); GT 1 keeps 2, 4, 5: s 0.6, 0.9, 0.9.
-    torch.testing.assert_close(out.reg_weights, torch.tensor([1.0, 1 / 3, 1 / 3, 2 / 3, 1.0, 2 / 3]))
+    torch.testing.assert_close(
+        out.reg_weights, torch.tensor([1.0, 1 / 3, 1 / 3, 2 / 3, 1.0, 2 / 3])
+    )
 
 
 def test_no_gt_gives_no_bags():
-    out = mutual_bags(ANCHORS, [6], torch.zeros(0, 4), S[:, :0], U[:, :0], ANCHOR_IOU[:, :0], topk=4)
+    out = mutual_bags(
+        ANCHORS, [6], torch.zeros(0, 4), S[:, :0], U[:, :0], ANCHOR_IOU[:, :0], topk=4
+    )
     assert (out.matched_idxs == -1).all() and out.reg_weights.sum() == 0 and len(out.bag_sizes) == 0
 
 
@@ -141,7 +155,13 @@ def test_training_step_gives_finite_losses_and_gradients(model):
         logged = set(storage.histories())
     assert set(losses) == {"loss_cls", "loss_box_reg"}
     assert all(torch.isfinite(v) and v > 0 for v in losses.values())
-    assert {"musu/bag_size", "musu/reg_samples", "musu/cls_samples", "musu/top_agreement", "musu/warm_start"} <= logged
+    assert {
+        "musu/bag_size",
+        "musu/reg_samples",
+        "musu/cls_samples",
+        "musu/top_agreement",
+        "musu/warm_start",
+    } <= logged
     sum(losses.values()).backward()
     assert model.head.scales.grad.abs().sum() > 0
     assert model.backbone.bottom_up.stem.conv1.weight.grad.abs().sum() > 0
@@ -175,7 +195,14 @@ def test_loss_uses_weighted_soft_targets(model):
     labels = torch.tensor([[2, 2, 5]])
     boxes = gt.expand(1, 3, 4)
     with EventStorage():
-        losses = model.losses(logits, pred, labels, boxes, torch.tensor([[0.5, 1.0, 0.0]]), torch.tensor([[1.0, 0.5, 0.0]]))
+        losses = model.losses(
+            logits,
+            pred,
+            labels,
+            boxes,
+            torch.tensor([[0.5, 1.0, 0.0]]),
+            torch.tensor([[1.0, 0.5, 0.0]]),
+        )
     y = torch.zeros(3, 5)
     y[0, 2], y[1, 2] = 1.0, 0.25
     p = torch.sigmoid(logits[0])
@@ -186,7 +213,12 @@ def test_loss_uses_weighted_soft_targets(model):
 
 
 def test_bad_keys_are_named():
-    for key, value in (("CLS_LOSS", "FL"), ("RANK_WEIGHT", "cosine"), ("MIX_LAMBDA", 1.5), ("RANK_TOPK", 0)):
+    for key, value in (
+        ("CLS_LOSS", "FL"),
+        ("RANK_WEIGHT", "cosine"),
+        ("MIX_LAMBDA", 1.5),
+        ("RANK_TOPK", 0),
+    ):
         with pytest.raises(ValueError, match=f"MODEL.MUSU.{key}"):
             build(f"MODEL.MUSU.{key}", value)
 

@@ -1,22 +1,23 @@
 """VFNet on the tiny config: star offsets (checked by sampling a ramp image with deform_conv2d),
 the head, VFL / GIoU targets on a hand-built scene, training steps, inference; and the
 ATSS + VFL loss-only variant."""
+
 import math
 import os
 
 import pytest
 import torch
+from conftest import CONFIGS, build_tiny_model
+from detectron2.structures import Boxes
+from detectron2.utils.events import EventStorage
+from modeling.test_atss import STRIDES, level_tensors, make_inputs
 from torch.nn import functional as F
 from torchvision.ops import deform_conv2d
 
-from conftest import CONFIGS, build_tiny_model
 from d2ext.config import get_cfg
 from d2ext.layers import reference
 from d2ext.modeling.meta_arch import ATSS, VFNet
 from d2ext.modeling.meta_arch.vfnet_head import star_offsets
-from detectron2.structures import Boxes
-from detectron2.utils.events import EventStorage
-from modeling.test_atss import STRIDES, level_tensors, make_inputs
 
 VFNET_TINY = os.path.join(CONFIGS, "Synthetic", "vfnet_R_18_FPN_tiny.yaml")
 ATSS_VFL_TINY = os.path.join(CONFIGS, "Synthetic", "atss_vfl_R_18_FPN_tiny.yaml")
@@ -63,7 +64,9 @@ def ramp_sampled_points(offsets, height, width):
     """(9, 2, H, W) (x, y) each 3x3 kernel point of a deformable conv samples, read by convolving
     an image whose two channels are the x and y coordinates with one-hot kernels."""
     ys, xs = torch.meshgrid(
-        torch.arange(height, dtype=torch.float64), torch.arange(width, dtype=torch.float64), indexing="ij"
+        torch.arange(height, dtype=torch.float64),
+        torch.arange(width, dtype=torch.float64),
+        indexing="ij",
     )
     image = torch.stack([xs, ys])[None]  # (1, 2, H, W)
     weight = torch.zeros(18, 2, 3, 3, dtype=torch.float64)
@@ -152,8 +155,12 @@ def test_vfl_and_box_targets_on_a_hand_built_scene():
     giou_refined = reference.giou_loss(boxes_from(refined[0]), gt.expand(2, 4), reduction="none")
     assert giou_refined[1].item() == pytest.approx(0.0, abs=1e-6)
     # Weighted by each box's own IoU, normalised by the IoUs' sum (1.32 and 1.77, both >= 1).
-    torch.testing.assert_close(losses["loss_box_init"], 1.5 * (q_init * giou_init).sum() / q_init.sum())
-    torch.testing.assert_close(losses["loss_box_refine"], 2.0 * (q_refined * giou_refined).sum() / q_refined.sum())
+    torch.testing.assert_close(
+        losses["loss_box_init"], 1.5 * (q_init * giou_init).sum() / q_init.sum()
+    )
+    torch.testing.assert_close(
+        losses["loss_box_refine"], 2.0 * (q_refined * giou_refined).sum() / q_refined.sum()
+    )
 
 
 def test_box_normaliser_is_at_least_one():
@@ -162,7 +169,9 @@ def test_box_normaliser_is_at_least_one():
     gt = torch.tensor([60.0, 80, 180, 300])
     ltrb = torch.tensor([[[40.0, 20, 80, 100]]])  # IoU 120 / 220 < 1
     with EventStorage():
-        losses = model.losses(anchors, [torch.zeros(1, 1, 5)], [ltrb], [ltrb], [torch.tensor([3])], [gt[None]])
+        losses = model.losses(
+            anchors, [torch.zeros(1, 1, 5)], [ltrb], [ltrb], [torch.tensor([3])], [gt[None]]
+        )
     giou = reference.giou_loss(torch.tensor([[60.0, 80, 180, 200]]), gt[None], reduction="sum")
     torch.testing.assert_close(losses["loss_box_init"], 1.5 * (120 / 220) * giou)
 
@@ -179,9 +188,16 @@ def test_training_step_gives_finite_losses_and_gradients(model):
     assert {"num_pos_anchors", "vfnet/init_iou", "vfnet/refined_iou"} <= logged
     sum(losses.values()).backward()
     head = model.head
-    for param in (head.cls_score.weight, head.cls_dcn.weight, head.refine_dcn.weight, head.refine_pred.weight,
-                  head.bbox_pred.weight, head.scales, head.refine_scales,
-                  model.backbone.bottom_up.stem.conv1.weight):
+    for param in (
+        head.cls_score.weight,
+        head.cls_dcn.weight,
+        head.refine_dcn.weight,
+        head.refine_pred.weight,
+        head.bbox_pred.weight,
+        head.scales,
+        head.refine_scales,
+        model.backbone.bottom_up.stem.conv1.weight,
+    ):
         assert torch.isfinite(param.grad).all() and param.grad.abs().sum() > 0
 
 
@@ -193,7 +209,10 @@ def test_refined_loss_reaches_the_initial_box_only_through_the_offsets():
     with EventStorage():
         losses = model(make_inputs([[[10, 10, 60, 50]]]))
     losses["loss_box_refine"].backward()
-    assert model.head.bbox_pred.weight.grad is None or model.head.bbox_pred.weight.grad.abs().sum() == 0
+    assert (
+        model.head.bbox_pred.weight.grad is None
+        or model.head.bbox_pred.weight.grad.abs().sum() == 0
+    )
     assert model.head.refine_pred.weight.grad.abs().sum() > 0
 
 
@@ -246,14 +265,20 @@ def test_atss_vfl_target_is_the_predicted_iou():
     logits = torch.full((1, 2, 5), -1.0)
     with EventStorage():
         losses = model.losses(
-            anchors, [logits], [torch.tensor([3, 5])], [torch.zeros(1, 2, 4)],
-            [torch.stack([gt, torch.zeros(4)])], [torch.zeros(1, 2, 1)],
+            anchors,
+            [logits],
+            [torch.tensor([3, 5])],
+            [torch.zeros(1, 2, 4)],
+            [torch.stack([gt, torch.zeros(4)])],
+            [torch.zeros(1, 2, 1)],
         )
     y = torch.zeros(2, 5)
     y[0, 3] = iou
     p = torch.sigmoid(logits[0])
     bce = F.binary_cross_entropy_with_logits(logits[0], y, reduction="none")
-    torch.testing.assert_close(losses["loss_cls"], torch.where(y > 0, y * bce, 0.75 * p**2 * bce).sum())
+    torch.testing.assert_close(
+        losses["loss_cls"], torch.where(y > 0, y * bce, 0.75 * p**2 * bce).sum()
+    )
     assert set(losses) == {"loss_cls", "loss_box_reg", "loss_centerness"}
 
 

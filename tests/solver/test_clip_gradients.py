@@ -1,9 +1,10 @@
 """d2ext.solver.clip_gradients: SOLVER.CLIP_GRADIENTS (type "norm") for lazy optimizer nodes."""
-import torch
 
-from d2ext.solver import clip_gradients
+import torch
 from detectron2.config import LazyCall as L
 from detectron2.config import instantiate
+
+from d2ext.solver import clip_gradients
 
 
 def test_each_parameter_gradient_norm_is_clipped_before_the_step():

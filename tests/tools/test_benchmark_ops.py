@@ -1,4 +1,5 @@
 """tools/benchmark_ops.py's timing: implementations take turns, and every one runs enough."""
+
 import importlib.util
 import os
 
@@ -9,7 +10,9 @@ TOOLS = os.path.join(os.path.dirname(__file__), "..", "..", "tools")
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("benchmark_ops", os.path.join(TOOLS, "benchmark_ops.py"))
+    spec = importlib.util.spec_from_file_location(
+        "benchmark_ops", os.path.join(TOOLS, "benchmark_ops.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -38,7 +41,9 @@ def test_slow_fn_stops_at_repeats_fast_fn_at_min_total(bench):
     def fast():
         counts["fast"] += 1
 
-    bench.interleaved_seconds({"slow": slow, "fast": fast}, repeats=2, min_total=0.05, max_repeats=50)
+    bench.interleaved_seconds(
+        {"slow": slow, "fast": fast}, repeats=2, min_total=0.05, max_repeats=50
+    )
     assert counts["slow"] == 2  # max(repeats, what adds up to 0.05 s)
     assert counts["fast"] == 50  # a no-op never adds up to 0.05 s: max_repeats
 
@@ -48,7 +53,10 @@ def _benchmark(*args):
     import sys
 
     return subprocess.run(
-        [sys.executable, os.path.join(TOOLS, "benchmark_ops.py"), *args], capture_output=True, text=True, timeout=300
+        [sys.executable, os.path.join(TOOLS, "benchmark_ops.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -63,7 +71,9 @@ def test_device_cuda_without_cuda_is_a_clear_error():
 
 @pytest.mark.cuda
 def test_device_cuda_times_and_measures_cuda_memory():
-    result = _benchmark("--device", "cuda", "--quick", "--no-compile", "--only", "giou_loss,sigmoid_focal_loss")
+    result = _benchmark(
+        "--device", "cuda", "--quick", "--no-compile", "--only", "giou_loss,sigmoid_focal_loss"
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "cuda:" in result.stdout and "| giou_loss | kernel |" in result.stdout
 

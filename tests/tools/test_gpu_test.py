@@ -1,26 +1,48 @@
 """`make gpu-test` (dev/gpu_test.sh) without CUDA, and what it would run: the cuda-marked tests."""
+
 import os
 import subprocess
 import sys
 
 import pytest
 import torch
-
 from conftest import REPO_ROOT
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available: gpu_test.sh would run everything")
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason="CUDA is available: gpu_test.sh would run everything"
+)
 def test_without_cuda_it_says_so_and_exits_0():
     env = dict(os.environ, PY=sys.executable)
-    result = subprocess.run(["bash", "dev/gpu_test.sh"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        ["bash", "dev/gpu_test.sh"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert "no CUDA device visible to torch" in result.stdout
 
 
 def test_cuda_marked_tests_are_collected():
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "--collect-only", "-m", "cuda", "-p", "no:cacheprovider", "tests"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--collect-only",
+            "-m",
+            "cuda",
+            "-p",
+            "no:cacheprovider",
+            "tests",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     listed = result.stdout

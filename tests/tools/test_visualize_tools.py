@@ -2,18 +2,19 @@
 images), run in this process: the files they write, and boxes drawn where the data's boxes lie
 (the drawn image differs from the undrawn one along the box's sides, and only above the score
 threshold)."""
+
 import json
 import os
 
 import cv2
 import numpy as np
 import pytest
-
 from conftest import CONFIGS
-from d2ext.tools import visualize_data, visualize_json_results
 from detectron2.data import DatasetCatalog
 from detectron2.data.detection_utils import read_image
 from detectron2.structures import BoxMode
+
+from d2ext.tools import visualize_data, visualize_json_results
 
 MINIVAL = "d2ext_shapes_minival"
 ATSS_YAML = os.path.join(CONFIGS, "Synthetic", "atss_R_18_FPN_tiny.yaml")
@@ -58,13 +59,28 @@ def assert_boxes_drawn(drawn, raw, boxes_xyxy):
 @pytest.mark.parametrize("config", [ATSS_YAML, ATSS_LAZY], ids=["yaml", "lazy"])
 def test_annotation_source_draws_the_dataset_boxes(config, tmp_path):
     out = tmp_path / "out"
-    written = visualize_data.main(["--source", "annotation", "--config-file", config, "--output-dir", str(out),
-                                   "--num-images", "3", "--train-dataset", MINIVAL])
+    written = visualize_data.main(
+        [
+            "--source",
+            "annotation",
+            "--config-file",
+            config,
+            "--output-dir",
+            str(out),
+            "--num-images",
+            "3",
+            "--train-dataset",
+            MINIVAL,
+        ]
+    )
     records = DatasetCatalog.get(MINIVAL)[:3]
     assert sorted(os.listdir(out)) == sorted(os.path.basename(r["file_name"]) for r in records)
     assert len(written) == 3
     for record in records:
-        boxes = [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in record["annotations"]]
+        boxes = [
+            BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS)
+            for a in record["annotations"]
+        ]
         drawn = read_rgb(out / os.path.basename(record["file_name"]))
         assert_boxes_drawn(drawn, read_image(record["file_name"], format="RGB"), boxes)
 
@@ -78,10 +94,25 @@ def test_console_script_exits_0_after_a_run(tmp_path):
     from conftest import REPO_ROOT
 
     code = "import sys; from d2ext.tools.visualize_data import main; sys.exit(main())"
-    argv = ["--source", "annotation", "--config-file", ATSS_YAML, "--output-dir", str(tmp_path),
-            "--num-images", "1", "--train-dataset", MINIVAL]
-    out = subprocess.run([sys.executable, "-c", code, *argv], cwd=REPO_ROOT, capture_output=True, text=True,
-                         timeout=300)
+    argv = [
+        "--source",
+        "annotation",
+        "--config-file",
+        ATSS_YAML,
+        "--output-dir",
+        str(tmp_path),
+        "--num-images",
+        "1",
+        "--train-dataset",
+        MINIVAL,
+    ]
+    out = subprocess.run(
+        [sys.executable, "-c", code, *argv],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert len(os.listdir(tmp_path)) == 1
 
@@ -111,10 +142,20 @@ def assert_loader_images_drawn(out, seen, num_images):
 
 def test_dataloader_source_lazy_config_draws_augmented_images(tmp_path, monkeypatch):
     out = tmp_path / "out"
-    seen = run_dataloader_source(monkeypatch, [
-        "--config-file", ATSS_LAZY, "--output-dir", str(out), "--num-images", "3", "--train-dataset", MINIVAL,
-        "dataloader.train.total_batch_size=2",
-    ])
+    seen = run_dataloader_source(
+        monkeypatch,
+        [
+            "--config-file",
+            ATSS_LAZY,
+            "--output-dir",
+            str(out),
+            "--num-images",
+            "3",
+            "--train-dataset",
+            MINIVAL,
+            "dataloader.train.total_batch_size=2",
+        ],
+    )
     assert_loader_images_drawn(out, seen, 3)
     for _, raw, _ in seen:  # the lazy config's ResizeShortestEdge((256, 288, 320), max_size=480)
         assert min(raw.shape[:2]) in (256, 288, 320) or max(raw.shape[:2]) == 480
@@ -126,23 +167,56 @@ def test_dataloader_source_ssd_pipeline(tmp_path, monkeypatch):
     # The tiny AP-loss config trains with Detectron2's pipeline; its base (the paper's recipe)
     # with the SSD one, which the override selects here (at a small square size, for speed).
     assert load_config(APLOSS_YAML).INPUT.TRAIN_PIPELINE == "detectron2"
-    assert load_config(os.path.join(CONFIGS, "Base-APLoss-RetinaNet.yaml")).INPUT.TRAIN_PIPELINE == "ssd"
+    assert (
+        load_config(os.path.join(CONFIGS, "Base-APLoss-RetinaNet.yaml")).INPUT.TRAIN_PIPELINE
+        == "ssd"
+    )
     out = tmp_path / "out"
-    seen = run_dataloader_source(monkeypatch, [
-        "--config-file", APLOSS_YAML, "--output-dir", str(out), "--num-images", "4", "--train-dataset", MINIVAL,
-        "INPUT.TRAIN_PIPELINE", "ssd", "INPUT.SSD.SIZE", "160", "SOLVER.IMS_PER_BATCH", "2",
-    ])
+    seen = run_dataloader_source(
+        monkeypatch,
+        [
+            "--config-file",
+            APLOSS_YAML,
+            "--output-dir",
+            str(out),
+            "--num-images",
+            "4",
+            "--train-dataset",
+            MINIVAL,
+            "INPUT.TRAIN_PIPELINE",
+            "ssd",
+            "INPUT.SSD.SIZE",
+            "160",
+            "SOLVER.IMS_PER_BATCH",
+            "2",
+        ],
+    )
     assert_loader_images_drawn(out, seen, 4)
     assert {raw.shape for _, raw, _ in seen} == {(160, 160, 3)}  # the SSD pipeline's square resize
 
 
 def test_unregistered_train_dataset_is_one_line_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
-        visualize_data.main(["--source", "annotation", "--config-file", ATSS_YAML, "--output-dir", str(tmp_path),
-                             "DATASETS.TRAIN", "('no_such_dataset',)"])
+        visualize_data.main(
+            [
+                "--source",
+                "annotation",
+                "--config-file",
+                ATSS_YAML,
+                "--output-dir",
+                str(tmp_path),
+                "DATASETS.TRAIN",
+                "('no_such_dataset',)",
+            ]
+        )
     assert e.value.code == 1
     err = capsys.readouterr().err.strip()
-    assert "no_such_dataset" in err and "not registered" in err and "Traceback" not in err and "error: " in err.splitlines()[-1]
+    assert (
+        "no_such_dataset" in err
+        and "not registered" in err
+        and "Traceback" not in err
+        and "error: " in err.splitlines()[-1]
+    )
 
 
 # -- visualize_json_results ------------------------------------------------------------------------
@@ -151,13 +225,19 @@ def test_json_results_draw_detections_above_threshold_beside_ground_truth(tmp_pa
     assert os.path.basename(record["file_name"]) == "000001.jpg"
     shown, hidden = [100.0, 100.0, 80.0, 60.0], [20.0, 20.0, 30.0, 30.0]  # XYWH
     results = tmp_path / "coco_instances_results.json"
-    results.write_text(json.dumps([
-        # category_id: the dataset's own ids (1..5); 5 ("ring") is contiguous class 4.
-        {"image_id": record["image_id"], "category_id": 5, "bbox": shown, "score": 0.9},
-        {"image_id": record["image_id"], "category_id": 2, "bbox": hidden, "score": 0.3},
-    ]))
+    results.write_text(
+        json.dumps(
+            [
+                # category_id: the dataset's own ids (1..5); 5 ("ring") is contiguous class 4.
+                {"image_id": record["image_id"], "category_id": 5, "bbox": shown, "score": 0.9},
+                {"image_id": record["image_id"], "category_id": 2, "bbox": hidden, "score": 0.3},
+            ]
+        )
+    )
     out = tmp_path / "out"
-    visualize_json_results.main(["--input", str(results), "--output", str(out), "--dataset", MINIVAL])
+    visualize_json_results.main(
+        ["--input", str(results), "--output", str(out), "--dataset", MINIVAL]
+    )
     assert len(os.listdir(out)) == 40  # every image of the dataset, as Detectron2's tool
     raw = read_image(record["file_name"], format="RGB")
     drawn = read_rgb(out / "000001.jpg")
@@ -166,27 +246,37 @@ def test_json_results_draw_detections_above_threshold_beside_ground_truth(tmp_pa
     predictions, ground_truth = drawn[:, :width], drawn[:, width:]
     xyxy = lambda b: BoxMode.convert(b, BoxMode.XYWH_ABS, BoxMode.XYXY_ABS)  # noqa: E731
     assert side_contrast(predictions, raw, xyxy(shown)) > DRAWN
-    assert side_contrast(predictions, raw, xyxy(hidden)) < DRAWN / 4  # score 0.3 < --conf-threshold 0.5
-    gt_boxes = [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in record["annotations"]]
+    assert (
+        side_contrast(predictions, raw, xyxy(hidden)) < DRAWN / 4
+    )  # score 0.3 < --conf-threshold 0.5
+    gt_boxes = [
+        BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in record["annotations"]
+    ]
     assert_boxes_drawn(ground_truth, raw, gt_boxes)
 
 
 def test_json_results_map_dataset_ids_to_contiguous_classes():
     DatasetCatalog.get(MINIVAL)  # fills its metadata
     id_map = visualize_json_results.contiguous_id_map(MINIVAL)
-    detections = [{"image_id": 1, "category_id": c, "bbox": [0, 0, 5, 5], "score": 0.9} for c in (1, 5)]
+    detections = [
+        {"image_id": 1, "category_id": c, "bbox": [0, 0, 5, 5], "score": 0.9} for c in (1, 5)
+    ]
     instances = visualize_json_results.create_instances(detections, (20, 20), id_map, 0.5)
     assert instances.pred_classes.tolist() == [0, 4]
     assert instances.pred_boxes.tensor.tolist() == [[0, 0, 5, 5]] * 2
 
 
-@pytest.mark.parametrize("content", [
-    None,  # no file
-    "not json {",
-    '{"image_id": 1}',
-    '[{"image_id": 1, "category_id": 1, "bbox": [1, 2, 3], "score": 0.9}]',
-    '[{"image_id": 1, "category_id": 99, "bbox": [1, 2, 3, 4], "score": 0.9}]',  # no such category
-], ids=["missing", "not-json", "not-a-list", "bad-bbox", "unknown-category"])
+@pytest.mark.parametrize(
+    "content",
+    [
+        None,  # no file
+        "not json {",
+        '{"image_id": 1}',
+        '[{"image_id": 1, "category_id": 1, "bbox": [1, 2, 3], "score": 0.9}]',
+        '[{"image_id": 1, "category_id": 99, "bbox": [1, 2, 3, 4], "score": 0.9}]',  # no such category
+    ],
+    ids=["missing", "not-json", "not-a-list", "bad-bbox", "unknown-category"],
+)
 def test_json_results_bad_input_is_one_line_error_naming_the_file(content, tmp_path, capsys):
     results = tmp_path / "results.json"
     if content is not None:
@@ -197,7 +287,9 @@ def test_json_results_bad_input_is_one_line_error_naming_the_file(content, tmp_p
     assert e.value.code == 1
     err = capsys.readouterr().err.strip()
     assert str(results) in err and "Traceback" not in err and "error: " in err.splitlines()[-1], err
-    assert not (tmp_path / "out").exists() or not os.listdir(tmp_path / "out")  # stopped before drawing
+    assert not (tmp_path / "out").exists() or not os.listdir(
+        tmp_path / "out"
+    )  # stopped before drawing
 
 
 def test_json_results_unregistered_dataset_is_one_line_error(tmp_path, capsys):
@@ -208,4 +300,9 @@ def test_json_results_unregistered_dataset_is_one_line_error(tmp_path, capsys):
         visualize_json_results.main(argv)
     assert e.value.code == 1
     err = capsys.readouterr().err.strip()
-    assert "no_such_dataset" in err and "--coco-dataset" in err and "Traceback" not in err and "error: " in err.splitlines()[-1]
+    assert (
+        "no_such_dataset" in err
+        and "--coco-dataset" in err
+        and "Traceback" not in err
+        and "error: " in err.splitlines()[-1]
+    )

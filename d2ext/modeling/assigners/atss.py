@@ -4,6 +4,7 @@ The work is done by the op :func:`d2ext.layers.atss_assign` (memory-linear kerne
 reference in d2ext/layers/reference.py when the ops are not built).
 Letters: R anchors (all levels concatenated), M ground-truth boxes.
 """
+
 from typing import List, Optional, Tuple
 
 import torch
@@ -38,6 +39,11 @@ def atss_assign(
         thresholds: (M,) each GT's IoU threshold (mean + std rule); NaN with < 2 candidates.
     """
     return _atss_assign_op(
-        anchors, num_anchors_per_level, gt_boxes, topk * num_anchors_per_location, pred_boxes,
-        anchor_weight, pred_weight,
+        anchors,
+        num_anchors_per_level,
+        gt_boxes,
+        topk * num_anchors_per_location,
+        pred_boxes,
+        anchor_weight,
+        pred_weight,
     )

@@ -7,19 +7,21 @@ first such GT on ties) or the background. Dense (an R x M matrix), as Detectron2
 memory-linear path of d2ext is the ATSS op.
 Letters: R points (all levels concatenated), M ground-truth boxes, L levels.
 """
+
 import math
 from typing import List, Sequence, Tuple
 
 import torch
-from torch import Tensor
-
 from detectron2.structures import Boxes
+from torch import Tensor
 
 # FCOS's ranges of the largest ltrb distance of P3-P7: (0, 64], [64, 128], ..., [512, inf).
 DEFAULT_SIZE_BOUNDS = (64.0, 128.0, 256.0, 512.0)
 
 
-def level_ranges(size_bounds: Sequence[float], num_points_per_level: List[int], device=None) -> Tuple[Tensor, Tensor]:
+def level_ranges(
+    size_bounds: Sequence[float], num_points_per_level: List[int], device=None
+) -> Tuple[Tensor, Tensor]:
     """
     Per-point (R,) lower and upper bounds of the largest ltrb distance: level l takes
     [size_bounds[l - 1], size_bounds[l]], the first level from -inf and the last to inf
@@ -50,7 +52,9 @@ def fcos_assign(points: Tensor, lower: Tensor, upper: Tensor, gt_boxes: Tensor) 
     """
     if len(gt_boxes) == 0:
         return torch.full((len(points),), -1, dtype=torch.int64, device=points.device)
-    ltrb = torch.cat([points[:, None] - gt_boxes[None, :, :2], gt_boxes[None, :, 2:] - points[:, None]], dim=2)
+    ltrb = torch.cat(
+        [points[:, None] - gt_boxes[None, :, :2], gt_boxes[None, :, 2:] - points[:, None]], dim=2
+    )
     inside = ltrb.amin(dim=2) > 0  # (R, M)
     reach = ltrb.amax(dim=2)
     in_range = (reach >= lower[:, None]) & (reach <= upper[:, None])

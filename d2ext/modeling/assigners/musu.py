@@ -7,6 +7,7 @@ choices of the described mechanism; each of their knobs is a MODEL.MUSU key.
 
 Letters: R anchors (all levels concatenated), M ground-truth boxes, C candidates per GT.
 """
+
 from dataclasses import dataclass
 from typing import List
 
@@ -52,7 +53,9 @@ def mixed_keys(cls_scores: Tensor, ious: Tensor, mix_lambda: float):
     return s ** (1.0 - mix_lambda) * u**mix_lambda, u ** (1.0 - mix_lambda) * s**mix_lambda
 
 
-def candidate_indices(anchors: Tensor, num_anchors_per_level: List[int], gt_boxes: Tensor, k: int) -> Tensor:
+def candidate_indices(
+    anchors: Tensor, num_anchors_per_level: List[int], gt_boxes: Tensor, k: int
+) -> Tensor:
     """(C, M) indices of, per level, the min(k, n_l) anchors whose centres are nearest each GT's
     centre (ATSS's candidate stage, METHODS.md §1.1 step 2)."""
     anchor_centers = (anchors[:, :2] + anchors[:, 2:]) / 2
@@ -110,10 +113,15 @@ def mutual_bags(
     if num_gt == 0:
         zeros = torch.zeros(num_anchors, device=device)
         return MutualBags(
-            torch.full((num_anchors,), -1, dtype=torch.long, device=device), zeros, zeros.clone(),
-            torch.zeros(0, dtype=torch.long, device=device), torch.zeros(0, dtype=torch.bool, device=device),
+            torch.full((num_anchors,), -1, dtype=torch.long, device=device),
+            zeros,
+            zeros.clone(),
+            torch.zeros(0, dtype=torch.long, device=device),
+            torch.zeros(0, dtype=torch.bool, device=device),
         )
-    cand = candidate_indices(anchors, num_anchors_per_level, gt_boxes, topk * num_anchors_per_location)  # (C, M)
+    cand = candidate_indices(
+        anchors, num_anchors_per_level, gt_boxes, topk * num_anchors_per_location
+    )  # (C, M)
     cols = torch.arange(num_gt, device=device).expand_as(cand)
     centers = ((anchors[:, :2] + anchors[:, 2:]) / 2)[cand]  # (C, M, 2)
     ltrb = torch.cat([centers - gt_boxes[None, :, :2], gt_boxes[None, :, 2:] - centers], dim=-1)
@@ -124,7 +132,9 @@ def mutual_bags(
     gate = torch.where(inside, gate, -1.0)
     best = gate.argmax(dim=0)  # (M,)
     in_bag = inside & (gate >= gate_thresh)
-    in_bag[best, torch.arange(num_gt, device=device)] |= inside[best, torch.arange(num_gt, device=device)]
+    in_bag[best, torch.arange(num_gt, device=device)] |= inside[
+        best, torch.arange(num_gt, device=device)
+    ]
 
     # Conflicts: the GT with the largest anchor IoU keeps the anchor.
     owner_iou = torch.full((num_anchors, num_gt), -1.0, device=device)

@@ -1,12 +1,11 @@
 from typing import List, Tuple
 
 import torch
-from torch import Tensor
-
 from detectron2.config import configurable
 from detectron2.modeling import PROPOSAL_GENERATOR_REGISTRY
 from detectron2.modeling.proposal_generator import RPN
 from detectron2.structures import Boxes, Instances, pairwise_iou
+from torch import Tensor
 
 from d2ext.layers.precision import float32_region
 
@@ -70,8 +69,12 @@ class LibraRPN(RPN):
         for gt_i in gt_instances:
             gt_boxes_i = gt_i.gt_boxes
             valid = valid_anchor_mask(
-                anchors.tensor, num_per_level, self.anchor_generator.strides,
-                self.anchor_generator.offset, gt_i.image_size, self.valid_anchors_pad_divisor,
+                anchors.tensor,
+                num_per_level,
+                self.anchor_generator.strides,
+                self.anchor_generator.offset,
+                gt_i.image_size,
+                self.valid_anchors_pad_divisor,
             )
             iou = pairwise_iou(gt_boxes_i, anchors)
             if len(gt_boxes_i):
@@ -83,14 +86,21 @@ class LibraRPN(RPN):
                 labels_i[~anchors.inside_box(gt_i.image_size, self.anchor_boundary_thresh)] = -1
             gt_labels.append(self._subsample_labels(labels_i))
             matched_gt_boxes.append(
-                gt_boxes_i[matched_idxs].tensor if len(gt_boxes_i) else torch.zeros_like(anchors.tensor)
+                gt_boxes_i[matched_idxs].tensor
+                if len(gt_boxes_i)
+                else torch.zeros_like(anchors.tensor)
             )
         return gt_labels, matched_gt_boxes
 
     def _subsample_labels(self, label):
         pos_idx, neg_idx = libra_subsample_labels(
-            label, self.batch_size_per_image, self.positive_fraction, 0,
-            iou_balanced_neg=False, instance_balanced_pos=False, neg_pos_ub=self.neg_pos_ub,
+            label,
+            self.batch_size_per_image,
+            self.positive_fraction,
+            0,
+            iou_balanced_neg=False,
+            instance_balanced_pos=False,
+            neg_pos_ub=self.neg_pos_ub,
         )
         label.fill_(-1)
         label.scatter_(0, pos_idx, 1)
@@ -100,7 +110,9 @@ class LibraRPN(RPN):
     # Under AMP the RPN losses run in float32 on float32 head outputs.
     @float32_region("pred_objectness_logits", "pred_anchor_deltas")
     def losses(self, anchors, pred_objectness_logits, gt_labels, pred_anchor_deltas, gt_boxes):
-        losses = super().losses(anchors, pred_objectness_logits, gt_labels, pred_anchor_deltas, gt_boxes)
+        losses = super().losses(
+            anchors, pred_objectness_logits, gt_labels, pred_anchor_deltas, gt_boxes
+        )
         if self.neg_pos_ub < 0:
             return losses
         # Detectron2 divides by batch_size_per_image * N; with the bound far fewer anchors may be
@@ -119,10 +131,12 @@ def valid_anchor_mask(anchors, num_anchors_per_level, strides, offset, image_siz
     ``divisor`` (mmdetection's AnchorGenerator.valid_flags with the image's own pad_shape).
     """
     pad_h, pad_w = (-(-int(size) // divisor) * divisor for size in image_size)
-    stride = torch.cat([
-        torch.full((n,), float(s), device=anchors.device)
-        for n, s in zip(num_anchors_per_level, strides)
-    ])
+    stride = torch.cat(
+        [
+            torch.full((n,), float(s), device=anchors.device)
+            for n, s in zip(num_anchors_per_level, strides)
+        ]
+    )
     centers = (anchors[:, :2] + anchors[:, 2:]) / 2
     # Grid index of each anchor: its centre is at (index + offset) * stride.
     index = torch.floor(centers / stride[:, None] - offset + 0.5)

@@ -35,10 +35,20 @@ class LibraFastRCNNOutputLayers(FastRCNNOutputLayers):
                 f"MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE={self.box_reg_loss_type!r} is not one of "
                 f"{BOX_REG_LOSS_TYPES}"
             )
-        if self.box_reg_loss_type == "balanced_l1":  # else unused; balanced_l1_loss raises only at the first step
-            for key, value in (("ALPHA", balanced_l1_alpha), ("GAMMA", balanced_l1_gamma), ("BETA", balanced_l1_beta)):
-                check_range(f"MODEL.LIBRA.BALANCED_L1_{key} (model.roi_heads.box_predictor.balanced_l1_{key.lower()})",
-                            value, 0, low_open=True)
+        if (
+            self.box_reg_loss_type == "balanced_l1"
+        ):  # else unused; balanced_l1_loss raises only at the first step
+            for key, value in (
+                ("ALPHA", balanced_l1_alpha),
+                ("GAMMA", balanced_l1_gamma),
+                ("BETA", balanced_l1_beta),
+            ):
+                check_range(
+                    f"MODEL.LIBRA.BALANCED_L1_{key} (model.roi_heads.box_predictor.balanced_l1_{key.lower()})",
+                    value,
+                    0,
+                    low_open=True,
+                )
         self.balanced_l1_alpha = balanced_l1_alpha
         self.balanced_l1_gamma = balanced_l1_gamma
         self.balanced_l1_beta = balanced_l1_beta
@@ -69,7 +79,11 @@ class LibraFastRCNNOutputLayers(FastRCNNOutputLayers):
             ]
         gt_deltas = self.box2box_transform.get_deltas(proposal_boxes[fg_inds], gt_boxes[fg_inds])
         loss = balanced_l1_loss(
-            fg_pred_deltas, gt_deltas, alpha=self.balanced_l1_alpha, gamma=self.balanced_l1_gamma,
-            beta=self.balanced_l1_beta, reduction="sum",
+            fg_pred_deltas,
+            gt_deltas,
+            alpha=self.balanced_l1_alpha,
+            gamma=self.balanced_l1_gamma,
+            beta=self.balanced_l1_beta,
+            reduction="sum",
         )
         return loss / max(gt_classes.numel(), 1.0)

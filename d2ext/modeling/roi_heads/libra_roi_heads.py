@@ -2,14 +2,13 @@ from typing import List
 
 import numpy as np
 import torch
-from torch.jit import Final
-
 from detectron2.config import configurable
 from detectron2.modeling import ROI_HEADS_REGISTRY
 from detectron2.modeling.proposal_generator.proposal_utils import add_ground_truth_to_proposals
 from detectron2.modeling.roi_heads import StandardROIHeads
 from detectron2.structures import Instances, pairwise_iou
 from detectron2.utils.events import get_event_storage
+from torch.jit import Final
 
 from ..input_checks import check_gt_classes, drop_degenerate_gt_boxes
 from ..sampling import iou_bin_index, libra_subsample_labels
@@ -88,10 +87,16 @@ class LibraROIHeads(StandardROIHeads):
         else:
             gt_classes = torch.zeros_like(matched_idxs) + self.num_classes
         fg_idxs, bg_idxs = libra_subsample_labels(
-            gt_classes, self.batch_size_per_image, self.positive_fraction, self.num_classes,
-            max_ious=max_ious, matched_idxs=matched_idxs,
-            iou_balanced_neg=self.iou_balanced_neg, num_bins=self.num_iou_bins,
-            floor_thresh=self.floor_thresh, floor_fraction=self.floor_fraction,
+            gt_classes,
+            self.batch_size_per_image,
+            self.positive_fraction,
+            self.num_classes,
+            max_ious=max_ious,
+            matched_idxs=matched_idxs,
+            iou_balanced_neg=self.iou_balanced_neg,
+            num_bins=self.num_iou_bins,
+            floor_thresh=self.floor_thresh,
+            floor_fraction=self.floor_fraction,
             instance_balanced_pos=self.instance_balanced_pos,
         )
         sampled_idxs = torch.cat([fg_idxs, bg_idxs], dim=0)
@@ -103,7 +108,9 @@ class LibraROIHeads(StandardROIHeads):
     ) -> List[Instances]:
         """Detectron2's method (same outputs and fields), with Libra sampling and its stats."""
         # A class >= NUM_CLASSES would index past the box predictor's logits in the loss.
-        check_gt_classes(targets, self.num_classes, "MODEL.ROI_HEADS.NUM_CLASSES (model.roi_heads.num_classes)")
+        check_gt_classes(
+            targets, self.num_classes, "MODEL.ROI_HEADS.NUM_CLASSES (model.roi_heads.num_classes)"
+        )
         # Zero-width / inverted GT boxes would be added as proposals with log(0) box targets.
         targets = drop_degenerate_gt_boxes(targets, "LibraROIHeads")
         if self.proposal_append_gt:
