@@ -1,8 +1,8 @@
 # Lazy twin of atss_r50_fpn_1x_coco.yaml: mmdetection 3.3's atss_r50_fpn_1x_coco (box AP 39.4
 # published), loading its checkpoint converted on load and training with its recipe.
 
-from ..common.mmdet_schedule import coco_1x
 from ..common.mmdet_schedule import SGD as optimizer  # noqa: F401  (exported)
+from ..common.mmdet_schedule import coco_1x
 from ..common.mmdet_schedule import lr_multiplier_1x as lr_multiplier  # noqa: F401  (exported)
 from ..common.models.atss import model
 from ..common.models.mmdet_backbone import mmdet_r50_fpn

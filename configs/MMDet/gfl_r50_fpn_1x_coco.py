@@ -1,8 +1,8 @@
 # Lazy twin of gfl_r50_fpn_1x_coco.yaml: mmdetection 3.3's gfl_r50_fpn_1x_coco (box AP 40.2
 # published), loading its checkpoint converted on load and training with its recipe.
-from .atss_r50_fpn_1x_coco import dataloader, lr_multiplier, optimizer, train  # noqa: F401
 from ..common.models.gfl import model
 from ..common.models.mmdet_backbone import mmdet_r50_fpn
+from .atss_r50_fpn_1x_coco import dataloader, lr_multiplier, optimizer, train  # noqa: F401
 
 # P7 = conv(P6), no ReLU (relu_before_extra_convs=False, METHODS.md Errata 3).
 mmdet_r50_fpn(model, relu_before_p6=False, relu_before_p7=False)

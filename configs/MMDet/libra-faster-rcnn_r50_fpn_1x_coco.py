@@ -5,8 +5,8 @@ from detectron2.config import LazyCall as L
 
 from d2ext.modeling.backbone import FPN, train_frozen_bn_affine
 
-from ..common.mmdet_schedule import coco_1x
 from ..common.mmdet_schedule import SGD as optimizer
+from ..common.mmdet_schedule import coco_1x
 from ..common.mmdet_schedule import lr_multiplier_1x as lr_multiplier  # noqa: F401  (exported)
 from ..common.models.libra_faster_rcnn import model
 

@@ -1,8 +1,8 @@
 # Lazy twin of vfnet_r50_fpn_1x_coco.yaml: mmdetection 3.3's vfnet_r50_fpn_1x_coco (box AP 41.6
 # published), loading its checkpoint converted on load and training with its recipe.
-from .atss_r50_fpn_1x_coco import dataloader, lr_multiplier, optimizer, train  # noqa: F401
 from ..common.models.mmdet_backbone import mmdet_r50_fpn
 from ..common.models.vfnet import model
+from .atss_r50_fpn_1x_coco import dataloader, lr_multiplier, optimizer, train  # noqa: F401
 
 # relu_before_extra_convs=True: P6 = conv(P5), P7 = conv(relu(P6)) (METHODS.md Errata 3).
 mmdet_r50_fpn(model, relu_before_p6=False, relu_before_p7=True)

@@ -1,9 +1,8 @@
 # The schedules of the ATSS-family papers: step decay with a *constant* warmup (1/3 for 500
 # iterations), not Detectron2's linear 1000-iteration one.
-from fvcore.common.param_scheduler import MultiStepParamScheduler
-
 from detectron2.config import LazyCall as L
 from detectron2.solver import WarmupParamScheduler
+from fvcore.common.param_scheduler import MultiStepParamScheduler
 
 
 def step_schedule(max_iter, milestones, warmup_iters=500, warmup_factor=1.0 / 3):

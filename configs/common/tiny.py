@@ -26,7 +26,9 @@ def shrink_to_tiny(model, num_classes=5):
 def tiny_schedule(output_dir):
     """The tiny configs' schedule: 500 iterations at lr 0.02 (x0.1 at 400 and 470) after a linear
     100-iteration warmup from 0.01, on the CPU, seed 42. Returns (lr_multiplier, train)."""
-    lr_multiplier = step_schedule(max_iter=500, milestones=[400, 470], warmup_iters=100, warmup_factor=0.01)
+    lr_multiplier = step_schedule(
+        max_iter=500, milestones=[400, 470], warmup_iters=100, warmup_factor=0.01
+    )
     lr_multiplier.warmup_method = "linear"
     train = get_config("common/train.py").train
     train.max_iter = 500

@@ -19,6 +19,15 @@ modules become d2ext's one (L,) ``scales`` parameter.
            vfnet_reg_conv.conv / .gn / vfnet_reg          head.reg_init_conv.0 / .1 / bbox_pred
            vfnet_reg_refine_dconv / vfnet_reg_refine      head.refine_dcn / refine_pred
            scales_refine.l.scale                          head.refine_scales[l]
+    dcn_on_last_conv: {cls,reg}_convs.i.conv (DCNv2)  head.{cls,bbox}_subnet.(3i).conv
+                      ….conv.conv_offset              head.{cls,bbox}_subnet.(3i).conv_offset
+    deformable backbone stages (dcn): layerN.B.conv2.conv_offset   res(N+1).B.conv2_offset;
+    conv2 (DCN / DCNv2 weight, ResNeXt: grouped) as any conv2
+
+RetinaNet (Libra RetinaNet; registered in d2ext/modeling/meta_arch/libra_retinanet.py):
+    bbox_head.{cls,reg}_convs.i.conv         head.{cls,bbox}_subnet.(2i)  (conv + ReLU, no norm)
+    bbox_head.retina_cls / retina_reg        head.cls_score / bbox_pred   (MMDetAnchorGenerator order)
+    neck.0. (FPN; P6 = conv(C5), P7 = conv(P6)) and neck.1. (BFP) as Libra Faster R-CNN's below
 
 Libra Faster R-CNN (neck = [FPN, BFP]; FPN P2-P6 with P6 = max-pool, no conv to map):
     neck.0.lateral_convs.i / fpn_convs.i     backbone.fpn.fpn_lateral(2+i) / fpn_output(2+i)
@@ -31,6 +40,8 @@ Libra Faster R-CNN (neck = [FPN, BFP]; FPN P2-P6 with P6 = max-pool, no conv to 
     roi_head.bbox_head.fc_reg                roi_heads.box_predictor.bbox_pred (80 x 4, class-major
                                              (dx, dy, dw, dh), as Detectron2)
 """
+
+import re
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
@@ -52,7 +63,7 @@ def fpn_rules(target: Dict[str, torch.Tensor], fpn_prefix: str) -> List[Rule]:
     """mmdetection's FPN (start_level = the first stage d2ext's FPN has a lateral conv for;
     extra convs are the top block's P6/P7)."""
     stages = sorted(
-        int(k[len(fpn_prefix) + len("fpn_lateral"):].split(".")[0])
+        int(k[len(fpn_prefix) + len("fpn_lateral") :].split(".")[0])
         for k in target
         if k.startswith(fpn_prefix + "fpn_lateral") and k.endswith(".weight")
     )
@@ -66,7 +77,10 @@ def fpn_rules(target: Dict[str, torch.Tensor], fpn_prefix: str) -> List[Rule]:
         return f"{name}.{m[2]}"
 
     return [
-        Rule(r"lateral_convs\.(\d+)\.conv\.(weight|bias)", lambda m: f"fpn_lateral{first + int(m[1])}.{m[2]}"),
+        Rule(
+            r"lateral_convs\.(\d+)\.conv\.(weight|bias)",
+            lambda m: f"fpn_lateral{first + int(m[1])}.{m[2]}",
+        ),
         Rule(r"fpn_convs\.(\d+)\.conv\.(weight|bias)", output),
     ]
 
@@ -75,11 +89,49 @@ def fpn_rules(target: Dict[str, torch.Tensor], fpn_prefix: str) -> List[Rule]:
 # at indices 3i, 3i + 1, 3i + 2.
 TOWER_RULES = [
     Rule(r"cls_convs\.(\d+)\.conv\.(weight|bias)", lambda m: f"cls_subnet.{3 * int(m[1])}.{m[2]}"),
-    Rule(r"cls_convs\.(\d+)\.gn\.(weight|bias)", lambda m: f"cls_subnet.{3 * int(m[1]) + 1}.{m[2]}"),
+    Rule(
+        r"cls_convs\.(\d+)\.gn\.(weight|bias)", lambda m: f"cls_subnet.{3 * int(m[1]) + 1}.{m[2]}"
+    ),
     Rule(r"reg_convs\.(\d+)\.conv\.(weight|bias)", lambda m: f"bbox_subnet.{3 * int(m[1])}.{m[2]}"),
-    Rule(r"reg_convs\.(\d+)\.gn\.(weight|bias)", lambda m: f"bbox_subnet.{3 * int(m[1]) + 1}.{m[2]}"),
+    Rule(
+        r"reg_convs\.(\d+)\.gn\.(weight|bias)", lambda m: f"bbox_subnet.{3 * int(m[1]) + 1}.{m[2]}"
+    ),
     Rule(r"scales\.(\d+)\.scale", r"scales.\1"),
+    # A DCN / DCNv2 tower conv (dcn_on_last_conv) in a model whose tower conv is plain: the
+    # offset conv has nowhere to go (an error, convert_mmdet_checkpoint).
+    Rule(
+        r"(cls|reg)_convs\.(\d+)\.conv\.conv_offset\.(weight|bias)",
+        lambda m: f"{'cls' if m[1] == 'cls' else 'bbox'}_subnet.{3 * int(m[2])}.conv_offset.{m[3]}",
+    ),
 ]
+
+
+def deformable_tower_rules(target: Dict[str, torch.Tensor], head: str) -> List[Rule]:
+    """Rules for the deformable tower convs of the model (mmdetection's ``dcn_on_last_conv``:
+    mmcv's DCNv2 pack ``{cls,reg}_convs.i.conv`` with its ``conv_offset``; d2ext's
+    DeformConvPack at tower index 3i, its deformable weight under ``.conv``), tried before
+    TOWER_RULES."""
+    rules = []
+    for key in sorted(target):
+        found = re.fullmatch(
+            re.escape(head) + r"(cls|bbox)_subnet\.(\d+)\.conv_offset\.weight", key
+        )
+        if found is None:
+            continue
+        tower, index = found[1], int(found[2])
+        source = "cls" if tower == "cls" else "reg"
+        rules += [
+            Rule(
+                rf"{source}_convs\.{index // 3}\.conv\.conv_offset\.(weight|bias)",
+                rf"{tower}_subnet.{index}.conv_offset.\1",
+            ),
+            Rule(
+                rf"{source}_convs\.{index // 3}\.conv\.(weight|bias)",
+                rf"{tower}_subnet.{index}.conv.\1",
+            ),
+        ]
+    return rules
+
 
 GFL_RULES = TOWER_RULES + [
     Rule(r"gfl_cls\.(weight|bias)", r"cls_score.\1"),
@@ -90,6 +142,7 @@ GFL_RULES = TOWER_RULES + [
     Rule(r"integral\.project", None, "the constant bins 0..reg_max of the integral"),
     Rule(r"distribution_project\.project", None, "the constant bins 0..reg_max of the integral"),
 ]
+
 
 @dataclass
 class MMDetHead:
@@ -105,7 +158,9 @@ class MMDetHead:
 MMDET_HEADS: List[MMDetHead] = []
 
 
-def register_mmdet_head(name: str, signature: Tuple[str, str], rules: List[Rule], before: Optional[str] = None):
+def register_mmdet_head(
+    name: str, signature: Tuple[str, str], rules: List[Rule], before: Optional[str] = None
+):
     """Registers an mmdetection dense head ``name``: checkpoints holding ``signature[0]`` convert
     by ``rules`` (under ``bbox_head.`` -> ``head.``) into models holding ``signature[1]``.
     ``before``: a registered head to try after this one (a head whose keys include another's)."""
@@ -115,24 +170,36 @@ def register_mmdet_head(name: str, signature: Tuple[str, str], rules: List[Rule]
     return head
 
 
-register_mmdet_head("ATSS", ("bbox_head.atss_centerness.weight", "head.ctrness.weight"), TOWER_RULES + [
-    Rule(r"atss_cls\.(weight|bias)", r"cls_score.\1"),
-    Rule(r"atss_reg\.(weight|bias)", r"bbox_pred.\1"),
-    Rule(r"atss_centerness\.(weight|bias)", r"ctrness.\1"),
-])
+register_mmdet_head(
+    "ATSS",
+    ("bbox_head.atss_centerness.weight", "head.ctrness.weight"),
+    TOWER_RULES
+    + [
+        Rule(r"atss_cls\.(weight|bias)", r"cls_score.\1"),
+        Rule(r"atss_reg\.(weight|bias)", r"bbox_pred.\1"),
+        Rule(r"atss_centerness\.(weight|bias)", r"ctrness.\1"),
+    ],
+)
 register_mmdet_head("GFL", ("bbox_head.gfl_reg.weight", "head.bbox_pred.weight"), GFL_RULES)
 # A GFocalV2 checkpoint has GFL's keys too, and needs MODEL.GFL.DGQP: tried first.
-register_mmdet_head("GFL v2", ("bbox_head.reg_conf.0.weight", "head.dgqp.conv1.weight"), GFL_RULES, before="GFL")
-register_mmdet_head("VFNet", ("bbox_head.vfnet_cls.weight", "head.refine_pred.weight"), TOWER_RULES + [
-    Rule(r"vfnet_reg_conv\.conv\.(weight|bias)", r"reg_init_conv.0.\1"),
-    Rule(r"vfnet_reg_conv\.gn\.(weight|bias)", r"reg_init_conv.1.\1"),
-    Rule(r"vfnet_reg\.(weight|bias)", r"bbox_pred.\1"),
-    Rule(r"vfnet_reg_refine_dconv\.weight", r"refine_dcn.weight"),
-    Rule(r"vfnet_reg_refine\.(weight|bias)", r"refine_pred.\1"),
-    Rule(r"scales_refine\.(\d+)\.scale", r"refine_scales.\1"),
-    Rule(r"vfnet_cls_dconv\.weight", r"cls_dcn.weight"),
-    Rule(r"vfnet_cls\.(weight|bias)", r"cls_score.\1"),
-])
+register_mmdet_head(
+    "GFL v2", ("bbox_head.reg_conf.0.weight", "head.dgqp.conv1.weight"), GFL_RULES, before="GFL"
+)
+register_mmdet_head(
+    "VFNet",
+    ("bbox_head.vfnet_cls.weight", "head.refine_pred.weight"),
+    TOWER_RULES
+    + [
+        Rule(r"vfnet_reg_conv\.conv\.(weight|bias)", r"reg_init_conv.0.\1"),
+        Rule(r"vfnet_reg_conv\.gn\.(weight|bias)", r"reg_init_conv.1.\1"),
+        Rule(r"vfnet_reg\.(weight|bias)", r"bbox_pred.\1"),
+        Rule(r"vfnet_reg_refine_dconv\.weight", r"refine_dcn.weight"),
+        Rule(r"vfnet_reg_refine\.(weight|bias)", r"refine_pred.\1"),
+        Rule(r"scales_refine\.(\d+)\.scale", r"refine_scales.\1"),
+        Rule(r"vfnet_cls_dconv\.weight", r"cls_dcn.weight"),
+        Rule(r"vfnet_cls\.(weight|bias)", r"cls_score.\1"),
+    ],
+)
 
 # Two-stage detectors: module prefix -> (source prefix, d2ext prefix, rules).
 LIBRA_NECK_RULES = [
@@ -161,7 +228,13 @@ def checkpoint_method(state: Dict[str, torch.Tensor]) -> Tuple[str, Tuple[str, s
             return head.name, head.signature
     if LIBRA_SIGNATURE[0] in state:
         return "Libra R-CNN", LIBRA_SIGNATURE
-    heads = sorted({k.split(".")[0] + "." + k.split(".")[1] for k in state if k.startswith(("bbox_head.", "roi_head."))})
+    heads = sorted(
+        {
+            k.split(".")[0] + "." + k.split(".")[1]
+            for k in state
+            if k.startswith(("bbox_head.", "roi_head."))
+        }
+    )
     raise ConversionError(
         f"d2ext has no conversion table for this mmdetection head (modules {heads}); it converts "
         f"{[h.name for h in MMDET_HEADS] + ['Libra R-CNN']}"
@@ -200,20 +273,47 @@ def mmdet_table(state: Dict[str, torch.Tensor], target: Dict[str, torch.Tensor])
             converted=["backbone.", rpn, roi],
         )
     head = "head."
+    if LIBRA_SIGNATURE[0] in state:  # a dense detector with Libra's neck = [FPN, BFP]
+        bfp = find_prefix(target, "refine.conv_out.weight")
+        if bfp is None:
+            raise ConversionError(
+                f"the checkpoint is an mmdetection {method} with a balanced feature pyramid (neck.1) but "
+                f"the config builds no BFP: use the matching configs/MMDet/ config"
+            )
+        necks = [("neck.0.", fpn, fpn_rules(target, fpn)), ("neck.1.", bfp, LIBRA_NECK_RULES)]
+    else:
+        necks = [("neck.", fpn, fpn_rules(target, fpn))]
     return Table(
         name=f"mmdetection {method}",
         rules=[
             ("backbone.", backbone, RESNET_RULES),
-            ("neck.", fpn, fpn_rules(target, fpn)),
-            ("bbox_head.", head, next(h.rules for h in MMDET_HEADS if h.name == method)),
+            *necks,
+            (
+                "bbox_head.",
+                head,
+                deformable_tower_rules(target, head)
+                + next(h.rules for h in MMDET_HEADS if h.name == method),
+            ),
         ],
         converted=["backbone.", head],
         stacked={head + "scales": head + "scales", head + "refine_scales": head + "refine_scales"},
     )
 
 
-def convert_mmdet_checkpoint(loaded: Dict, target: Dict[str, torch.Tensor],
-                             source_name: str = "mmdetection checkpoint") -> Dict[str, torch.Tensor]:
+def convert_mmdet_checkpoint(
+    loaded: Dict, target: Dict[str, torch.Tensor], source_name: str = "mmdetection checkpoint"
+) -> Dict[str, torch.Tensor]:
     """d2ext state dict from an mmdetection checkpoint (``{"state_dict": ..., "meta": ...}``)."""
     state = loaded["state_dict"]
-    return convert(mmdet_table(state, target), state, target, source_name)
+    out = convert(mmdet_table(state, target), state, target, source_name)
+    # Deformable convs of the file that the model builds as plain convs: their weights would
+    # load into the plain convs with the right shapes and compute something else.
+    offsets = sorted(k for k in out if "offset" in k.rsplit(".", 2)[-2] and k not in target)
+    if offsets:
+        raise ConversionError(
+            f"{source_name}: the mmdetection checkpoint has deformable convs (DCN / DCNv2) where the "
+            f"config builds plain convs: {len(offsets)} offset conv key(s) with no place in the model, "
+            f"e.g. {offsets[:4]}. Use the matching configs/MMDet/ config (MODEL.RESNETS."
+            f"DEFORM_ON_PER_STAGE / DEFORM_MODULATED, MODEL.VFNET.DCN_ON_LAST_CONV)."
+        )
+    return out

@@ -1,9 +1,9 @@
 """d2ext's configs, shipped inside the package: the counterpart of detectron2.model_zoo."""
+
 import os
 from typing import Optional
 
 import torch
-
 from detectron2.config import CfgNode, instantiate
 from detectron2.modeling import build_model
 
@@ -25,6 +25,46 @@ _CHECKPOINTS = {
     "MMDet/libra-faster-rcnn_r50_fpn_1x_coco": "https://download.openmmlab.com/mmdetection/v2.0/"
     "libra_rcnn/libra_faster_rcnn_r50_fpn_1x_coco/libra_faster_rcnn_r50_fpn_1x_coco_20200130-3afee3a9.pth",
 }
+_MMDET = "https://download.openmmlab.com/mmdetection/v2.0/"
+# The rest of mmdetection 3.3's zoo of these methods (the metafile.yml of configs/atss, gfl,
+# vfnet, libra_rcnn): config -> file under _MMDET.
+_CHECKPOINTS.update(
+    {
+        f"MMDet/{config}": _MMDET + path
+        for config, path in {
+            "atss_r101_fpn_1x_coco": "atss/atss_r101_fpn_1x_coco/atss_r101_fpn_1x_20200825-dfcadd6f.pth",
+            "gfl_r50_fpn_ms-2x_coco": "gfl/gfl_r50_fpn_mstrain_2x_coco/"
+            "gfl_r50_fpn_mstrain_2x_coco_20200629_213802-37bb1edc.pth",
+            "gfl_r101_fpn_ms-2x_coco": "gfl/gfl_r101_fpn_mstrain_2x_coco/"
+            "gfl_r101_fpn_mstrain_2x_coco_20200629_200126-dd12f847.pth",
+            "gfl_r101-dconv-c3-c5_fpn_ms-2x_coco": "gfl/gfl_r101_fpn_dconv_c3-c5_mstrain_2x_coco/"
+            "gfl_r101_fpn_dconv_c3-c5_mstrain_2x_coco_20200630_102002-134b07df.pth",
+            "gfl_x101-32x4d_fpn_ms-2x_coco": "gfl/gfl_x101_32x4d_fpn_mstrain_2x_coco/"
+            "gfl_x101_32x4d_fpn_mstrain_2x_coco_20200630_102002-50c1ffdb.pth",
+            "gfl_x101-32x4d-dconv-c4-c5_fpn_ms-2x_coco": "gfl/gfl_x101_32x4d_fpn_dconv_c4-c5_mstrain_2x_coco/"
+            "gfl_x101_32x4d_fpn_dconv_c4-c5_mstrain_2x_coco_20200630_102002-14a2bf25.pth",
+            "vfnet_r50_fpn_ms-2x_coco": "vfnet/vfnet_r50_fpn_mstrain_2x_coco/"
+            "vfnet_r50_fpn_mstrain_2x_coco_20201027-7cc75bd2.pth",
+            "vfnet_r50-mdconv-c3-c5_fpn_ms-2x_coco": "vfnet/vfnet_r50_fpn_mdconv_c3-c5_mstrain_2x_coco/"
+            "vfnet_r50_fpn_mdconv_c3-c5_mstrain_2x_coco_20201027pth-6879c318.pth",
+            "vfnet_r101_fpn_1x_coco": "vfnet/vfnet_r101_fpn_1x_coco/vfnet_r101_fpn_1x_coco_20201027pth-c831ece7.pth",
+            "vfnet_r101_fpn_ms-2x_coco": "vfnet/vfnet_r101_fpn_mstrain_2x_coco/"
+            "vfnet_r101_fpn_mstrain_2x_coco_20201027pth-4a5d53f1.pth",
+            "vfnet_r101-mdconv-c3-c5_fpn_ms-2x_coco": "vfnet/vfnet_r101_fpn_mdconv_c3-c5_mstrain_2x_coco/"
+            "vfnet_r101_fpn_mdconv_c3-c5_mstrain_2x_coco_20201027pth-7729adb5.pth",
+            "vfnet_x101-32x4d-mdconv-c3-c5_fpn_ms-2x_coco": "vfnet/vfnet_x101_32x4d_fpn_mdconv_c3-c5_mstrain_2x_coco/"
+            "vfnet_x101_32x4d_fpn_mdconv_c3-c5_mstrain_2x_coco_20201027pth-d300a6fc.pth",
+            "vfnet_x101-64x4d-mdconv-c3-c5_fpn_ms-2x_coco": "vfnet/vfnet_x101_64x4d_fpn_mdconv_c3-c5_mstrain_2x_coco/"
+            "vfnet_x101_64x4d_fpn_mdconv_c3-c5_mstrain_2x_coco_20201027pth-b5f6da5e.pth",
+            "libra-faster-rcnn_r101_fpn_1x_coco": "libra_rcnn/libra_faster_rcnn_r101_fpn_1x_coco/"
+            "libra_faster_rcnn_r101_fpn_1x_coco_20200203-8dba6a5a.pth",
+            "libra-faster-rcnn_x101-64x4d_fpn_1x_coco": "libra_rcnn/libra_faster_rcnn_x101_64x4d_fpn_1x_coco/"
+            "libra_faster_rcnn_x101_64x4d_fpn_1x_coco_20200315-3a7d0488.pth",
+            "libra-retinanet_r50_fpn_1x_coco": "libra_rcnn/libra_retinanet_r50_fpn_1x_coco/"
+            "libra_retinanet_r50_fpn_1x_coco_20200205-804d94ce.pth",
+        }.items()
+    }
+)
 
 
 def get_checkpoint_url(config_path: str) -> str:
@@ -53,7 +93,9 @@ def get_config_file(config_path: str) -> str:
     """
     cfg_file = os.path.join(CONFIG_ROOT, config_path)
     if not os.path.isfile(cfg_file):
-        raise RuntimeError(f"{config_path} not available in d2ext's model zoo (looked in {CONFIG_ROOT})")
+        raise RuntimeError(
+            f"{config_path} not available in d2ext's model zoo (looked in {CONFIG_ROOT})"
+        )
     return cfg_file
 
 

@@ -10,10 +10,14 @@ Two environment stand-ins, needed because mmcv-lite ships no compiled ops:
 - ``mmcv.ops`` imports its C extension ``mmcv._ext``; a stub module is registered whose ops
   raise, and the ops the tested models run are replaced by torchvision's: ``nms`` (and
   through it mmcv's ``batched_nms``) by ``torchvision.ops.nms``, ``DeformConv2d`` /
-  ``deform_conv2d`` by ``torchvision.ops.deform_conv2d``, ``RoIAlign`` / ``roi_align`` by
-  ``torchvision.ops.roi_align`` (aligned=True, mmcv's default). These are the same ops d2ext
-  runs, so they cannot hide a difference in the models themselves.
+  ``deform_conv2d`` and ``modulated_deform_conv2d`` (which mmcv's ``DCN`` / ``DCNv2`` packs call:
+  mmdetection's deformable ResNet / ResNeXt stages, ``dcn_on_last_conv``) by
+  ``torchvision.ops.deform_conv2d`` (weight groups, offset groups and the mask included),
+  ``RoIAlign`` / ``roi_align`` by ``torchvision.ops.roi_align`` (aligned=True, mmcv's
+  default). These are the same ops d2ext runs, so they cannot hide a difference in the models
+  themselves.
 """
+
 import importlib.util
 import os
 import sys
@@ -31,6 +35,7 @@ def _stub_ext():
     def missing(name):
         def op(*args, **kwargs):
             raise NotImplementedError(f"mmcv op {name} has no stand-in in this test")
+
         return op
 
     def module_getattr(name):
@@ -63,33 +68,119 @@ def _torchvision_ops():
     class DeformConv2d(torch.nn.Module):
         """mmcv's DeformConv2d parameters (weight only, no bias) on torchvision's op."""
 
-        def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
-                     dilation=1, groups=1, deform_groups=1, bias=False, im2col_step=32):
+        def __init__(
+            self,
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=1,
+            padding=0,
+            dilation=1,
+            groups=1,
+            deform_groups=1,
+            bias=False,
+            im2col_step=32,
+        ):
             super().__init__()
             assert not bias and groups == 1
             k = torch.nn.modules.utils._pair(kernel_size)
-            self.stride, self.padding = torch.nn.modules.utils._pair(stride), torch.nn.modules.utils._pair(padding)
+            self.stride, self.padding = (
+                torch.nn.modules.utils._pair(stride),
+                torch.nn.modules.utils._pair(padding),
+            )
             self.dilation = torch.nn.modules.utils._pair(dilation)
             self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, k
             self.weight = torch.nn.Parameter(torch.empty(out_channels, in_channels, *k))
-            torch.nn.init.kaiming_uniform_(self.weight, a=5 ** 0.5)
+            torch.nn.init.kaiming_uniform_(self.weight, a=5**0.5)
 
         def forward(self, x, offset):
             return torchvision.ops.deform_conv2d(
-                x, offset, self.weight, stride=self.stride, padding=self.padding,
+                x,
+                offset,
+                self.weight,
+                stride=self.stride,
+                padding=self.padding,
                 dilation=self.dilation,
             )
 
     mmcv_deform.DeformConv2d = DeformConv2d
     mmcv.ops.DeformConv2d = DeformConv2d
 
+    # The functions mmcv's DeformConv2dPack ("DCN") and ModulatedDeformConv2dPack ("DCNv2") call
+    # (mmdetection's ResNet / ResNeXt `dcn` stages, heads' dcn_on_last_conv): torchvision's op,
+    # whose weight groups (ResNeXt) and offset groups follow from the tensor shapes.
+    mmcv_modulated = sys.modules["mmcv.ops.modulated_deform_conv"]
+
+    def _check_groups(input, offset, weight, groups, deform_groups):
+        kh, kw = weight.shape[2:]
+        assert input.shape[1] == weight.shape[1] * groups, (input.shape, weight.shape, groups)
+        assert offset.shape[1] == 2 * kh * kw * deform_groups, (offset.shape, deform_groups)
+
+    def deform_conv2d(
+        input,
+        offset,
+        weight,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups=1,
+        deform_groups=1,
+        bias=False,
+        im2col_step=32,
+    ):
+        assert not bias
+        _check_groups(input, offset, weight, groups, deform_groups)
+        return torchvision.ops.deform_conv2d(
+            input, offset, weight, stride=stride, padding=padding, dilation=dilation
+        )
+
+    def modulated_deform_conv2d(
+        input,
+        offset,
+        mask,
+        weight,
+        bias,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups=1,
+        deform_groups=1,
+    ):
+        _check_groups(input, offset, weight, groups, deform_groups)
+        return torchvision.ops.deform_conv2d(
+            input,
+            offset,
+            weight,
+            bias,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            mask=mask,
+        )
+
+    mmcv_deform.deform_conv2d = deform_conv2d
+    mmcv_modulated.modulated_deform_conv2d = modulated_deform_conv2d
+    mmcv.ops.deform_conv2d = deform_conv2d
+    mmcv.ops.modulated_deform_conv2d = modulated_deform_conv2d
+
     class RoIAlign(torch.nn.Module):
-        def __init__(self, output_size, spatial_scale=1.0, sampling_ratio=0, pool_mode="avg",
-                     aligned=True, use_torchvision=False):
+        def __init__(
+            self,
+            output_size,
+            spatial_scale=1.0,
+            sampling_ratio=0,
+            pool_mode="avg",
+            aligned=True,
+            use_torchvision=False,
+        ):
             super().__init__()
             assert pool_mode == "avg"
             self.output_size = torch.nn.modules.utils._pair(output_size)
-            self.spatial_scale, self.sampling_ratio, self.aligned = spatial_scale, sampling_ratio, aligned
+            self.spatial_scale, self.sampling_ratio, self.aligned = (
+                spatial_scale,
+                sampling_ratio,
+                aligned,
+            )
 
         def forward(self, x, rois):
             return torchvision.ops.roi_align(
@@ -129,15 +220,21 @@ def mmdet_config(relative_path: str):
     import mmdet
     from mmengine.config import Config
 
-    return Config.fromfile(os.path.join(os.path.dirname(mmdet.__file__), ".mim", "configs", relative_path))
+    return Config.fromfile(
+        os.path.join(os.path.dirname(mmdet.__file__), ".mim", "configs", relative_path)
+    )
 
 
-def build_random_mmdet_model(relative_path: str, seed: int = 0, cls_bias: float = -2.0):
+def build_random_mmdet_model(
+    relative_path: str, seed: int = 0, cls_bias: float = -2.0, init_weights: bool = True
+):
     """
     mmdetection's detector of that config, with every parameter and BN statistic random
     (reproducibly), in eval mode. Random BN statistics, GN affines and scales make a mapping
     or normalisation mistake visible; head weights are large enough (cls bias ``cls_bias``)
-    that thousands of (location, class) pairs pass the score threshold.
+    that thousands of (location, class) pairs pass the score threshold. ``init_weights=False``
+    skips mmengine's ``init_weights`` (seconds for an R-101, with a log line per parameter): the
+    convs keep PyTorch's default initialisation, everything above is randomised all the same.
     """
     import_mmdet()
     from mmdet.registry import MODELS
@@ -146,7 +243,8 @@ def build_random_mmdet_model(relative_path: str, seed: int = 0, cls_bias: float 
     cfg.model.backbone.init_cfg = None
     torch.manual_seed(seed)
     model = MODELS.build(cfg.model)
-    model.init_weights()
+    if init_weights:
+        model.init_weights()
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, module in model.named_modules():
@@ -172,11 +270,28 @@ def build_random_mmdet_model(relative_path: str, seed: int = 0, cls_bias: float 
                 else:
                     p.copy_(0.1 * torch.randn(p.shape, generator=g))
             for name, p in head.named_parameters():
-                if name.split(".")[0] in ("atss_cls", "gfl_cls", "vfnet_cls") and name.endswith("bias"):
+                if name.split(".")[0] in (
+                    "atss_cls",
+                    "gfl_cls",
+                    "vfnet_cls",
+                    "retina_cls",
+                ) and name.endswith("bias"):
                     p.add_(cls_bias)
         _randomise_two_stage(model, g)
+        _randomise_offset_convs(model, g)
     model.eval()
     return model, cfg
+
+
+def _randomise_offset_convs(model, g):
+    """mmcv's DCN / DCNv2 packs start with a zero offset conv (a plain conv at first): random
+    weights give offsets of about half a pixel and masks spread around 0.5, so the offset conv's
+    mapping, the offset layout and the mask split are all visible in the outputs."""
+    for name, module in model.named_modules():
+        if name.endswith("conv_offset") and isinstance(module, torch.nn.Conv2d):
+            fan_in = module.weight[0].numel()
+            module.weight.copy_(torch.randn(module.weight.shape, generator=g) * (0.5 / fan_in**0.5))
+            module.bias.copy_(0.5 * torch.randn(module.bias.shape, generator=g))
 
 
 def _randomise_two_stage(model, g):

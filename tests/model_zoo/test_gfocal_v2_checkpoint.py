@@ -18,14 +18,14 @@ source tensors:
 and that the detector's inference reports those scores. The backbone and FPN names are those
 of the mmdetection rows of MODEL_ZOO.md, whose parity tests run mmdetection itself.
 """
+
 import logging
 import os
 
 import pytest
 import torch
-from torch.nn import functional as F
-
 from conftest import CONFIGS
+from torch.nn import functional as F
 
 CONFIG = os.path.join(CONFIGS, "MMDet", "gfocal_r50_fpn_1x.yaml")
 NUM_CLASSES, REG_MAX, TOPK, CHANNELS = 80, 16, 4, 256
@@ -78,7 +78,9 @@ def official_gfocal_r50_state(seed=0):
     # GFocalHead(num_classes=80, stacked_convs=4, reg_max=16, reg_topk=4, reg_channels=64, add_mean=True)
     for tower in ("cls_convs", "reg_convs"):
         for i in range(4):
-            conv(f"bbox_head.{tower}.{i}.conv", CHANNELS, CHANNELS, 3, bias=False)  # ConvModule + GN
+            conv(
+                f"bbox_head.{tower}.{i}.conv", CHANNELS, CHANNELS, 3, bias=False
+            )  # ConvModule + GN
             rand(f"bbox_head.{tower}.{i}.gn.weight", CHANNELS, mean=1.0, std=0.3)
             rand(f"bbox_head.{tower}.{i}.gn.bias", CHANNELS)
     conv("bbox_head.gfl_cls", NUM_CLASSES, CHANNELS, 3)
@@ -86,7 +88,9 @@ def official_gfocal_r50_state(seed=0):
     conv("bbox_head.gfl_reg", 4 * (REG_MAX + 1), CHANNELS, 3)
     state["bbox_head.gfl_reg.weight"] *= 4  # peaked distributions: the top-4 statistics vary
     for level in range(5):
-        state[f"bbox_head.scales.{level}.scale"] = torch.tensor(0.7 + 0.1 * level)  # mmcv Scale: 0-d
+        state[f"bbox_head.scales.{level}.scale"] = torch.tensor(
+            0.7 + 0.1 * level
+        )  # mmcv Scale: 0-d
     conv("bbox_head.reg_conf.0", 64, 4 * (TOPK + 1), 1)
     conv("bbox_head.reg_conf.2", 1, 64, 1)
     state["bbox_head.integral.project"] = torch.linspace(0, REG_MAX, REG_MAX + 1)
@@ -95,7 +99,7 @@ def official_gfocal_r50_state(seed=0):
 
 def official_head(state, features):
     """GFocalHead.forward_single of every level, from the source tensors: (cls_score, bbox_pred)."""
-    h = {k[len("bbox_head."):]: v for k, v in state.items() if k.startswith("bbox_head.")}
+    h = {k[len("bbox_head.") :]: v for k, v in state.items() if k.startswith("bbox_head.")}
 
     def tower(x, name):
         for i in range(4):
@@ -137,9 +141,10 @@ def checkpoint(tmp_path_factory):
 
 
 def load_model(path, config=CONFIG):
+    from detectron2.modeling import build_model
+
     from d2ext.checkpoint import Checkpointer
     from d2ext.config import get_cfg
-    from detectron2.modeling import build_model
 
     cfg = get_cfg()
     cfg.merge_from_file(config)
@@ -156,7 +161,9 @@ def test_every_source_key_is_loaded(checkpoint, caplog):
     state, path = checkpoint
     with caplog.at_level(logging.INFO, logger="d2ext.checkpoint"):
         cfg, model = load_model(path)
-    assert not [r for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("d2ext")]
+    assert not [
+        r for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("d2ext")
+    ]
     converted = convert_mmdet_checkpoint({"state_dict": state}, model.state_dict())
     kept = [k for k in state if not k.endswith(DROPPED)]
     # Five per-level scales become one (5,) parameter; every other kept key is one model key.
@@ -165,10 +172,20 @@ def test_every_source_key_is_loaded(checkpoint, caplog):
     for key, value in converted.items():
         torch.testing.assert_close(model_state[key], value, rtol=0, atol=0, msg=key)
     # Every parameter and statistic of the model came from the checkpoint.
-    assert sorted(k for k in model_state if k.startswith(("backbone.", "head."))) == sorted(converted)
-    torch.testing.assert_close(model.head.dgqp.conv1.weight, state["bbox_head.reg_conf.0.weight"], rtol=0, atol=0)
-    torch.testing.assert_close(model.head.dgqp.conv2.bias, state["bbox_head.reg_conf.2.bias"], rtol=0, atol=0)
-    assert (cfg.MODEL.GFL.DGQP, cfg.MODEL.GFL.DGQP_TOPK, cfg.MODEL.GFL.DGQP_CHANNELS) == (True, 4, 64)
+    assert sorted(k for k in model_state if k.startswith(("backbone.", "head."))) == sorted(
+        converted
+    )
+    torch.testing.assert_close(
+        model.head.dgqp.conv1.weight, state["bbox_head.reg_conf.0.weight"], rtol=0, atol=0
+    )
+    torch.testing.assert_close(
+        model.head.dgqp.conv2.bias, state["bbox_head.reg_conf.2.bias"], rtol=0, atol=0
+    )
+    assert (cfg.MODEL.GFL.DGQP, cfg.MODEL.GFL.DGQP_TOPK, cfg.MODEL.GFL.DGQP_CHANNELS) == (
+        True,
+        4,
+        64,
+    )
 
 
 def test_missing_and_unknown_keys_are_named(checkpoint, tmp_path, caplog):
@@ -203,18 +220,25 @@ def test_dgqp_head_is_the_official_formula(checkpoint):
     _, model = load_model(path)
     g = torch.Generator().manual_seed(3)
     # P3-P7 of a 2-image batch (sizes of a 160 x 224 input padded to 32).
-    features = [torch.randn(2, CHANNELS, h, w, generator=g) for h, w in ((20, 28), (10, 14), (5, 7), (3, 4), (2, 2))]
+    features = [
+        torch.randn(2, CHANNELS, h, w, generator=g)
+        for h, w in ((20, 28), (10, 14), (5, 7), (3, 4), (2, 2))
+    ]
     with torch.no_grad():
         logits, distributions, quality = model.head(features)
         expected_scores, expected_preds = official_head(state, features)
     for level in range(5):
         score = logits[level].sigmoid() * quality[level].sigmoid()
-        torch.testing.assert_close(distributions[level], expected_preds[level], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            distributions[level], expected_preds[level], rtol=1e-5, atol=1e-5
+        )
         torch.testing.assert_close(score, expected_scores[level], rtol=1e-5, atol=1e-6)
     # The check sees the layout of the 20 statistics: the same reg_conf.0 weights on permuted
     # input channels give scores further off than the tolerance above.
     permuted = dict(state)
-    permuted["bbox_head.reg_conf.0.weight"] = state["bbox_head.reg_conf.0.weight"][:, torch.randperm(20, generator=g)]
+    permuted["bbox_head.reg_conf.0.weight"] = state["bbox_head.reg_conf.0.weight"][
+        :, torch.randperm(20, generator=g)
+    ]
     other_scores, _ = official_head(permuted, features)
     assert max((a - b).abs().max().item() for a, b in zip(other_scores, expected_scores)) > 1e-3
 
@@ -225,7 +249,9 @@ def test_dgqp_head_is_the_official_formula(checkpoint):
     images = ImageList(torch.zeros(2, 3, 160, 224), [(160, 224), (150, 200)])
     with torch.no_grad():
         detections = model.forward_inference(images, features, model.head(features))[0]
-    official = torch.cat([s[0].permute(1, 2, 0).reshape(-1, NUM_CLASSES) for s in expected_scores])  # (R, K)
+    official = torch.cat(
+        [s[0].permute(1, 2, 0).reshape(-1, NUM_CLASSES) for s in expected_scores]
+    )  # (R, K)
     assert 0 < len(detections) <= 100 and (detections.scores > 0.05).all()
     for score, cls in zip(detections.scores, detections.pred_classes):
         assert (official[:, cls] - score).abs().min() <= 1e-6 * score

@@ -19,16 +19,21 @@ Losses: the samplers are random in both libraries, with different random streams
   and instance-balanced positives), fed to d2ext's box head and predictor with their labels and
   targets; d2ext's samplers are tested against their definition in tests/modeling/test_libra*.
 """
+
 import copy
 import logging
-import os
 
 import pytest
 import torch
-
-from conftest import CONFIGS
 from mmdet_oracle import build_random_mmdet_model, import_mmdet, save_mmdet_checkpoint
-from test_mmdet_parity import GT, assert_same_detections, d2_inputs, d2ext_model, images, mm_inputs, rel_diff
+from test_mmdet_parity import (
+    assert_same_detections,
+    d2_inputs,
+    d2ext_model,
+    images,
+    mm_inputs,
+    rel_diff,
+)
 
 MM_CONFIG = "libra_rcnn/libra-faster-rcnn_r50_fpn_1x_coco.py"
 CONFIG = "MMDet/libra-faster-rcnn_r50_fpn_1x_coco.yaml"
@@ -125,16 +130,19 @@ def test_detections(libra):
 
 
 def test_rpn_losses_with_the_same_samples(libra, monkeypatch):
-    from mmdet.models.task_modules.samplers import RandomSampler
     from detectron2.utils.events import EventStorage
+    from mmdet.models.task_modules.samplers import RandomSampler
 
     import d2ext.modeling.sampling as sampling
 
     # Every random draw takes the first candidates by index, in both libraries.
     monkeypatch.setattr(RandomSampler, "random_choice", lambda self, gallery, num: gallery[:num])
     monkeypatch.setattr(
-        sampling, "_random_keys",
-        lambda n, device, generator: torch.arange(n, dtype=torch.float32, device=device) / max(n, 1),
+        sampling,
+        "_random_keys",
+        lambda n, device, generator: (
+            torch.arange(n, dtype=torch.float32, device=device) / max(n, 1)
+        ),
     )
     mm_model, model, _ = libra
     imgs = images()
@@ -202,7 +210,9 @@ def test_roi_head_losses_on_the_same_samples(libra):
         rh.eval()
     for mm_name, name in (("loss_cls", "loss_cls"), ("loss_bbox", "loss_box_reg")):
         diff = rel_diff(mm_losses[mm_name].detach(), losses[name].detach())
-        assert diff <= 1e-5, f"{mm_name}: {mm_losses[mm_name].item()} vs {losses[name].item()} ({diff})"
+        assert diff <= 1e-5, (
+            f"{mm_name}: {mm_losses[mm_name].item()} vs {losses[name].item()} ({diff})"
+        )
 
 
 def test_libra_checkpoint_needs_the_libra_config(libra):

@@ -14,12 +14,12 @@ magnitude of the tensor; detections: same count, classes and scores (1e-6 relati
 within 1e-2 px; losses <= 1e-5 relative. The differences measured when these were written are
 in MODEL_ZOO.md.
 """
+
 import logging
 import os
 
 import pytest
 import torch
-
 from conftest import CONFIGS
 from mmdet_oracle import build_random_mmdet_model, import_mmdet, save_mmdet_checkpoint
 
@@ -48,7 +48,10 @@ IMAGE_SIZES = [(200, 300), (190, 257)]
 # torch.topk's unspecified order and d2ext by the lower index (a difference of tie-breaking
 # only, not tested here).
 GT = [
-    ([[20.3, 30.6, 140.9, 170.2], [150.7, 40.1, 290.4, 120.8], [60.2, 100.9, 110.6, 189.3]], [3, 17, 79]),
+    (
+        [[20.3, 30.6, 140.9, 170.2], [150.7, 40.1, 290.4, 120.8], [60.2, 100.9, 110.6, 189.3]],
+        [3, 17, 79],
+    ),
     ([[10.4, 12.7, 200.1, 180.6], [120.8, 20.3, 180.2, 60.9]], [0, 41]),
 ]
 
@@ -58,9 +61,10 @@ def rel_diff(a, b):
 
 
 def d2ext_model(config, weights, *opts):
+    from detectron2.modeling import build_model
+
     from d2ext.checkpoint import Checkpointer
     from d2ext.config import get_cfg
-    from detectron2.modeling import build_model
 
     cfg = get_cfg()
     cfg.merge_from_file(os.path.join(CONFIGS, config))
@@ -109,11 +113,17 @@ def mm_inputs(mm_model, imgs, with_gt=False):
 
     samples = []
     for img, (boxes, classes) in zip(imgs, GT):
-        sample = DetDataSample(metainfo={"img_shape": tuple(img.shape[1:]), "scale_factor": (1.0, 1.0)})
+        sample = DetDataSample(
+            metainfo={"img_shape": tuple(img.shape[1:]), "scale_factor": (1.0, 1.0)}
+        )
         if with_gt:
-            sample.gt_instances = InstanceData(bboxes=torch.tensor(boxes), labels=torch.tensor(classes))
+            sample.gt_instances = InstanceData(
+                bboxes=torch.tensor(boxes), labels=torch.tensor(classes)
+            )
         samples.append(sample)
-    return mm_model.data_preprocessor({"inputs": [i.flip(0) for i in imgs], "data_samples": samples}, with_gt)
+    return mm_model.data_preprocessor(
+        {"inputs": [i.flip(0) for i in imgs], "data_samples": samples}, with_gt
+    )
 
 
 def d2_inputs(imgs, with_gt=False):
@@ -124,8 +134,9 @@ def d2_inputs(imgs, with_gt=False):
         h, w = img.shape[1:]
         item = {"image": img, "height": h, "width": w}
         if with_gt:
-            item["instances"] = Instances((h, w), gt_boxes=Boxes(torch.tensor(boxes)),
-                                          gt_classes=torch.tensor(classes))
+            item["instances"] = Instances(
+                (h, w), gt_boxes=Boxes(torch.tensor(boxes)), gt_classes=torch.tensor(classes)
+            )
         batch.append(item)
     return batch
 
@@ -172,7 +183,9 @@ def assert_same_detections(mm_model, model, score_rtol, name):
         assert len(det) == len(mm_det) == 100
         mm_order = mm_det.scores.argsort(descending=True, stable=True)
         order = det.scores.argsort(descending=True, stable=True)
-        torch.testing.assert_close(det.scores[order], mm_det.scores[mm_order], rtol=score_rtol, atol=0)
+        torch.testing.assert_close(
+            det.scores[order], mm_det.scores[mm_order], rtol=score_rtol, atol=0
+        )
         assert torch.equal(det.pred_classes[order], mm_det.labels[mm_order])
         box_diff = (det.pred_boxes.tensor[order] - mm_det.bboxes[mm_order]).abs().max().item()
         assert box_diff <= 1e-2, f"{name}: boxes differ by {box_diff} px"
@@ -204,7 +217,9 @@ def test_training_losses(pair):
         mm_value = mm_losses[mm_name]
         mm_value = sum(mm_value) if isinstance(mm_value, (list, tuple)) else mm_value
         diff = rel_diff(mm_value.detach(), losses[d2_name].detach())
-        assert diff <= 1e-5, f"{name} {mm_name}: {mm_value.item()} vs {losses[d2_name].item()} ({diff})"
+        assert diff <= 1e-5, (
+            f"{name} {mm_name}: {mm_value.item()} vs {losses[d2_name].item()} ({diff})"
+        )
     assert set(losses) == set(loss_names.values())
 
 
@@ -220,7 +235,9 @@ def test_wrong_settings_are_caught(atss_pair):
         relu_p7 = d2ext_model(MODELS[name][1], path, "MODEL.FPN.RELU_BEFORE_P7", True)
         assert rel_diff(mm_model.extract_feat(x)[4], relu_p7.backbone(x)["p7"]) > 1e-2
         sqrt = d2ext_model(MODELS[name][1], path, "MODEL.ATSS.TEST_SCORE", "sqrt")
-        mm_scores = mm_model.predict(x, mm_inputs(mm_model, imgs)["data_samples"])[0].pred_instances.scores
+        mm_scores = mm_model.predict(x, mm_inputs(mm_model, imgs)["data_samples"])[
+            0
+        ].pred_instances.scores
         assert not torch.allclose(sqrt(d2_inputs(imgs))[0]["instances"].scores, mm_scores)
     with pytest.raises(ConversionError, match=r"head\.cls_subnet\.0\.bias"):
         d2ext_model(MODELS[name][1], path, "MODEL.ATSS.TOWER_CONV_BIAS", True)
@@ -249,10 +266,9 @@ def test_convert_tool(atss_pair, tmp_path):
     checkpointer loads into the same model, bit-identical."""
     import sys
 
+    from conftest import REPO_ROOT, tiny_cfg
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.modeling import build_model
-
-    from conftest import REPO_ROOT, tiny_cfg
 
     name, _, model, path = atss_pair
     sys.path.insert(0, os.path.join(REPO_ROOT, "tools"))
@@ -275,10 +291,10 @@ def test_torchvision_resnet_loads():
     """torchvision's ImageNet ResNet-50 layout loads into the MMDet configs' ResNet (training
     init): res2..res5 equal torchvision's layer1..layer4 with BN in eval mode."""
     import torchvision
+    from detectron2.modeling import build_model
 
     from d2ext.checkpoint import Checkpointer
     from d2ext.config import get_cfg
-    from detectron2.modeling import build_model
 
     torch.manual_seed(0)
     tv = torchvision.models.resnet50()
@@ -302,7 +318,9 @@ def test_torchvision_resnet_loads():
         os.remove(path)
     x = torch.randn(1, 3, 96, 128)
     with torch.no_grad():
-        expected = tv.layer4(tv.layer3(tv.layer2(tv.layer1(tv.maxpool(tv.relu(tv.bn1(tv.conv1(x))))))))
+        expected = tv.layer4(
+            tv.layer3(tv.layer2(tv.layer1(tv.maxpool(tv.relu(tv.bn1(tv.conv1(x)))))))
+        )
         got = model.backbone.bottom_up(x)["res5"]
     assert rel_diff(expected, got) <= 1e-5
     # The affine parameters of the unfrozen stages are trainable, those of stem/res2 are not.
@@ -313,7 +331,7 @@ def test_torchvision_resnet_loads():
 
 
 def test_keys_that_map_to_one_level_are_an_error(atss_pair, tmp_path):
-    """"scales.1.scale" and "scales.01.scale" are different file keys for the same level: an
+    """ "scales.1.scale" and "scales.01.scale" are different file keys for the same level: an
     error naming both, never the later one silently winning."""
     from d2ext.checkpoint import ConversionError
 
@@ -323,7 +341,10 @@ def test_keys_that_map_to_one_level_are_an_error(atss_pair, tmp_path):
     state["bbox_head.scales.01.scale"] = state["bbox_head.scales.1.scale"] * 2
     changed = str(tmp_path / "twice.pth")
     torch.save(checkpoint, changed)
-    with pytest.raises(ConversionError, match=r"scales\.1\.scale.*scales\.01\.scale|scales\.01\.scale.*scales\.1\.scale"):
+    with pytest.raises(
+        ConversionError,
+        match=r"scales\.1\.scale.*scales\.01\.scale|scales\.01\.scale.*scales\.1\.scale",
+    ):
         d2ext_model(MODELS[name][1], changed)
 
 
@@ -346,9 +367,32 @@ def test_demo_predictor_and_export_run_an_mmdet_checkpoint(atss_pair, tmp_path):
         assert torch.equal(predictor.model.state_dict()[key], value), key
     image = tmp_path / "img.png"
     cv2.imwrite(str(image), (np.random.default_rng(0).random((150, 200, 3)) * 255).astype(np.uint8))
-    records = demo.main(["--config-file", config, "--input", str(image), "--confidence-threshold", "0.0",
-                         "--opts", "MODEL.WEIGHTS", path, *small])
+    records = demo.main(
+        [
+            "--config-file",
+            config,
+            "--input",
+            str(image),
+            "--confidence-threshold",
+            "0.0",
+            "--opts",
+            "MODEL.WEIGHTS",
+            path,
+            *small,
+        ]
+    )
     assert len(records) == 1 and len(records[0]["scores"]) > 0
-    out = export_model.main(["--config-file", config, "--sample-image", str(image), "--output", str(tmp_path / "ts"),
-                             "MODEL.WEIGHTS", path, *small])
+    out = export_model.main(
+        [
+            "--config-file",
+            config,
+            "--sample-image",
+            str(image),
+            "--output",
+            str(tmp_path / "ts"),
+            "MODEL.WEIGHTS",
+            path,
+            *small,
+        ]
+    )
     assert os.path.getsize(out) > 1_000_000  # the R50 weights are in it

@@ -7,17 +7,17 @@ preprocessor flips to RGB; d2ext reads RGB), the same labels and boxes (up to fl
 mmdetection scales boxes in float32, Detectron2 in float64 then rounds). Detectron2's "pil" resize is shown
 to give other pixels on the same files, so the comparison can fail.
 """
+
 import copy
 import os
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from conftest import CONFIGS
 from detectron2.structures import BoxMode
 from mmdet_oracle import import_mmdet, mmdet_config
+from PIL import Image
 
 # (h, w): landscape and portrait, odd sides, bounded by 800 or by 1333, up- and downsampled;
 # 319 x 638 is one of the sizes Detectron2's ResizeShortestEdge rounds to 666 x 1333, mmcv to 667.
@@ -31,7 +31,9 @@ BOX_ATOL = 2.5e-4
 def photo(h, w, seed):
     rs = np.random.RandomState(seed)
     y, x = np.mgrid[0:h, 0:w].astype(np.float64)
-    img = np.stack([128 + 90 * np.sin(x / (9 + 4 * c)) * np.cos(y / (13 - 3 * c)) for c in range(3)], -1)
+    img = np.stack(
+        [128 + 90 * np.sin(x / (9 + 4 * c)) * np.cos(y / (13 - 3 * c)) for c in range(3)], -1
+    )
     img += rs.normal(0, 25, img.shape)
     return np.clip(img, 0, 255).astype(np.uint8)
 
@@ -49,8 +51,17 @@ def records(tmp_path_factory):
         for _ in range(4):
             x, y = rs.uniform(0, w * 0.6), rs.uniform(0, h * 0.6)
             bw, bh = rs.uniform(5, w - x), rs.uniform(5, h - y)
-            annotations.append({"bbox": [x, y, bw, bh], "bbox_mode": BoxMode.XYWH_ABS, "category_id": int(rs.randint(80)), "iscrowd": 0})
-        out.append({"file_name": path, "image_id": i, "height": h, "width": w, "annotations": annotations})
+            annotations.append(
+                {
+                    "bbox": [x, y, bw, bh],
+                    "bbox_mode": BoxMode.XYWH_ABS,
+                    "category_id": int(rs.randint(80)),
+                    "iscrowd": 0,
+                }
+            )
+        out.append(
+            {"file_name": path, "image_id": i, "height": h, "width": w, "annotations": annotations}
+        )
     return out
 
 
@@ -59,9 +70,16 @@ def mmdet_results(record):
     instances = []
     for a in record["annotations"]:
         x, y, w, h = a["bbox"]
-        instances.append({"bbox": [x, y, x + w, y + h], "bbox_label": a["category_id"], "ignore_flag": 0})
-    return {"img_path": record["file_name"], "img_id": record["image_id"], "instances": instances,
-            "height": record["height"], "width": record["width"]}
+        instances.append(
+            {"bbox": [x, y, x + w, y + h], "bbox_label": a["category_id"], "ignore_flag": 0}
+        )
+    return {
+        "img_path": record["file_name"],
+        "img_id": record["image_id"],
+        "instances": instances,
+        "height": record["height"],
+        "width": record["width"],
+    }
 
 
 def mmdet_pipeline(kind, flip_prob=None):
@@ -113,13 +131,17 @@ def test_test_mapper_gives_mmdetection_test_input(records):
         assert_same_input(ours, theirs)
         assert tuple(theirs["data_samples"].img_shape) == tuple(ours["image"].shape[1:])
         pil = pil_mapper(copy.deepcopy(record))
-        pil_differs += int(pil["image"].shape != ours["image"].shape or not torch.equal(pil["image"], ours["image"]))
+        pil_differs += int(
+            pil["image"].shape != ours["image"].shape
+            or not torch.equal(pil["image"], ours["image"])
+        )
     assert pil_differs == len(records)
 
 
 @pytest.mark.parametrize("flip", [False, True])
 def test_train_mapper_gives_mmdetection_train_input(records, flip):
     import detectron2.data.transforms as T
+
     from d2ext.data import build_train_mapper
 
     pipeline = mmdet_pipeline("train", flip_prob=1.0 if flip else 0.0)

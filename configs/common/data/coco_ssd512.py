@@ -12,4 +12,6 @@ dataloader = get_config("common/data/coco.py").dataloader
 dataloader.train.mapper._target_ = BoxAwareDatasetMapper
 dataloader.train.mapper.use_instance_mask = False
 dataloader.train.mapper.augmentations = ssd_augmentations(size=512)
-dataloader.test.mapper.augmentations = [L(T.ResizeShortestEdge)(short_edge_length=500, max_size=833)]
+dataloader.test.mapper.augmentations = [
+    L(T.ResizeShortestEdge)(short_edge_length=500, max_size=833)
+]

@@ -15,5 +15,7 @@ dataloader.train.mapper.augmentations = [
 dataloader.train.total_batch_size = 8
 dataloader.train.num_workers = 2
 dataloader.test.dataset.names = "d2ext_shapes_val"
-dataloader.test.mapper.augmentations = [L(T.ResizeShortestEdge)(short_edge_length=288, max_size=480)]
+dataloader.test.mapper.augmentations = [
+    L(T.ResizeShortestEdge)(short_edge_length=288, max_size=480)
+]
 dataloader.test.num_workers = 2

@@ -3,7 +3,12 @@
 # Libra sampling, balanced L1.
 from detectron2.config import LazyCall as L
 
-from d2ext.modeling import BalancedFeaturePyramid, LibraFastRCNNOutputLayers, LibraROIHeads, LibraRPN
+from d2ext.modeling import (
+    BalancedFeaturePyramid,
+    LibraFastRCNNOutputLayers,
+    LibraROIHeads,
+    LibraRPN,
+)
 
 from .faster_rcnn import model
 
@@ -11,7 +16,9 @@ from .faster_rcnn import model
 def to_libra(model):
     """Turns a lazy Faster R-CNN FPN graph into Libra R-CNN in place (paper settings)."""
     model.backbone = L(BalancedFeaturePyramid)(
-        fpn=model.backbone, refine_level=2, refine_type="non_local"  # P4 of P2-P6
+        fpn=model.backbone,
+        refine_level=2,
+        refine_type="non_local",  # P4 of P2-P6
     )
     model.proposal_generator._target_ = LibraRPN
     # Anchor centres at x * stride, as mmdetection v2/v3 (center_offset=0), whose Libra config and

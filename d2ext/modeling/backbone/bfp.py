@@ -3,15 +3,14 @@ Balanced feature pyramid (Libra R-CNN, Pang et al., CVPR 2019, §3.2; METHODS.md
 level is resized to one refine level and averaged, the average is refined (embedded-Gaussian
 non-local block, or a 3x3 conv + ReLU), then resized back and added to each level.
 """
+
 from typing import Dict, List
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
-
-from detectron2.layers import Conv2d
+from detectron2.layers import Conv2d, ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
-from detectron2.layers import ShapeSpec
+from torch import Tensor, nn
 
 REFINE_TYPES = ("non_local", "conv", "none")
 
@@ -87,7 +86,9 @@ class BalancedFeaturePyramid(Backbone):
         elif refine_type == "none":
             self.refine = nn.Identity()
         else:
-            raise ValueError(f"MODEL.LIBRA.BFP_REFINE_TYPE={refine_type!r} is not one of {REFINE_TYPES}")
+            raise ValueError(
+                f"MODEL.LIBRA.BFP_REFINE_TYPE={refine_type!r} is not one of {REFINE_TYPES}"
+            )
 
     @property
     def size_divisibility(self):
@@ -96,6 +97,11 @@ class BalancedFeaturePyramid(Backbone):
     @property
     def padding_constraints(self):
         return self.fpn.padding_constraints
+
+    @property
+    def top_block(self):
+        """The wrapped FPN's extra levels (e.g. P6/P7 of Libra RetinaNet), None if it has none."""
+        return getattr(self.fpn, "top_block", None)
 
     def output_shape(self):
         return self.fpn.output_shape()
@@ -122,7 +128,9 @@ class BalancedFeaturePyramid(Backbone):
             if i < self.refine_level:
                 residual = F.interpolate(balanced, size=f.shape[-2:], mode="nearest")
             else:
-                residual = _adaptive_max_pool2d(balanced, f.shape[-2:], 1 << (i - self.refine_level))
+                residual = _adaptive_max_pool2d(
+                    balanced, f.shape[-2:], 1 << (i - self.refine_level)
+                )
             out[name] = f + residual
         return out
 
@@ -159,5 +167,7 @@ def build_resnet_fpn_bfp_backbone(cfg, input_shape: ShapeSpec):
         raise ValueError("MODEL.LIBRA.BFP_BASE_BACKBONE must name the FPN to wrap, not BFP itself")
     fpn = BACKBONE_REGISTRY.get(name)(cfg, input_shape)
     return BalancedFeaturePyramid(
-        fpn, refine_level=cfg.MODEL.LIBRA.BFP_REFINE_LEVEL, refine_type=cfg.MODEL.LIBRA.BFP_REFINE_TYPE
+        fpn,
+        refine_level=cfg.MODEL.LIBRA.BFP_REFINE_LEVEL,
+        refine_type=cfg.MODEL.LIBRA.BFP_REFINE_TYPE,
     )

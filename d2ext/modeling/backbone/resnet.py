@@ -1,9 +1,10 @@
 from typing import List
 
-from torch import nn
-
 from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
 from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, ResNet, build_resnet_backbone
+from torch import nn
+
+from .deformable import build_d2ext_resnet, has_deform_stages
 
 BASIC_BLOCKS_PER_STAGE = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3]}
 
@@ -24,7 +25,9 @@ def build_basic_resnet(
     CPU-sized models train in minutes.
     """
     if depth not in BASIC_BLOCKS_PER_STAGE:
-        raise ValueError(f"build_basic_resnet builds depths {sorted(BASIC_BLOCKS_PER_STAGE)}, got {depth}")
+        raise ValueError(
+            f"build_basic_resnet builds depths {sorted(BASIC_BLOCKS_PER_STAGE)}, got {depth}"
+        )
     stem = BasicStem(in_channels=in_channels, out_channels=stem_width, norm=norm)
     stages = []
     stage_in = stem_width
@@ -47,13 +50,23 @@ def build_basic_resnet(
 def build_resnet_any_width(cfg, input_shape: ShapeSpec) -> ResNet:
     """
     Detectron2's ResNet from MODEL.RESNETS, except that R18/R34 may also be narrower or wider
-    than 64 channels (RES2_OUT_CHANNELS, STEM_OUT_CHANNELS), which Detectron2's builder refuses.
-    Other depths are built by Detectron2 itself.
+    than 64 channels (RES2_OUT_CHANNELS, STEM_OUT_CHANNELS), which Detectron2's builder refuses,
+    and that deformable stages (MODEL.RESNETS.DEFORM_ON_PER_STAGE, DEFORM_MODULATED,
+    DEFORM_NUM_GROUPS; DCN v1 / modulated v2, ResNeXt too) are built on d2ext's DeformConv2d
+    (d2ext/modeling/backbone/deformable.py), not on Detectron2's compiled ops. Other bottleneck
+    ResNets / ResNeXts are built by Detectron2 itself.
     """
     depth = cfg.MODEL.RESNETS.DEPTH
-    if depth not in BASIC_BLOCKS_PER_STAGE:
+    if depth not in BASIC_BLOCKS_PER_STAGE and has_deform_stages(cfg):
+        resnet = build_d2ext_resnet(cfg, input_shape)
+    elif depth not in BASIC_BLOCKS_PER_STAGE:
         resnet = build_resnet_backbone(cfg, input_shape)
     else:
+        if has_deform_stages(cfg):
+            raise ValueError(
+                f"MODEL.RESNETS.DEFORM_ON_PER_STAGE={list(cfg.MODEL.RESNETS.DEFORM_ON_PER_STAGE)}: "
+                f"deformable stages need a bottleneck ResNet (DEPTH 50/101/152), got DEPTH {depth}"
+            )
         resnet = build_basic_resnet(
             depth=depth,
             width=cfg.MODEL.RESNETS.RES2_OUT_CHANNELS,

@@ -15,8 +15,15 @@ class LastLevelP6P7(_D2LastLevelP6P7):
       P5 without ReLU, P7 = conv(relu(P6)): the default.
     """
 
-    def __init__(self, in_channels, out_channels, in_feature="res5", *,
-                 relu_before_p6=False, relu_before_p7=True):
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        in_feature="res5",
+        *,
+        relu_before_p6=False,
+        relu_before_p7=True,
+    ):
         super().__init__(in_channels, out_channels, in_feature=in_feature)
         self.relu_before_p6 = relu_before_p6
         self.relu_before_p7 = relu_before_p7

@@ -5,19 +5,20 @@ on those features a per-side refinement factor and the IoU-aware classification 
 The deformable convolutions are d2ext.layers.DeformConv2d: torchvision's layer (no private DCN
 build), computed with grid_sample on the CPU and run in float32 under autocast.
 """
+
 import math
 from typing import List, Sequence
 
 import torch
+from detectron2.config import configurable
+from detectron2.layers import ShapeSpec, get_norm
+from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
 from torch import Tensor, nn
 from torch.jit import Final
 from torch.nn import functional as F
 
-from detectron2.config import configurable
-from detectron2.layers import ShapeSpec, get_norm
-from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
-
 from d2ext.layers.deform_conv import DeformConv2d
+from d2ext.modeling.backbone.deformable import DeformConvPack
 from d2ext.modeling.input_checks import check_dense_head_args, check_each
 
 from .atss_base import dense_head_args, drop_tower_conv_bias
@@ -57,7 +58,9 @@ def star_offsets(boxes: Tensor, stride: float, grad_mul: float = 0.1) -> Tensor:
     return torch.stack(offsets, dim=1)
 
 
-def check_dcn_inputs(offsets: Tensor, reg_feature: Tensor, cls_feature: Tensor, level: int, stride: float):
+def check_dcn_inputs(
+    offsets: Tensor, reg_feature: Tensor, cls_feature: Tensor, level: int, stride: float
+):
     """Raises FloatingPointError naming what is NaN/Inf among a level's deformable-conv inputs.
     torchvision's CPU deform_conv2d reads out of bounds on NaN offsets and kills the process
     (SIGSEGV) instead of raising, so a diverging run or a NaN input must stop here."""
@@ -77,14 +80,35 @@ def check_dcn_inputs(offsets: Tensor, reg_feature: Tensor, cls_feature: Tensor, 
     )
 
 
-def _check_finite_scripted(offsets: Tensor, reg_feature: Tensor, cls_feature: Tensor, level: int) -> None:
+def _check_finite_scripted(
+    offsets: Tensor, reg_feature: Tensor, cls_feature: Tensor, level: int
+) -> None:
     """check_dcn_inputs in a scripted model (TorchScript has no str.join or format specs)."""
-    finite = torch.isfinite(offsets).all() & torch.isfinite(reg_feature).all() & torch.isfinite(cls_feature).all()
+    finite = (
+        torch.isfinite(offsets).all()
+        & torch.isfinite(reg_feature).all()
+        & torch.isfinite(cls_feature).all()
+    )
     if not bool(finite):
         raise FloatingPointError(
             "VFNet head, level " + str(level) + ": non-finite (NaN/Inf) star offsets or tower "
             "features before the deformable convolution; the input is not finite"
         )
+
+
+def _deformable_last_conv(tower: nn.Sequential, bias: bool) -> None:
+    """Replaces the last 3x3 conv of a tower by a DCNv2 pack (its own zero-initialised offset
+    and mask conv; weight N(0, 0.01) as the tower's convs), keeping its index so the norm and
+    ReLU after it stay where they are."""
+    index = max(i for i, m in enumerate(tower) if isinstance(m, nn.Conv2d))
+    conv = tower[index]
+    pack = DeformConvPack(
+        conv.in_channels, conv.out_channels, kernel_size=3, padding=1, bias=bias, modulated=True
+    )
+    nn.init.normal_(pack.conv.weight, std=0.01)
+    if pack.conv.bias is not None:
+        nn.init.constant_(pack.conv.bias, 0)
+    tower[index] = pack
 
 
 def _conv_norm_relu(channels: int, norm) -> nn.Sequential:
@@ -123,6 +147,7 @@ class VFNetHead(RetinaNetHead):
         num_anchors: int = 1,
         norm="GN",
         tower_conv_bias: bool = True,
+        dcn_on_last_conv: bool = False,
         **kwargs,
     ):
         """
@@ -132,9 +157,14 @@ class VFNetHead(RetinaNetHead):
             reg_denoms: pixel scale of the initial box on each level (FCOS regress-range upper
                 bounds, the last doubled).
             dcn_grad_mul: fraction of the offsets' gradient that reaches the initial box.
+            dcn_on_last_conv: the last conv of both towers is a modulated deformable conv
+                (DCNv2) that predicts its own offsets and mask (mmdetection's
+                ``dcn_on_last_conv=True``, the ``mdconv`` VFNet configs; MODEL.VFNET.DCN_ON_LAST_CONV).
         """
         if num_anchors != 1:
-            raise ValueError(f"VFNet needs one anchor per location (MODEL.ANCHOR_GENERATOR), got {num_anchors}")
+            raise ValueError(
+                f"VFNet needs one anchor per location (MODEL.ANCHOR_GENERATOR), got {num_anchors}"
+            )
         if not (len(strides) == len(reg_denoms) == len(input_shape)):
             raise ValueError(
                 f"MODEL.VFNET.REG_DENOMS ({list(reg_denoms)}) and the strides ({list(strides)}) "
@@ -142,9 +172,15 @@ class VFNetHead(RetinaNetHead):
             )
         if not 0.0 <= dcn_grad_mul <= 1.0:
             raise ValueError(f"MODEL.VFNET.DCN_GRAD_MUL must be in [0, 1], got {dcn_grad_mul}")
-        check_dense_head_args(None, kwargs.get("num_classes"), len(conv_dims), kwargs.get("prior_prob", 0.01))
-        check_each("MODEL.VFNET.REG_DENOMS (model.head.reg_denoms)", reg_denoms, low=0, low_open=True)
-        super().__init__(input_shape=input_shape, conv_dims=conv_dims, num_anchors=1, norm=norm, **kwargs)
+        check_dense_head_args(
+            None, kwargs.get("num_classes"), len(conv_dims), kwargs.get("prior_prob", 0.01)
+        )
+        check_each(
+            "MODEL.VFNET.REG_DENOMS (model.head.reg_denoms)", reg_denoms, low=0, low_open=True
+        )
+        super().__init__(
+            input_shape=input_shape, conv_dims=conv_dims, num_anchors=1, norm=norm, **kwargs
+        )
         channels = conv_dims[-1]
         self.strides = [float(s) for s in strides]
         self.reg_denoms = [float(d) for d in reg_denoms]
@@ -160,6 +196,10 @@ class VFNetHead(RetinaNetHead):
                 nn.init.constant_(module.bias, 0)
         if not tower_conv_bias:
             drop_tower_conv_bias(self.cls_subnet, self.bbox_subnet, self.reg_init_conv)
+        self.dcn_on_last_conv = dcn_on_last_conv
+        if dcn_on_last_conv:
+            for tower in (self.cls_subnet, self.bbox_subnet):
+                _deformable_last_conv(tower, bias=tower_conv_bias)
         self.scales = nn.Parameter(torch.ones(len(input_shape)))
         self.refine_scales = nn.Parameter(torch.ones(len(input_shape)))
 
@@ -171,6 +211,7 @@ class VFNetHead(RetinaNetHead):
             "strides": [s.stride for s in input_shape],
             "reg_denoms": node.REG_DENOMS,
             "dcn_grad_mul": node.DCN_GRAD_MUL,
+            "dcn_on_last_conv": node.DCN_ON_LAST_CONV,
         }
 
     def forward(self, features: List[Tensor]):
@@ -188,13 +229,17 @@ class VFNetHead(RetinaNetHead):
             init = torch.exp(init_log.clamp(max=self.max_log_factor)) * self.reg_denoms[level]
             # Offsets in the feature dtype (e.g. a float64 head); under autocast DeformConv2d
             # runs both in float32.
-            offsets = star_offsets(init, self.strides[level], self.dcn_grad_mul).to(reg_feature.dtype)
+            offsets = star_offsets(init, self.strides[level], self.dcn_grad_mul).to(
+                reg_feature.dtype
+            )
             if torch.jit.is_scripting():
                 _check_finite_scripted(offsets, reg_feature, cls_feature, level)
             else:
                 check_dcn_inputs(offsets, reg_feature, cls_feature, level, self.strides[level])
             refine_log = self.refine_pred(F.relu(self.refine_dcn(reg_feature, offsets))).float()
-            factor = torch.exp((refine_log * self.refine_scales[level]).clamp(max=self.max_log_factor))
+            factor = torch.exp(
+                (refine_log * self.refine_scales[level]).clamp(max=self.max_log_factor)
+            )
             logits.append(self.cls_score(F.relu(self.cls_dcn(cls_feature, offsets))))
             init_boxes.append(init)
             refined_boxes.append(factor * init.detach())

@@ -1,0 +1,12 @@
+# Lazy twin of vfnet_r101_fpn_ms-2x_coco.yaml: mmdetection 3.3's vfnet_r101_fpn_ms-2x_coco (box AP
+# 46.7 published): vfnet_r50_fpn_ms-2x_coco with ResNet-101.
+from detectron2.config import LazyConfig
+
+from ..common.models.mmdet_backbone import IMAGENET_WEIGHTS, set_resnet_stages
+
+dataloader, lr_multiplier, model, optimizer, train = LazyConfig.load_rel(
+    "vfnet_r50_fpn_ms-2x_coco.py", ("dataloader", "lr_multiplier", "model", "optimizer", "train")
+)
+set_resnet_stages(model, depth=101)
+train.init_checkpoint = IMAGENET_WEIGHTS["r101"]
+train.output_dir = "./output/mmdet/vfnet_r101_fpn_ms-2x_coco"

@@ -1,0 +1,10 @@
+# Lazy twin of vfnet_r50_fpn_ms-2x_coco.yaml: mmdetection 3.3's vfnet_r50_fpn_ms-2x_coco (box AP 44.8
+# published): vfnet_r50_fpn_1x_coco trained 24 epochs with the short side drawn from 480..960.
+from ..common.mmdet_schedule import coco_ms_2x
+from ..common.mmdet_schedule import lr_multiplier_2x as lr_multiplier
+from .vfnet_r50_fpn_1x_coco import model, optimizer  # noqa: F401
+
+lr_multiplier.warmup_factor = 0.1
+dataloader, train = coco_ms_2x(
+    "./output/mmdet/vfnet_r50_fpn_ms-2x_coco", short_edge_range=(480, 960)
+)
