@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DEMO_CONFIG ?= configs/Synthetic/atss_R_18_FPN_tiny.yaml
 DEMO_OUTPUT ?= output/atss_R_18_FPN_tiny
 
-.PHONY: setup demo test gpu-test cuda-check clean
+.PHONY: setup demo test lint gpu-test cuda-check clean
 
 setup:
 	bash dev/setup_env.sh
@@ -16,6 +16,10 @@ demo: setup
 	$(PY) tools/train_net.py --config-file $(DEMO_CONFIG) --resume OUTPUT_DIR $(DEMO_OUTPUT)
 	$(PY) tools/visualize_predictions.py --config-file $(DEMO_CONFIG) \
 		--output $(DEMO_OUTPUT)/predictions.png MODEL.WEIGHTS $(DEMO_OUTPUT)/model_final.pth
+
+# Formatter and linter check (ruff.toml); `bash dev/lint.sh --fix` applies them.
+lint: setup
+	VENV=$(VENV) bash dev/lint.sh
 
 # CUDA-marked tests are skipped here (they need a GPU): `make gpu-test` runs them.
 test: setup

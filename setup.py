@@ -6,13 +6,13 @@ name the toolkit nvcc comes from). Dependencies are pinned in requirements.txt, 
 `pip install -e . --no-build-isolation` works inside an environment that already has torch and
 Detectron2.
 """
+
 import glob
 import os
 import shutil
 
-from setuptools import find_packages, setup
-
 import torch
+from setuptools import find_packages, setup
 from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -58,7 +58,11 @@ def get_extensions():
         sources += sorted(glob.glob(os.path.join(CSRC, "**", "*.cu"), recursive=True))
         define_macros.append(("WITH_CUDA", None))
         nvcc_flags = os.environ.get("NVCC_FLAGS", "").split()
-        extra_compile_args["nvcc"] = ["-O3", "--expt-relaxed-constexpr", "--fmad=false"] + nvcc_flags
+        extra_compile_args["nvcc"] = [
+            "-O3",
+            "--expt-relaxed-constexpr",
+            "--fmad=false",
+        ] + nvcc_flags
     return [
         extension(
             "d2ext._C",

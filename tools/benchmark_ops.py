@@ -19,6 +19,7 @@ On the CPU, peak memory: the growth of the process's resident set (VmHWM, reset 
 /proc/self/clear_refs) while glibc returns every freed block to the system, so it counts every
 allocation, not only torch's.
 """
+
 import d2ext  # noqa: F401  first: sets the process environment before torch loads (d2ext/environment.py)
 
 # isort: split
@@ -32,7 +33,6 @@ import torch
 
 from d2ext import layers
 from d2ext.layers import reference
-
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 
@@ -120,7 +120,10 @@ def _peak_extra_mb(fn: Callable[[], object]) -> Optional[float]:
 
 
 def interleaved_seconds(
-    fns: Dict[str, Callable[[], object]], repeats: int, min_total: float = 1.0, max_repeats: int = 500,
+    fns: Dict[str, Callable[[], object]],
+    repeats: int,
+    min_total: float = 1.0,
+    max_repeats: int = 500,
     turn: float = 0.05,
 ) -> Dict[str, float]:
     """Median time of each fn over at least `repeats` runs, and more (up to max_repeats) until they
@@ -145,7 +148,9 @@ def interleaved_seconds(
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
-def forward_backward(loss_fn: Callable, leaf: torch.Tensor, *args, **kwargs) -> Callable[[], object]:
+def forward_backward(
+    loss_fn: Callable, leaf: torch.Tensor, *args, **kwargs
+) -> Callable[[], object]:
     """A closure running loss_fn forward and backward with respect to `leaf`."""
 
     def run():
@@ -174,8 +179,8 @@ def measure(name: str, impls: Dict[str, Callable[[], object]], repeats: int) -> 
         if "error" in row:
             continue
         row["seconds"] = t = times[row["impl"]]
-        mem = row["peak_mb"]
-        print(f"  {name:<28} {row['impl']:<18} {t * 1e3:10.2f} ms   peak +{mem if mem is not None else float('nan'):8.1f} MB")
+        mem = row["peak_mb"] if row["peak_mb"] is not None else float("nan")
+        print(f"  {name:<28} {row['impl']:<18} {t * 1e3:10.2f} ms   peak +{mem:8.1f} MB")
     return rows
 
 
@@ -208,7 +213,10 @@ def bench_pairwise_iou(sz: Sizes, compiled: bool, repeats: int) -> List[dict]:
     """Matching: forward only."""
     a, b = boxes(sz.anchors, 800, 0), boxes(sz.gt, 800, 1)
     print(f"pairwise_iou: {sz.anchors} x {sz.gt}")
-    impls = {"kernel": lambda: layers.pairwise_iou(a, b), "reference": lambda: reference.pairwise_iou(a, b)}
+    impls = {
+        "kernel": lambda: layers.pairwise_iou(a, b),
+        "reference": lambda: reference.pairwise_iou(a, b),
+    }
     if compiled:
         compiled_iou = torch.compile(reference.pairwise_iou)
         impls["compiled reference"] = lambda: compiled_iou(a, b)
@@ -224,10 +232,15 @@ def sigmoid_loss_inputs(sz: Sizes):
     return logits.to(DEVICE), labels.to(DEVICE), scores.to(DEVICE)
 
 
-def bench_loss(name: str, leaf: torch.Tensor, extra: tuple, compiled: bool, repeats: int) -> List[dict]:
+def bench_loss(
+    name: str, leaf: torch.Tensor, extra: tuple, compiled: bool, repeats: int
+) -> List[dict]:
     """Forward + backward of layers.<name> against reference.<name> (and its compiled version)."""
     op, ref = getattr(layers, name), getattr(reference, name)
-    impls = {"kernel": forward_backward(op, leaf, *extra), "reference": forward_backward(ref, leaf, *extra)}
+    impls = {
+        "kernel": forward_backward(op, leaf, *extra),
+        "reference": forward_backward(ref, leaf, *extra),
+    }
     if compiled:
         impls["compiled reference"] = forward_backward(torch.compile(ref), leaf, *extra)
     return measure(name, impls, repeats)
@@ -236,8 +249,14 @@ def bench_loss(name: str, leaf: torch.Tensor, extra: tuple, compiled: bool, repe
 def bench_sigmoid_losses(names: List[str], sz: Sizes, compiled: bool, repeats: int) -> List[dict]:
     logits, labels, scores = sigmoid_loss_inputs(sz)
     print(f"focal-family losses: {sz.anchors} x {sz.classes} logits, forward + backward")
-    extras = {"sigmoid_focal_loss": (labels,), "quality_focal_loss": (labels, scores), "varifocal_loss": (labels, scores)}
-    return [row for name in names for row in bench_loss(name, logits, extras[name], compiled, repeats)]
+    extras = {
+        "sigmoid_focal_loss": (labels,),
+        "quality_focal_loss": (labels, scores),
+        "varifocal_loss": (labels, scores),
+    }
+    return [
+        row for name in names for row in bench_loss(name, logits, extras[name], compiled, repeats)
+    ]
 
 
 def bench_distribution_focal_loss(sz: Sizes, compiled: bool, repeats: int) -> List[dict]:
@@ -271,7 +290,10 @@ def bench_atss_assign(sz: Sizes, compiled: bool, repeats: int) -> List[dict]:
         compiled_assign = torch.compile(reference.atss_assign)
         impls["compiled reference"] = lambda: compiled_assign(anchors, levels, gt, 9)
     rows = measure("atss_assign", impls, max(1, repeats - 1))
-    assert torch.equal(layers.atss_assign(anchors, levels, gt, 9)[0], reference.atss_assign(anchors, levels, gt, 9)[0])
+    assert torch.equal(
+        layers.atss_assign(anchors, levels, gt, 9)[0],
+        reference.atss_assign(anchors, levels, gt, 9)[0],
+    )
     return rows
 
 
@@ -280,7 +302,9 @@ def bench_ap_loss(sz: Sizes, compiled: bool, repeats: int) -> List[dict]:
     then the kernel alone at 100k anchors x 80 classes."""
     n_rows = 1250 if sz.quick else 12_500
     logits, labels = ap_loss_inputs(n_rows, sz.classes, n_pos=100 if sz.quick else 1000, seed=6)
-    print(f"ap_loss: {n_rows * sz.classes} entries ({(labels < sz.classes).sum().item()} positive), forward + backward")
+    print(
+        f"ap_loss: {n_rows * sz.classes} entries ({(labels < sz.classes).sum().item()} positive), forward + backward"
+    )
     impls = {
         "kernel": forward_backward(layers.ap_loss, logits, labels),
         "reference": lambda: reference.ap_loss(logits, labels),  # returns the update itself
@@ -288,7 +312,9 @@ def bench_ap_loss(sz: Sizes, compiled: bool, repeats: int) -> List[dict]:
     rows = measure("ap_loss", impls, 1)
     logits, labels = ap_loss_inputs(sz.anchors, sz.classes, n_pos=sz.anchors // 50, seed=7)
     print(f"ap_loss (kernel only): {sz.anchors * sz.classes} entries, forward + backward")
-    return rows + measure("ap_loss, 100k x 80", {"kernel": forward_backward(layers.ap_loss, logits, labels)}, repeats)
+    return rows + measure(
+        "ap_loss, 100k x 80", {"kernel": forward_backward(layers.ap_loss, logits, labels)}, repeats
+    )
 
 
 def bench_deform_conv2d(sz: Sizes, compiled: bool, repeats: int) -> List[dict]:
@@ -310,8 +336,10 @@ def bench_deform_conv2d(sz: Sizes, compiled: bool, repeats: int) -> List[dict]:
         offset = (torch.randn(n, 18, h, w, generator=g) * 2).to(DEVICE)
         weight = (torch.randn(c, c, 3, 3, generator=g) * 0.01).to(DEVICE)
         mask = torch.rand(n, 9, h, w, generator=g).to(DEVICE) if modulated else None
-        print(f"deform_conv2d ({label}): {n}x{c}x{h}x{w} -> {c}, 3x3{', with mask' if modulated else ''}, "
-              f"forward + backward")
+        print(
+            f"deform_conv2d ({label}): {n}x{c}x{h}x{w} -> {c}, 3x3{', with mask' if modulated else ''}, "
+            f"forward + backward"
+        )
 
         def run(fn, dense=False):
             def step():
@@ -341,17 +369,24 @@ def bench_deform_conv2d(sz: Sizes, compiled: bool, repeats: int) -> List[dict]:
 
 
 SIGMOID_LOSSES = ["sigmoid_focal_loss", "quality_focal_loss", "varifocal_loss"]
-OPS = ["pairwise_iou"] + SIGMOID_LOSSES + ["distribution_focal_loss", "giou_loss", "atss_assign", "ap_loss",
-                                           "deform_conv2d"]
+OPS = (
+    ["pairwise_iou"]
+    + SIGMOID_LOSSES
+    + ["distribution_focal_loss", "giou_loss", "atss_assign", "ap_loss", "deform_conv2d"]
+)
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile(reference)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]: where the ops run")
-    parser.add_argument("--only", default="", help=f"comma-separated ops to run, of: {', '.join(OPS)}")
+    parser.add_argument(
+        "--only", default="", help=f"comma-separated ops to run, of: {', '.join(OPS)}"
+    )
     args = parser.parse_args()
     only = [name for name in args.only.split(",") if name] or OPS
     unknown = sorted(set(only) - set(OPS))
@@ -362,12 +397,20 @@ def main():
     if DEVICE.type not in ("cpu", "cuda"):
         raise SystemExit(f"--device: {args.device!r} is not cpu or cuda")
     if DEVICE.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"--device {args.device}: torch sees no CUDA device (torch {torch.__version__})")
+        raise SystemExit(
+            f"--device {args.device}: torch sees no CUDA device (torch {torch.__version__})"
+        )
     if not layers.has_ops():
-        raise SystemExit("d2ext._C is not built: run `make setup` (or python setup.py build_ext --inplace)")
+        raise SystemExit(
+            "d2ext._C is not built: run `make setup` (or python setup.py build_ext --inplace)"
+        )
     _timing_allocator()
     sz, compiled, repeats = Sizes(args.quick), not args.no_compile, args.repeats
-    where = torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else f"{torch.get_num_threads()} threads"
+    where = (
+        torch.cuda.get_device_name(DEVICE)
+        if DEVICE.type == "cuda"
+        else f"{torch.get_num_threads()} threads"
+    )
     print(f"torch {torch.__version__}, {DEVICE}: {where}")
     rows: List[dict] = []
     if "pairwise_iou" in only:
@@ -392,7 +435,9 @@ def ap_loss_inputs(n_rows, n_classes, n_pos, seed):
     g = torch.Generator().manual_seed(seed)
     logits = torch.randn(n_rows, n_classes, generator=g) * 2 - 2
     labels = torch.full((n_rows,), n_classes, dtype=torch.int64)
-    labels[torch.randperm(n_rows, generator=g)[:n_pos]] = torch.randint(0, n_classes, (n_pos,), generator=g)
+    labels[torch.randperm(n_rows, generator=g)[:n_pos]] = torch.randint(
+        0, n_classes, (n_pos,), generator=g
+    )
     return logits.to(DEVICE), labels.to(DEVICE)
 
 

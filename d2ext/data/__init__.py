@@ -1,8 +1,8 @@
 from .augmentation import RESIZE_BACKENDS, build_augmentation
 from .cv2_resize import CV2ResizeShortestEdge, CV2ResizeTransform
 from .mapper import BoxAwareDatasetMapper, build_test_mapper, build_train_mapper
-from .synthetic import prepare_split, register_synthetic
 from .photometric import HSVTransform, PhotometricDistortion, lighting_shift, photometric_transform
+from .synthetic import prepare_split, register_synthetic
 from .transforms import SSDMinIoURandomCrop, ZoomOut, build_ssd_augmentations, ssd_augmentations
 
 register_synthetic()

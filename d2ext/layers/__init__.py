@@ -1,9 +1,16 @@
 """d2ext's ops. Each runs a compiled kernel (d2ext._C) or, if that is not built, its reference
 in :mod:`d2ext.layers.reference` after one warning."""
+
 from ._extension import cpu_capability, has_ops
 from .assign import atss_assign
 from .deform_conv import DeformConv2d, sampled_deform_conv2d
-from .fused_losses import ap_loss, distribution_focal_loss, quality_focal_loss, sigmoid_focal_loss, varifocal_loss
+from .fused_losses import (
+    ap_loss,
+    distribution_focal_loss,
+    quality_focal_loss,
+    sigmoid_focal_loss,
+    varifocal_loss,
+)
 from .iou import aligned_iou, combined_iou, giou_loss, pairwise_iou
 from .logit_product import logit_of_product
 

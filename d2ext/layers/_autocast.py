@@ -2,11 +2,20 @@
 their floating inputs are cast to float32 first, so assignment, IoUs and losses are computed and
 returned in float32 however the head's outputs reach them (the Python wrappers upcast too; this
 covers direct torch.ops.d2ext calls, torch.compile and export)."""
+
 import torch
 
 OPS = (
-    "pairwise_iou", "combined_iou", "aligned_iou", "giou_loss", "atss_assign", "sigmoid_focal_loss",
-    "quality_focal_loss", "varifocal_loss", "distribution_focal_loss", "ap_loss",
+    "pairwise_iou",
+    "combined_iou",
+    "aligned_iou",
+    "giou_loss",
+    "atss_assign",
+    "sigmoid_focal_loss",
+    "quality_focal_loss",
+    "varifocal_loss",
+    "distribution_focal_loss",
+    "ap_loss",
 )
 AUTOCAST_DEVICES = ("cpu", "cuda")
 

@@ -4,6 +4,7 @@ Every op in :mod:`d2ext.layers` has a pure-PyTorch reference in :mod:`d2ext.laye
 without the compiled ops the public functions call those references, after one warning that names
 the command that builds the ops. ``D2EXT_DISABLE_OPS=1`` forces that fallback (used by the tests).
 """
+
 import logging
 import os
 import warnings
@@ -25,8 +26,10 @@ def _load() -> bool:
     import torch
 
     torch.ops.d2ext.cpu_capability()
-    from . import _fake  # noqa: F401  (fake kernels + autograd for the loaded ops)
-    from . import _autocast  # noqa: F401  (float32 under torch.autocast)
+    from . import (
+        _autocast,  # noqa: F401  (float32 under torch.autocast)
+        _fake,  # noqa: F401  (fake kernels + autograd for the loaded ops)
+    )
 
     return True
 

@@ -1,5 +1,6 @@
 """Fake (meta) kernels of d2ext's ops, so that torch.compile and FakeTensor tracing see their
 output shapes without running them. The C++ schemas name this module (set_python_module)."""
+
 import torch
 
 
@@ -13,7 +14,9 @@ def _pairwise_iou_fake(boxes1, boxes2, mode=0):
 
 @torch.library.register_fake("d2ext::combined_iou")
 def _combined_iou_fake(anchors, pred_boxes, gt_boxes, anchor_weight=1.0, pred_weight=1.0):
-    torch._check(anchors.shape == pred_boxes.shape, lambda: "pred_boxes must have the shape of anchors")
+    torch._check(
+        anchors.shape == pred_boxes.shape, lambda: "pred_boxes must have the shape of anchors"
+    )
     return anchors.new_empty((anchors.shape[0], gt_boxes.shape[0]))
 
 
@@ -30,7 +33,15 @@ def _giou_loss_fake(pred, target, weight, reduction):
 
 
 @torch.library.register_fake("d2ext::atss_assign")
-def _atss_assign_fake(anchors, num_anchors_per_level, gt_boxes, topk, pred_boxes=None, anchor_weight=1.0, pred_weight=1.0):
+def _atss_assign_fake(
+    anchors,
+    num_anchors_per_level,
+    gt_boxes,
+    topk,
+    pred_boxes=None,
+    anchor_weight=1.0,
+    pred_weight=1.0,
+):
     torch._check(anchors.dim() == 2 and anchors.shape[1] == 4, lambda: "anchors must be (R, 4)")
     torch._check(gt_boxes.dim() == 2 and gt_boxes.shape[1] == 4, lambda: "gt_boxes must be (M, 4)")
     num_anchors = anchors.shape[0]
@@ -133,4 +144,6 @@ def _dfl_backward(ctx, grad_loss, grad_of_grad_output):
     return grad * scale, None, None, None
 
 
-torch.library.register_autograd("d2ext::distribution_focal_loss", _dfl_backward, setup_context=_dfl_setup)
+torch.library.register_autograd(
+    "d2ext::distribution_focal_loss", _dfl_backward, setup_context=_dfl_setup
+)

@@ -1,4 +1,5 @@
 """Label assignment ops: compiled kernels with the dense references in reference.py as fallback."""
+
 from typing import List, Optional, Tuple
 
 import torch

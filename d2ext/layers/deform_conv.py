@@ -9,6 +9,7 @@
 - Inside torch.autocast it runs in float32: torchvision's CPU kernel has no bfloat16 version (and
   registers no CPU autocast rule), and the sampling offsets lose too much in half precision.
 Scriptable: TorchScript compiles the plain call and skips the other branches."""
+
 from typing import Optional, Tuple
 
 import torch
@@ -37,8 +38,16 @@ def _whole_pixels_right(p: Tensor, size: int) -> Tensor:
     return p + shift.detach()
 
 
-def sampled_deform_conv2d(input: Tensor, offset: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
-                          stride=1, padding=0, dilation=1, mask: Optional[Tensor] = None) -> Tensor:
+def sampled_deform_conv2d(
+    input: Tensor,
+    offset: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor] = None,
+    stride=1,
+    padding=0,
+    dilation=1,
+    mask: Optional[Tensor] = None,
+) -> Tensor:
     """``torchvision.ops.deform_conv2d`` for one weight group and one offset group, computed as
     im2col by ``F.grid_sample`` (bilinear, zero outside the image: torchvision's interpolation)
     followed by one matmul; autograd gives the input, offset, mask and weight gradients.
@@ -60,11 +69,15 @@ def sampled_deform_conv2d(input: Tensor, offset: Tensor, weight: Tensor, bias: O
     h_out = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
     w_out = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
     if tuple(offset.shape) != (n, 2 * kh * kw, h_out, w_out):
-        raise ValueError(f"offset shape {tuple(offset.shape)}: expected {(n, 2 * kh * kw, h_out, w_out)} "
-                         f"for input {tuple(input.shape)} and weight {tuple(weight.shape)}")
+        raise ValueError(
+            f"offset shape {tuple(offset.shape)}: expected {(n, 2 * kh * kw, h_out, w_out)} "
+            f"for input {tuple(input.shape)} and weight {tuple(weight.shape)}"
+        )
     k = kh * kw
     # Sampling positions in input pixels: the regular grid of the convolution plus the offsets.
-    kernel_y = (torch.arange(kh, device=input.device, dtype=offset.dtype) * dh).repeat_interleave(kw)
+    kernel_y = (torch.arange(kh, device=input.device, dtype=offset.dtype) * dh).repeat_interleave(
+        kw
+    )
     kernel_x = (torch.arange(kw, device=input.device, dtype=offset.dtype) * dw).repeat(kh)
     out_y = torch.arange(h_out, device=input.device, dtype=offset.dtype) * sh - ph
     out_x = torch.arange(w_out, device=input.device, dtype=offset.dtype) * sw - pw
@@ -76,7 +89,9 @@ def sampled_deform_conv2d(input: Tensor, offset: Tensor, weight: Tensor, bias: O
     # grid_sample's coordinates for align_corners=False: pixel p maps to (2p + 1) / size - 1.
     grid = torch.stack(((2 * x + 1) / w - 1, (2 * y + 1) / h - 1), dim=-1)
     grid = grid.view(n, k * h_out, w_out, 2)
-    columns = F.grid_sample(input, grid.to(input.dtype), mode="bilinear", padding_mode="zeros", align_corners=False)
+    columns = F.grid_sample(
+        input, grid.to(input.dtype), mode="bilinear", padding_mode="zeros", align_corners=False
+    )
     columns = columns.view(n, c, k, h_out * w_out)
     if mask is not None:
         if tuple(mask.shape) != (n, k, h_out, w_out):
@@ -93,28 +108,49 @@ def _use_sampled(input: Tensor, offset: Tensor, weight: Tensor) -> bool:
         return False
     if torch.compiler.is_exporting():  # torch.export: a graph with torchvision's op
         return False
-    return weight.shape[1] == input.shape[1] and offset.shape[1] == 2 * weight.shape[2] * weight.shape[3]
+    return (
+        weight.shape[1] == input.shape[1]
+        and offset.shape[1] == 2 * weight.shape[2] * weight.shape[3]
+    )
 
 
 class DeformConv2d(_TVDeformConv2d):
     def forward(self, input: Tensor, offset: Tensor, mask: Optional[Tensor] = None) -> Tensor:
-        if not torch.jit.is_scripting():  # a branch TorchScript skips (no `and`: it would compile that)
+        if (
+            not torch.jit.is_scripting()
+        ):  # a branch TorchScript skips (no `and`: it would compile that)
             if autocast_enabled():
                 with autocast_off():
-                    return self._eager(input.float(), offset.float(), None if mask is None else mask.float())
+                    return self._eager(
+                        input.float(), offset.float(), None if mask is None else mask.float()
+                    )
             return self._eager(input, offset, mask)
         return self._deform_conv(input, offset, mask)
 
     @torch.jit.unused
     def _eager(self, input: Tensor, offset: Tensor, mask: Optional[Tensor]) -> Tensor:
         if _use_sampled(input, offset, self.weight):
-            return sampled_deform_conv2d(input, offset, self.weight, self.bias, self.stride, self.padding,
-                                         self.dilation, mask)
+            return sampled_deform_conv2d(
+                input,
+                offset,
+                self.weight,
+                self.bias,
+                self.stride,
+                self.padding,
+                self.dilation,
+                mask,
+            )
         return self._deform_conv(input, offset, mask)
 
     def _deform_conv(self, input: Tensor, offset: Tensor, mask: Optional[Tensor]) -> Tensor:
         # torchvision's DeformConv2d.forward (TorchScript has no super() call).
         return deform_conv2d(
-            input, offset, self.weight, self.bias, stride=self.stride, padding=self.padding,
-            dilation=self.dilation, mask=mask,
+            input,
+            offset,
+            self.weight,
+            self.bias,
+            stride=self.stride,
+            padding=self.padding,
+            dilation=self.dilation,
+            mask=mask,
         )

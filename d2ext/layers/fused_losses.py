@@ -7,6 +7,7 @@ gradient). Half / bfloat16 logits are computed in float32 and the loss returned 
 ``reduction``: "none" ((N, K); DFL (N,)), "sum", or "mean" (over every element of "none"; 0 for
 an empty input, not NaN).
 """
+
 from typing import List, Optional
 
 import torch
@@ -66,8 +67,12 @@ def _use_reference(name: str) -> bool:
 
 
 def sigmoid_focal_loss(
-    logits: Tensor, labels: Tensor, alpha: float = 0.25, gamma: float = 2.0,
-    weight: Optional[Tensor] = None, reduction: str = "sum",
+    logits: Tensor,
+    labels: Tensor,
+    alpha: float = 0.25,
+    gamma: float = 2.0,
+    weight: Optional[Tensor] = None,
+    reduction: str = "sum",
 ) -> Tensor:
     """Focal loss, alpha_t (1 - p_t)^gamma BCE(x, t), t = 1 at the label's class (METHODS.md §1.3).
     alpha < 0 disables the alpha_t weighting."""
@@ -80,8 +85,12 @@ def sigmoid_focal_loss(
 
 
 def quality_focal_loss(
-    logits: Tensor, labels: Tensor, scores: Tensor, beta: float = 2.0,
-    weight: Optional[Tensor] = None, reduction: str = "sum",
+    logits: Tensor,
+    labels: Tensor,
+    scores: Tensor,
+    beta: float = 2.0,
+    weight: Optional[Tensor] = None,
+    reduction: str = "sum",
 ) -> Tensor:
     """Quality focal loss, |y - p|^beta BCE(x, y), y = the row's score at its label's class and 0
     elsewhere (METHODS.md §3.3)."""
@@ -94,8 +103,14 @@ def quality_focal_loss(
 
 
 def varifocal_loss(
-    logits: Tensor, labels: Tensor, scores: Tensor, alpha: float = 0.75, gamma: float = 2.0,
-    iou_weighted: bool = True, weight: Optional[Tensor] = None, reduction: str = "sum",
+    logits: Tensor,
+    labels: Tensor,
+    scores: Tensor,
+    alpha: float = 0.75,
+    gamma: float = 2.0,
+    iou_weighted: bool = True,
+    weight: Optional[Tensor] = None,
+    reduction: str = "sum",
 ) -> Tensor:
     """Varifocal loss: q BCE(x, q) where the target q > 0 (BCE alone if not iou_weighted),
     alpha p^gamma BCE(x, 0) elsewhere; q = the row's score at its label's class (METHODS.md §4.3)."""
@@ -103,8 +118,12 @@ def varifocal_loss(
     _check_labels(logits, labels)
     r = _reduction_index(reduction)
     if _use_reference("varifocal_loss"):
-        return reference.varifocal_loss(logits, labels, scores, alpha, gamma, iou_weighted, weight, reduction)
-    return torch.ops.d2ext.varifocal_loss(logits, labels, scores, weight, alpha, gamma, iou_weighted, r)
+        return reference.varifocal_loss(
+            logits, labels, scores, alpha, gamma, iou_weighted, weight, reduction
+        )
+    return torch.ops.d2ext.varifocal_loss(
+        logits, labels, scores, weight, alpha, gamma, iou_weighted, r
+    )
 
 
 def distribution_focal_loss(
@@ -114,7 +133,9 @@ def distribution_focal_loss(
     the two bins around the target, weighted by linear interpolation (METHODS.md §3.3)."""
     logits, target, weight = _float(logits), _float(target), _float(weight)
     if logits.dim() != 2 or logits.shape[1] < 2:
-        raise ValueError(f"logits must have shape (N, n + 1) with n >= 1, got {tuple(logits.shape)}")
+        raise ValueError(
+            f"logits must have shape (N, n + 1) with n >= 1, got {tuple(logits.shape)}"
+        )
     n = logits.shape[1] - 1
     if target.numel() and torch.compiler.is_compiling():
         # As _check_labels: NaN fails the comparisons too.
@@ -126,7 +147,9 @@ def distribution_focal_loss(
     elif target.numel():
         lo, hi = (v.item() for v in torch.aminmax(target))  # NaN if any is NaN
         if not (lo >= 0 and hi <= n):
-            raise ValueError(f"target must be in [0, {n}] (clamp it, e.g. to {n - 0.1}), got {hi if lo >= 0 else lo}")
+            raise ValueError(
+                f"target must be in [0, {n}] (clamp it, e.g. to {n - 0.1}), got {hi if lo >= 0 else lo}"
+            )
     r = _reduction_index(reduction)
     if _use_reference("distribution_focal_loss"):
         return reference.distribution_focal_loss(logits, target, weight, reduction)
@@ -134,7 +157,10 @@ def distribution_focal_loss(
 
 
 def ap_loss(
-    logits: Tensor, labels: Tensor, delta: float = 1.0, interpolated: bool = True,
+    logits: Tensor,
+    labels: Tensor,
+    delta: float = 1.0,
+    interpolated: bool = True,
     rows_per_image: Optional[List[int]] = None,
 ) -> Tensor:
     """
@@ -161,7 +187,9 @@ def ap_loss(
         raise ValueError(f"delta must be > 0, got {delta}")
     if rows_per_image is not None:
         if sum(rows_per_image) != logits.shape[0]:
-            raise ValueError(f"rows_per_image {list(rows_per_image)} does not sum to the {logits.shape[0]} rows")
+            raise ValueError(
+                f"rows_per_image {list(rows_per_image)} does not sum to the {logits.shape[0]} rows"
+            )
         losses = [
             ap_loss(x, y, delta, interpolated)
             for x, y in zip(logits.split(list(rows_per_image)), labels.split(list(rows_per_image)))

@@ -1,4 +1,5 @@
 """Box overlap ops: compiled kernels with the references in reference.py as fallback."""
+
 from typing import Optional
 
 import torch
@@ -43,7 +44,11 @@ def pairwise_iou(boxes1: Tensor, boxes2: Tensor, mode: str = "iou") -> Tensor:
 
 
 def combined_iou(
-    anchors: Tensor, pred_boxes: Tensor, gt_boxes: Tensor, anchor_weight: float = 1.0, pred_weight: float = 1.0
+    anchors: Tensor,
+    pred_boxes: Tensor,
+    gt_boxes: Tensor,
+    anchor_weight: float = 1.0,
+    pred_weight: float = 1.0,
 ) -> Tensor:
     """
     DynamicATSS's combined IoU (METHODS.md §2.1) of every anchor with every GT, in one pass:
@@ -74,7 +79,9 @@ def aligned_iou(boxes1: Tensor, boxes2: Tensor, mode: str = "iou") -> Tensor:
     return torch.ops.d2ext.aligned_iou(boxes1, boxes2, mode_index)
 
 
-def giou_loss(pred: Tensor, target: Tensor, weight: Optional[Tensor] = None, reduction: str = "sum") -> Tensor:
+def giou_loss(
+    pred: Tensor, target: Tensor, weight: Optional[Tensor] = None, reduction: str = "sum"
+) -> Tensor:
     """
     Generalized IoU loss, weight_i * (1 - GIoU(pred_i, target_i)), with a fused forward and
     backward kernel. Differentiable in ``pred`` only (targets are constants).
@@ -84,7 +91,11 @@ def giou_loss(pred: Tensor, target: Tensor, weight: Optional[Tensor] = None, red
         weight (Tensor, optional): (N,) per-box weights.
         reduction (str): "none" (N,), "sum" or "mean".
     """
-    pred, target, weight = _float32_if_half(pred), _float32_if_half(target), _float32_if_half(weight)
+    pred, target, weight = (
+        _float32_if_half(pred),
+        _float32_if_half(target),
+        _float32_if_half(weight),
+    )
     r = _reduction_index(reduction)
     if not has_ops():
         warn_fallback_once("giou_loss")

@@ -1,5 +1,6 @@
 """The logit of a product of probabilities, so losses on a product (GFL v2's class score x
 quality) can run in the fused logit-space kernels instead of on probabilities."""
+
 import math
 
 import torch

@@ -1,6 +1,7 @@
 """Running parts of a model in float32 inside torch.autocast: label assignment, box decoding for
 the losses, the losses and NMS stay float32 while the backbone and heads run in bfloat16 / float16
 (mixed-precision training, d2ext.engine.amp)."""
+
 import contextlib
 import functools
 import inspect

@@ -6,6 +6,7 @@ Each has the signature of the public function it stands for, and follows the sam
 zero-area; a pair with an empty union has IoU 0; a NaN coordinate gives a NaN overlap / loss and
 a NaN gradient of its whole box (a diverged box must not look like a finite, trainable one).
 """
+
 import torch
 from torch import Tensor
 
@@ -45,13 +46,17 @@ def pairwise_iou(boxes1: Tensor, boxes2: Tensor, mode: str = "iou") -> Tensor:
     """IoU or GIoU between every box of ``boxes1`` (N, 4) and of ``boxes2`` (M, 4): (N, M)."""
     a = boxes1[:, None, :]
     b = boxes2[None, :, :]
-    inter_wh = _clamp0(torch.minimum(a[..., 2:], b[..., 2:]) - torch.maximum(a[..., :2], b[..., :2]))
+    inter_wh = _clamp0(
+        torch.minimum(a[..., 2:], b[..., 2:]) - torch.maximum(a[..., :2], b[..., :2])
+    )
     inter = inter_wh[..., 0] * inter_wh[..., 1]
     union = _area(a) + _area(b) - inter
     iou = _ratio_or(inter, union, 0.0)
     if mode == "iou":
         return iou
-    enclose_wh = _clamp0(torch.maximum(a[..., 2:], b[..., 2:]) - torch.minimum(a[..., :2], b[..., :2]))
+    enclose_wh = _clamp0(
+        torch.maximum(a[..., 2:], b[..., 2:]) - torch.minimum(a[..., :2], b[..., :2])
+    )
     enclose = enclose_wh[..., 0] * enclose_wh[..., 1]
     return iou - _ratio_or(enclose - union, enclose, 0.0)
 
@@ -104,7 +109,9 @@ def quality_focal_loss(logits, labels, scores, beta=2.0, weight=None, reduction=
     return _reduce(loss * _row_weight(logits, labels, weight), reduction)
 
 
-def varifocal_loss(logits, labels, scores, alpha=0.75, gamma=2.0, iou_weighted=True, weight=None, reduction="sum"):
+def varifocal_loss(
+    logits, labels, scores, alpha=0.75, gamma=2.0, iou_weighted=True, weight=None, reduction="sum"
+):
     """VFL (VarifocalNet): q BCE(x, q) where q > 0 (1 BCE if not iou_weighted), alpha p^gamma
     BCE(x, 0) elsewhere; q = the row's score at its label's class."""
     targets = _dense_targets(logits, labels, scores)
@@ -124,15 +131,22 @@ def distribution_focal_loss(logits, target, weight=None, reduction="sum"):
     w_left = (left + 1).to(target.dtype) - target
     w_right = target - left.to(target.dtype)
     log_p = torch.log_softmax(logits, dim=1)
-    loss = -(w_left * log_p.gather(1, left[:, None])[:, 0] + w_right * log_p.gather(1, left[:, None] + 1)[:, 0])
+    loss = -(
+        w_left * log_p.gather(1, left[:, None])[:, 0]
+        + w_right * log_p.gather(1, left[:, None] + 1)[:, 0]
+    )
     if weight is not None:
         loss = loss * weight
     return _reduce(loss, reduction)
 
 
-def combined_iou(anchors: Tensor, pred_boxes: Tensor, gt_boxes: Tensor, anchor_weight=1.0, pred_weight=1.0):
+def combined_iou(
+    anchors: Tensor, pred_boxes: Tensor, gt_boxes: Tensor, anchor_weight=1.0, pred_weight=1.0
+):
     """DynamicATSS's combined IoU (R, M): anchor_weight IoU(anchor, gt) + pred_weight IoU(pred, gt)."""
-    return anchor_weight * pairwise_iou(anchors, gt_boxes) + pred_weight * pairwise_iou(pred_boxes, gt_boxes)
+    return anchor_weight * pairwise_iou(anchors, gt_boxes) + pred_weight * pairwise_iou(
+        pred_boxes, gt_boxes
+    )
 
 
 # ---- aligned box overlaps and the GIoU loss --------------------------------------------------
@@ -140,13 +154,17 @@ def combined_iou(anchors: Tensor, pred_boxes: Tensor, gt_boxes: Tensor, anchor_w
 
 def aligned_iou(boxes1: Tensor, boxes2: Tensor, mode: str = "iou") -> Tensor:
     """IoU or GIoU of each pair (boxes1[i], boxes2[i]): (N,)."""
-    inter_wh = _clamp0(torch.minimum(boxes1[:, 2:], boxes2[:, 2:]) - torch.maximum(boxes1[:, :2], boxes2[:, :2]))
+    inter_wh = _clamp0(
+        torch.minimum(boxes1[:, 2:], boxes2[:, 2:]) - torch.maximum(boxes1[:, :2], boxes2[:, :2])
+    )
     inter = inter_wh[:, 0] * inter_wh[:, 1]
     union = _area(boxes1) + _area(boxes2) - inter
     iou = _ratio_or(inter, union, 0.0)
     if mode == "iou":
         return iou
-    enclose_wh = _clamp0(torch.maximum(boxes1[:, 2:], boxes2[:, 2:]) - torch.minimum(boxes1[:, :2], boxes2[:, :2]))
+    enclose_wh = _clamp0(
+        torch.maximum(boxes1[:, 2:], boxes2[:, 2:]) - torch.minimum(boxes1[:, :2], boxes2[:, :2])
+    )
     enclose = enclose_wh[:, 0] * enclose_wh[:, 1]
     return iou - _ratio_or(enclose - union, enclose, 0.0)
 
@@ -164,7 +182,15 @@ def giou_loss(pred: Tensor, target: Tensor, weight=None, reduction: str = "sum")
 CENTER_INSIDE_EPS = 0.01
 
 
-def atss_assign(anchors, num_anchors_per_level, gt_boxes, topk, pred_boxes=None, anchor_weight=1.0, pred_weight=1.0):
+def atss_assign(
+    anchors,
+    num_anchors_per_level,
+    gt_boxes,
+    topk,
+    pred_boxes=None,
+    anchor_weight=1.0,
+    pred_weight=1.0,
+):
     """
     Dense ATSS assignment of one image (R anchors x M GTs matrices): the oracle of the compiled
     op, which gives the same result without those matrices. ``topk`` is the number of
@@ -177,7 +203,9 @@ def atss_assign(anchors, num_anchors_per_level, gt_boxes, topk, pred_boxes=None,
     anchors, gt_boxes, pred_boxes = (_float32_if_half(t) for t in (anchors, gt_boxes, pred_boxes))
     num_anchors = anchors.shape[0]
     if sum(num_anchors_per_level) != num_anchors:
-        raise ValueError(f"num_anchors_per_level {list(num_anchors_per_level)} does not sum to the {num_anchors} anchors given")
+        raise ValueError(
+            f"num_anchors_per_level {list(num_anchors_per_level)} does not sum to the {num_anchors} anchors given"
+        )
     matched_idxs = anchors.new_full((num_anchors,), -1, dtype=torch.int64)
     matched_scores = anchors.new_zeros((num_anchors,))
     if gt_boxes.shape[0] == 0:
@@ -189,7 +217,10 @@ def atss_assign(anchors, num_anchors_per_level, gt_boxes, topk, pred_boxes=None,
     candidates, start = [], 0
     for n in num_anchors_per_level:
         if n > 0:  # stable sort: distance ties go to the lower anchor index
-            candidates.append(torch.sort(sq_dists[start : start + n], dim=0, stable=True).indices[: min(topk, n)] + start)
+            candidates.append(
+                torch.sort(sq_dists[start : start + n], dim=0, stable=True).indices[: min(topk, n)]
+                + start
+            )
         start += n
     candidates = torch.cat(candidates)  # (C, M)
 
@@ -201,11 +232,19 @@ def atss_assign(anchors, num_anchors_per_level, gt_boxes, topk, pred_boxes=None,
         iou_pred = pairwise_iou(pred_boxes, gt_boxes).gather(0, candidates).double()
         scores = scores + pred_weight * iou_pred
         threshold = threshold + pred_weight * (_mean(iou_pred) + _unbiased_std(iou_pred))
-    ltrb = torch.cat([anchor_centers[candidates] - gt_boxes[None, :, :2], gt_boxes[None, :, 2:] - anchor_centers[candidates]], -1)
+    ltrb = torch.cat(
+        [
+            anchor_centers[candidates] - gt_boxes[None, :, :2],
+            gt_boxes[None, :, 2:] - anchor_centers[candidates],
+        ],
+        -1,
+    )
     is_pos = (scores >= threshold[None, :]) & (ltrb.min(dim=-1).values > CENTER_INSIDE_EPS)
 
     # Anchors claimed by several GTs: highest score wins, ties go to the lower GT index.
-    pos_scores = torch.full((num_anchors, gt_boxes.shape[0]), -1.0, dtype=torch.float64, device=anchors.device)
+    pos_scores = torch.full(
+        (num_anchors, gt_boxes.shape[0]), -1.0, dtype=torch.float64, device=anchors.device
+    )
     pos_scores.scatter_(0, candidates, torch.where(is_pos, scores, -1.0))
     best_scores, best_gt = pos_scores.max(dim=1)
     is_matched = best_scores >= 0
@@ -279,7 +318,9 @@ def ap_loss(logits, labels, delta=1.0, interpolated=True, chunk=256):
     neg_grad = torch.zeros_like(s_neg)
     for start in chunks:
         weights = (rescale / rank)[start : start + chunk]
-        neg_grad += (step(s_neg[None, :] - s_pos[start : start + chunk, None]) * weights[:, None]).sum(0)
+        neg_grad += (
+            step(s_neg[None, :] - s_pos[start : start + chunk, None]) * weights[:, None]
+        ).sum(0)
     num_pos = len(s_pos)
     grad[pos_entries] = -(1 - prec_tilde) / num_pos
     grad[neg_entries] = neg_grad / num_pos

@@ -1,8 +1,9 @@
 """AP-loss: the O((P+N) log(P+N)) kernel against the O(P*N) reference of the released code."""
+
 import pytest
 import torch
-
 from conftest import DEVICES
+
 from d2ext.layers import ap_loss, has_ops, reference
 
 requires_ops = pytest.mark.skipif(not has_ops(), reason="d2ext._C is not built")
@@ -10,7 +11,9 @@ requires_ops = pytest.mark.skipif(not has_ops(), reason="d2ext._C is not built")
 
 def sample(n, k, seed=0, scale=2.0, device="cpu", dtype=torch.float64):
     g = torch.Generator().manual_seed(seed)
-    logits = (torch.randn(n, k, generator=g, dtype=torch.float64) * scale).to(device=device, dtype=dtype)
+    logits = (torch.randn(n, k, generator=g, dtype=torch.float64) * scale).to(
+        device=device, dtype=dtype
+    )
     labels = torch.randint(-1, k + 1, (n,), generator=g).to(device)
     return logits, labels
 
@@ -140,4 +143,6 @@ def test_torch_compile_fullgraph():
     eager = ap_loss(x1, labels) * 2.0
     traced = compiled(x2, labels)
     torch.testing.assert_close(traced, eager)
-    torch.testing.assert_close(torch.autograd.grad(traced, x2)[0], torch.autograd.grad(eager, x1)[0])
+    torch.testing.assert_close(
+        torch.autograd.grad(traced, x2)[0], torch.autograd.grad(eager, x1)[0]
+    )

@@ -1,9 +1,10 @@
 """d2ext.layers.atss_assign (memory-linear kernel) against the dense reference, ATSS and
 DynamicATSS (combined IoU); the hand-built ATSS cases are in tests/modeling/test_atss_assign.py."""
+
 import pytest
 import torch
-
 from conftest import DEVICES
+
 from d2ext.layers import atss_assign, has_ops, reference
 
 requires_ops = pytest.mark.skipif(not has_ops(), reason="d2ext._C is not built")
@@ -20,8 +21,13 @@ def scene(seed, num_gt, image=(160, 224), dtype=torch.float32, device="cpu", tin
         c = torch.stack([xs.flatten(), ys.flatten()], 1).double()
         levels.append(torch.cat([c - 4 * s, c + 4 * s], 1))
     anchors = torch.cat(levels)
-    xy = torch.rand(num_gt, 2, generator=g, dtype=torch.float64) * torch.tensor([image[1], image[0]])
-    wh = torch.exp(torch.rand(num_gt, 2, generator=g, dtype=torch.float64) * (2.0 if tiny else 5.0)) * 2
+    xy = torch.rand(num_gt, 2, generator=g, dtype=torch.float64) * torch.tensor(
+        [image[1], image[0]]
+    )
+    wh = (
+        torch.exp(torch.rand(num_gt, 2, generator=g, dtype=torch.float64) * (2.0 if tiny else 5.0))
+        * 2
+    )
     gt = torch.cat([xy, xy + wh], 1)
     # Predicted boxes: the anchors moved and resized a little, as an early regressor would.
     jitter = torch.randn(anchors.shape, generator=g, dtype=torch.float64) * 6
@@ -51,7 +57,9 @@ def test_atss_equals_dense_reference(seed, num_gt, dtype, device):
 def test_dynamic_atss_equals_dense_reference(seed, weights):
     anchors, levels, gt, preds = scene(seed, 30)
     idxs, scores, thresholds = atss_assign(anchors, levels, gt, 9, preds, *weights)
-    ref_idxs, ref_scores, ref_thresholds = reference.atss_assign(anchors, levels, gt, 9, preds, *weights)
+    ref_idxs, ref_scores, ref_thresholds = reference.atss_assign(
+        anchors, levels, gt, 9, preds, *weights
+    )
     assert torch.equal(idxs, ref_idxs) and torch.equal(scores, ref_scores)
     torch.testing.assert_close(thresholds, ref_thresholds, rtol=1e-6, atol=0)
     assert (idxs >= 0).any()
@@ -72,18 +80,25 @@ def test_dynamic_atss_with_anchors_as_predictions_is_atss_on_doubled_ious():
 
 def test_thousand_gts_and_tiny_gts():
     anchors, levels, gt, _ = scene(5, 1000, image=(320, 416))
-    assert torch.equal(atss_assign(anchors, levels, gt, 9)[0], reference.atss_assign(anchors, levels, gt, 9)[0])
+    assert torch.equal(
+        atss_assign(anchors, levels, gt, 9)[0], reference.atss_assign(anchors, levels, gt, 9)[0]
+    )
     anchors, levels, gt, _ = scene(6, 200, tiny=True)  # 2-15 px: many smaller than a stride
-    assert torch.equal(atss_assign(anchors, levels, gt, 9)[0], reference.atss_assign(anchors, levels, gt, 9)[0])
+    assert torch.equal(
+        atss_assign(anchors, levels, gt, 9)[0], reference.atss_assign(anchors, levels, gt, 9)[0]
+    )
 
 
 def test_levels_with_fewer_anchors_than_k_and_empty_levels():
     anchors, levels, gt, _ = scene(7, 10, image=(40, 40))  # P6/P7 have 1 anchor: k clamps to 1
     assert levels[-1] == 1
-    assert torch.equal(atss_assign(anchors, levels, gt, 9)[0], reference.atss_assign(anchors, levels, gt, 9)[0])
+    assert torch.equal(
+        atss_assign(anchors, levels, gt, 9)[0], reference.atss_assign(anchors, levels, gt, 9)[0]
+    )
     with_empty = levels[:2] + [0] + levels[2:]
     assert torch.equal(
-        atss_assign(anchors, with_empty, gt, 9)[0], reference.atss_assign(anchors, with_empty, gt, 9)[0]
+        atss_assign(anchors, with_empty, gt, 9)[0],
+        reference.atss_assign(anchors, with_empty, gt, 9)[0],
     )
 
 
@@ -108,8 +123,16 @@ def test_kernel_checks_name_the_argument():
 def test_opcheck():
     anchors, levels, gt, preds = scene(9, 4, image=(64, 64))
     utils = ("test_schema", "test_faketensor", "test_aot_dispatch_dynamic")
-    torch.library.opcheck(torch.ops.d2ext.atss_assign.default, (anchors, levels, gt, 9, None, 1.0, 1.0), test_utils=utils)
-    torch.library.opcheck(torch.ops.d2ext.atss_assign.default, (anchors, levels, gt, 9, preds, 1.0, 1.0), test_utils=utils)
+    torch.library.opcheck(
+        torch.ops.d2ext.atss_assign.default,
+        (anchors, levels, gt, 9, None, 1.0, 1.0),
+        test_utils=utils,
+    )
+    torch.library.opcheck(
+        torch.ops.d2ext.atss_assign.default,
+        (anchors, levels, gt, 9, preds, 1.0, 1.0),
+        test_utils=utils,
+    )
 
 
 @requires_ops

@@ -2,6 +2,7 @@
 image (areas above 65504 px^2 overflow float16, every IoU NaN) used to come back with every anchor
 unassigned and no error. Through the wrapper (compiled op or its reference fallback) and the
 reference itself, float16 / bfloat16 inputs give the float32 assignment; the raw op refuses them."""
+
 import pytest
 import torch
 
@@ -16,11 +17,15 @@ def _case():
     centers = torch.arange(16.0, 1024.0, 32.0)
     cy, cx = torch.meshgrid(centers, centers, indexing="ij")
     c = torch.stack([cx.flatten(), cy.flatten()], dim=1)
-    anchors = torch.cat([torch.cat([c - 64, c + 64], 1), torch.cat([c[::4] - 128, c[::4] + 128], 1)])
+    anchors = torch.cat(
+        [torch.cat([c - 64, c + 64], 1), torch.cat([c[::4] - 128, c[::4] + 128], 1)]
+    )
     levels = [len(c), len(c[::4])]
     gt = torch.tensor([[96.0, 96.0, 512.0, 608.0], [544.0, 544.0, 928.0, 960.0]])
     for dtype in LOW:
-        assert torch.equal(anchors.to(dtype).float(), anchors) and torch.equal(gt.to(dtype).float(), gt)
+        assert torch.equal(anchors.to(dtype).float(), anchors) and torch.equal(
+            gt.to(dtype).float(), gt
+        )
     return anchors, levels, gt
 
 
@@ -54,14 +59,18 @@ def test_wrapper_assigns_low_precision_like_float32(dtype, use_ops, monkeypatch)
     # Mixed precisions too (float16 anchors, float32 GTs), and DynamicATSS's predicted boxes.
     _assert_same_assignment(atss_assign(anchors.to(dtype), levels, gt, 9), expected)
     with_preds = atss_assign(anchors, levels, gt, 9, anchors + 8, 1.0, 1.0)
-    _assert_same_assignment(atss_assign(anchors.to(dtype), levels, gt, 9, (anchors + 8).to(dtype), 1.0, 1.0), with_preds)
+    _assert_same_assignment(
+        atss_assign(anchors.to(dtype), levels, gt, 9, (anchors + 8).to(dtype), 1.0, 1.0), with_preds
+    )
 
 
 @pytest.mark.parametrize("dtype", LOW)
 def test_reference_assigns_low_precision_like_float32(dtype):
     anchors, levels, gt = _case()
     expected = reference.atss_assign(anchors, levels, gt, 9)
-    _assert_same_assignment(reference.atss_assign(anchors.to(dtype), levels, gt.to(dtype), 9), expected)
+    _assert_same_assignment(
+        reference.atss_assign(anchors.to(dtype), levels, gt.to(dtype), 9), expected
+    )
 
 
 @pytest.mark.skipif(not has_ops(), reason="d2ext._C is not built")

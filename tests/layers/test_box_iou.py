@@ -1,12 +1,13 @@
 """d2ext.layers.pairwise_iou: compiled kernel vs reference and hand-computed values."""
+
 import os
 import subprocess
 import sys
 
 import pytest
 import torch
-
 from conftest import DEVICES, REPO_ROOT
+
 from d2ext.layers import has_ops, pairwise_iou, reference
 
 requires_ops = pytest.mark.skipif(not has_ops(), reason="d2ext._C is not built")
@@ -155,11 +156,15 @@ def test_giou_loss_hand_values():
     target = torch.tensor([[1.0, 1.0, 3.0, 3.0], [0.0, 0.0, 2.0, 2.0], [5.0, 0.0, 6.0, 1.0]])
     expected = torch.tensor([1 - (1 / 7 - 2 / 9), 0.0, 1 + 7 / 12])
     torch.testing.assert_close(giou_loss(pred, target, reduction="none"), expected)
-    torch.testing.assert_close(giou_loss(pred, target, torch.tensor([2.0, 1.0, 0.0])), 2 * expected[0])
+    torch.testing.assert_close(
+        giou_loss(pred, target, torch.tensor([2.0, 1.0, 0.0])), 2 * expected[0]
+    )
 
 
 def test_giou_loss_degenerate_boxes_stay_finite():
-    pred = torch.tensor([[0.0, 0.0, 0.0, 0.0], [3.0, 3.0, 1.0, 1.0], [1.0, 1.0, 4.0, 4.0]], requires_grad=True)
+    pred = torch.tensor(
+        [[0.0, 0.0, 0.0, 0.0], [3.0, 3.0, 1.0, 1.0], [1.0, 1.0, 4.0, 4.0]], requires_grad=True
+    )
     target = torch.tensor([[0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 2.0, 2.0], [1.0, 1.0, 4.0, 4.0]])
     out = giou_loss(pred, target, reduction="none")
     (grad,) = torch.autograd.grad(out.sum(), pred)
@@ -192,9 +197,13 @@ def test_giou_loss_opcheck(reduction):
     pred = random_boxes(8, torch.float64, seed=9).requires_grad_(True)
     target = random_boxes(8, torch.float64, seed=10)
     torch.library.opcheck(torch.ops.d2ext.giou_loss.default, (pred, target, None, reduction))
-    torch.library.opcheck(torch.ops.d2ext.giou_loss.default, (pred, target, torch.rand(8, dtype=torch.float64), reduction))
     torch.library.opcheck(
-        torch.ops.d2ext.aligned_iou.default, (pred.detach(), target, 1),
+        torch.ops.d2ext.giou_loss.default,
+        (pred, target, torch.rand(8, dtype=torch.float64), reduction),
+    )
+    torch.library.opcheck(
+        torch.ops.d2ext.aligned_iou.default,
+        (pred.detach(), target, 1),
         test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"),
     )
 
@@ -207,20 +216,30 @@ from d2ext.layers import combined_iou  # noqa: E402
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("weights", [(1.0, 1.0), (0.3, 1.7)])
 def test_combined_iou_matches_reference(weights, device):
-    anchors, preds = random_boxes(80, torch.float64, device, 11), random_boxes(80, torch.float64, device, 12)
+    anchors, preds = (
+        random_boxes(80, torch.float64, device, 11),
+        random_boxes(80, torch.float64, device, 12),
+    )
     gt = random_boxes(9, torch.float64, device, 13)
     out = combined_iou(anchors, preds, gt, *weights)
     assert out.shape == (80, 9)
     torch.testing.assert_close(out, reference.combined_iou(anchors, preds, gt, *weights))
     # Hand check: predictions equal to the anchors give (w_a + w_p) IoU.
-    torch.testing.assert_close(combined_iou(anchors, anchors, gt, *weights), sum(weights) * pairwise_iou(anchors, gt))
+    torch.testing.assert_close(
+        combined_iou(anchors, anchors, gt, *weights), sum(weights) * pairwise_iou(anchors, gt)
+    )
 
 
 @requires_ops
 def test_combined_iou_opcheck_and_errors():
-    anchors, preds, gt = random_boxes(7, seed=14), random_boxes(7, seed=15), random_boxes(3, seed=16)
+    anchors, preds, gt = (
+        random_boxes(7, seed=14),
+        random_boxes(7, seed=15),
+        random_boxes(3, seed=16),
+    )
     torch.library.opcheck(
-        torch.ops.d2ext.combined_iou.default, (anchors, preds, gt, 1.0, 1.0),
+        torch.ops.d2ext.combined_iou.default,
+        (anchors, preds, gt, 1.0, 1.0),
         test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"),
     )
     with pytest.raises(RuntimeError, match="pred_boxes must have the shape of anchors"):

@@ -1,5 +1,6 @@
 """d2ext's DeformConv2d: the CPU path (grid_sample + matmul) against torchvision's deform_conv2d,
 which stays the oracle (and the op on CUDA and in traced / scripted / exported models)."""
+
 import pytest
 import torch
 from torchvision.ops import deform_conv2d
@@ -7,10 +8,24 @@ from torchvision.ops import deform_conv2d
 from d2ext.layers.deform_conv import DeformConv2d, sampled_deform_conv2d
 
 
-def inputs(n=2, c=3, h=7, w=9, c_out=4, k=(3, 3), stride=1, padding=1, dilation=1, scale=3.0, seed=0,
-           dtype=torch.float64):
+def inputs(
+    n=2,
+    c=3,
+    h=7,
+    w=9,
+    c_out=4,
+    k=(3, 3),
+    stride=1,
+    padding=1,
+    dilation=1,
+    scale=3.0,
+    seed=0,
+    dtype=torch.float64,
+):
     g = torch.Generator().manual_seed(seed)
-    (sh, sw), (ph, pw), (dh, dw) = [(v, v) if isinstance(v, int) else v for v in (stride, padding, dilation)]
+    (sh, sw), (ph, pw), (dh, dw) = [
+        (v, v) if isinstance(v, int) else v for v in (stride, padding, dilation)
+    ]
     h_out = (h + 2 * ph - dh * (k[0] - 1) - 1) // sh + 1
     w_out = (w + 2 * pw - dw * (k[1] - 1) - 1) // sw + 1
     x = torch.randn(n, c, h, w, generator=g, dtype=dtype)
@@ -26,7 +41,10 @@ def both(x, offset, weight, bias=None, mask=None, **kw):
     """(torchvision, sampled) outputs and the gradients of a fixed random projection of them."""
     results = []
     for fn in (deform_conv2d, sampled_deform_conv2d):
-        args = [t.detach().clone().requires_grad_() if t is not None else None for t in (x, offset, weight, bias, mask)]
+        args = [
+            t.detach().clone().requires_grad_() if t is not None else None
+            for t in (x, offset, weight, bias, mask)
+        ]
         out = fn(args[0], args[1], args[2], args[3], mask=args[4], **kw)
         proj = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=out.dtype)
         grads = torch.autograd.grad((out * proj).sum(), [a for a in args if a is not None])
@@ -34,27 +52,36 @@ def both(x, offset, weight, bias=None, mask=None, **kw):
     return results
 
 
-@pytest.mark.parametrize("kw", [
-    dict(),
-    dict(stride=2),
-    dict(stride=(1, 2), padding=(0, 2), dilation=(2, 1)),
-    dict(k=(1, 3), padding=0),
-    dict(k=(5, 5), padding=2, scale=10.0),  # most samples outside the image
-    dict(h=1, w=1, padding=1),  # one-pixel image
-])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(),
+        dict(stride=2),
+        dict(stride=(1, 2), padding=(0, 2), dilation=(2, 1)),
+        dict(k=(1, 3), padding=0),
+        dict(k=(5, 5), padding=2, scale=10.0),  # most samples outside the image
+        dict(h=1, w=1, padding=1),  # one-pixel image
+    ],
+)
 @pytest.mark.parametrize("with_mask", [False, True])
 def test_sampled_equals_torchvision_values_and_gradients(kw, with_mask):
     kw = dict(kw)
     conv = {key: kw[key] for key in ("stride", "padding", "dilation") if key in kw}
     conv.setdefault("padding", 1)
     x, offset, weight, bias, mask = inputs(**kw)
-    (tv_out, tv_grads), (out, grads) = both(x, offset, weight, bias, mask if with_mask else None, **conv)
+    (tv_out, tv_grads), (out, grads) = both(
+        x, offset, weight, bias, mask if with_mask else None, **conv
+    )
     torch.testing.assert_close(out, tv_out, rtol=1e-10, atol=1e-10)
     for name, g, tv_g in zip(("input", "offset", "weight", "bias", "mask"), grads, tv_grads):
-        torch.testing.assert_close(g, tv_g, rtol=1e-9, atol=1e-9, msg=lambda m: f"{name} gradient: {m}")
+        torch.testing.assert_close(
+            g, tv_g, rtol=1e-9, atol=1e-9, msg=lambda m: f"{name} gradient: {m}"
+        )
 
 
-@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-9), (torch.float32, 1e-2)])  # float32: the nudge
+@pytest.mark.parametrize(
+    "dtype,tol", [(torch.float64, 1e-9), (torch.float32, 1e-2)]
+)  # float32: the nudge
 @pytest.mark.parametrize("hw", [(3, 5), (7, 9), (36, 60), (5, 333)])
 def test_whole_pixel_positions_take_torchvisions_one_sided_offset_gradient(dtype, tol, hw):
     """Zero offsets (a DCN's initialisation) sample whole pixels, where bilinear sampling has a
@@ -77,7 +104,9 @@ def test_inference_samples_where_asked(monkeypatch):
 
     moved = []
     real = module._whole_pixels_right
-    monkeypatch.setattr(module, "_whole_pixels_right", lambda p, size: moved.append(1) or real(p, size))
+    monkeypatch.setattr(
+        module, "_whole_pixels_right", lambda p, size: moved.append(1) or real(p, size)
+    )
     x, offset, weight, bias, _ = inputs()
     with torch.no_grad():
         sampled_deform_conv2d(x, offset.requires_grad_(), weight, bias, padding=1)
@@ -94,8 +123,10 @@ def test_integer_offsets_are_a_shifted_convolution():
     offset = torch.zeros(2, 18, 8, 10, dtype=x.dtype)
     offset[:, 0::2], offset[:, 1::2] = 1.0, -2.0
     # Output (y, x), kernel point (i, j) samples x[y + i, x + j - 3] (padding 1, offset (+1, -2)).
-    padded = torch.nn.functional.pad(x, (3, 3, 2, 2))  # padded[r, c] = x[r - 2, c - 3], zeros outside
-    shifted = padded[:, :, 2:2 + 8 + 2, 0:10 + 2]  # shifted[r, c] = x[r, c - 3]
+    padded = torch.nn.functional.pad(
+        x, (3, 3, 2, 2)
+    )  # padded[r, c] = x[r - 2, c - 3], zeros outside
+    shifted = padded[:, :, 2 : 2 + 8 + 2, 0 : 10 + 2]  # shifted[r, c] = x[r, c - 3]
     expected = torch.nn.functional.conv2d(shifted, weight, bias)
     torch.testing.assert_close(sampled_deform_conv2d(x, offset, weight, bias, padding=1), expected)
 
@@ -105,7 +136,8 @@ def test_gradcheck_float64():
     offset = offset * 0.5 + 0.3  # away from whole pixels, where bilinear sampling has kinks
     args = [t.requires_grad_() for t in (x, offset, weight, bias, mask)]
     assert torch.autograd.gradcheck(
-        lambda a, o, w, b, m: sampled_deform_conv2d(a, o, w, b, padding=1, mask=m), args)
+        lambda a, o, w, b, m: sampled_deform_conv2d(a, o, w, b, padding=1, mask=m), args
+    )
 
 
 def test_float32_matches_torchvision():
@@ -132,7 +164,9 @@ def test_strided_mask_and_offsets_and_empty_batch():
     wide_mask = torch.cat([mask, mask], dim=-1)[..., ::2]  # not contiguous
     wide_offset = torch.cat([offset, offset], dim=-1)[..., ::2]
     expected = deform_conv2d(x, wide_offset, weight, bias, padding=1, mask=wide_mask)
-    torch.testing.assert_close(sampled_deform_conv2d(x, wide_offset, weight, bias, padding=1, mask=wide_mask), expected)
+    torch.testing.assert_close(
+        sampled_deform_conv2d(x, wide_offset, weight, bias, padding=1, mask=wide_mask), expected
+    )
     out = sampled_deform_conv2d(x[:0], offset[:0], weight, bias, padding=1)
     assert out.shape == (0, 4, 7, 9)
 
@@ -147,23 +181,31 @@ def test_layer_picks_the_sampled_path_on_cpu_and_torchvision_when_traced_or_grou
     import d2ext.layers.deform_conv as module
 
     real = module.sampled_deform_conv2d
-    monkeypatch.setattr(module, "sampled_deform_conv2d", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(
+        module, "sampled_deform_conv2d", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
     expected = deform_conv2d(x, offset, layer.weight, layer.bias, padding=1)
     torch.testing.assert_close(layer(x, offset), expected)
     assert calls == [1]
     traced = torch.jit.trace(layer, (x, offset), check_trace=False)  # (its check re-runs eagerly)
     assert "torchvision::deform_conv2d" in str(traced.graph)
     torch.testing.assert_close(traced(x, offset), expected)
-    torch.testing.assert_close(grouped(x, offset), deform_conv2d(x, offset, grouped.weight, grouped.bias, padding=1))
+    torch.testing.assert_close(
+        grouped(x, offset), deform_conv2d(x, offset, grouped.weight, grouped.bias, padding=1)
+    )
     assert calls == [1]  # two weight groups: torchvision's op
     scripted = torch.jit.script(layer)
     torch.testing.assert_close(scripted(x, offset), expected)
     exported = torch.export.export(layer, (x, offset))
-    assert "torchvision.deform_conv2d" in str(exported.graph) and "grid_sampler" not in str(exported.graph)
+    assert "torchvision.deform_conv2d" in str(exported.graph) and "grid_sampler" not in str(
+        exported.graph
+    )
     # The mask reaches the sampled path too.
     mask = torch.rand(1, 9, 5, 6, dtype=torch.float64)
-    torch.testing.assert_close(layer(x, offset, mask),
-                               deform_conv2d(x, offset, layer.weight, layer.bias, padding=1, mask=mask))
+    torch.testing.assert_close(
+        layer(x, offset, mask),
+        deform_conv2d(x, offset, layer.weight, layer.bias, padding=1, mask=mask),
+    )
     assert calls == [1, 1]
 
 

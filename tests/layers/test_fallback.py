@@ -1,13 +1,14 @@
 """Without d2ext._C every op falls back to its reference: same results as the kernels (values
 and gradients), and a single warning for the whole process."""
+
 import os
 import subprocess
 import sys
 
 import pytest
 import torch
-
 from conftest import REPO_ROOT
+
 from d2ext.layers import has_ops
 
 # Runs every public op on fixed inputs; prints nothing, saves outputs and gradients to argv[1].
@@ -54,7 +55,9 @@ torch.save(out, sys.argv[1])
 
 def run_script(path, disable):
     env = dict(os.environ, D2EXT_DISABLE_OPS="1" if disable else "0")
-    result = subprocess.run([sys.executable, "-c", SCRIPT, path], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT, path], cwd=REPO_ROOT, env=env, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return torch.load(path)
 

@@ -1,10 +1,11 @@
 """Focal-family losses: compiled kernels vs references, hand values, gradients, edge cases."""
+
 import math
 
 import pytest
 import torch
-
 from conftest import DEVICES
+
 from d2ext.layers import (
     ap_loss,
     distribution_focal_loss,
@@ -21,8 +22,12 @@ REDUCTIONS = ["none", "sum", "mean"]
 
 def sample(n=40, k=6, dtype=torch.float64, device="cpu", seed=0, scale=3.0):
     g = torch.Generator().manual_seed(seed)
-    logits = (torch.randn(n, k, generator=g, dtype=torch.float64) * scale).to(dtype=dtype, device=device)
-    labels = torch.randint(-1, k + 1, (n,), generator=g).to(device)  # includes ignored and background
+    logits = (torch.randn(n, k, generator=g, dtype=torch.float64) * scale).to(
+        dtype=dtype, device=device
+    )
+    labels = torch.randint(-1, k + 1, (n,), generator=g).to(
+        device
+    )  # includes ignored and background
     scores = torch.rand(n, generator=g, dtype=torch.float64).to(dtype=dtype, device=device)
     weight = torch.rand(n, generator=g, dtype=torch.float64).to(dtype=dtype, device=device)
     return logits, labels, scores, weight
@@ -30,13 +35,35 @@ def sample(n=40, k=6, dtype=torch.float64, device="cpu", seed=0, scale=3.0):
 
 # name -> (op, reference, extra positional args built from (labels, scores))
 SIGMOID_LOSSES = {
-    "focal": (sigmoid_focal_loss, reference.sigmoid_focal_loss, lambda l, s: (l,), {"alpha": 0.25, "gamma": 2.0}),
-    "focal_no_alpha": (sigmoid_focal_loss, reference.sigmoid_focal_loss, lambda l, s: (l,), {"alpha": -1.0, "gamma": 1.5}),
+    "focal": (
+        sigmoid_focal_loss,
+        reference.sigmoid_focal_loss,
+        lambda l, s: (l,),
+        {"alpha": 0.25, "gamma": 2.0},
+    ),
+    "focal_no_alpha": (
+        sigmoid_focal_loss,
+        reference.sigmoid_focal_loss,
+        lambda l, s: (l,),
+        {"alpha": -1.0, "gamma": 1.5},
+    ),
     "qfl": (quality_focal_loss, reference.quality_focal_loss, lambda l, s: (l, s), {"beta": 2.0}),
-    "qfl_beta1": (quality_focal_loss, reference.quality_focal_loss, lambda l, s: (l, s), {"beta": 1.0}),
-    "vfl": (varifocal_loss, reference.varifocal_loss, lambda l, s: (l, s), {"alpha": 0.75, "gamma": 2.0}),
+    "qfl_beta1": (
+        quality_focal_loss,
+        reference.quality_focal_loss,
+        lambda l, s: (l, s),
+        {"beta": 1.0},
+    ),
+    "vfl": (
+        varifocal_loss,
+        reference.varifocal_loss,
+        lambda l, s: (l, s),
+        {"alpha": 0.75, "gamma": 2.0},
+    ),
     "vfl_unweighted": (
-        varifocal_loss, reference.varifocal_loss, lambda l, s: (l, s),
+        varifocal_loss,
+        reference.varifocal_loss,
+        lambda l, s: (l, s),
         {"alpha": 0.75, "gamma": 2.0, "iou_weighted": False},
     ),
 }
@@ -65,7 +92,8 @@ def test_sigmoid_losses_gradcheck(name):
     logits.requires_grad_(True)
     for reduction in REDUCTIONS:
         assert torch.autograd.gradcheck(
-            lambda x: op(x, *args(labels, scores), weight=weight, reduction=reduction, **kwargs), (logits,)
+            lambda x: op(x, *args(labels, scores), weight=weight, reduction=reduction, **kwargs),
+            (logits,),
         )
 
 
@@ -109,7 +137,9 @@ def test_dfl_matches_reference_and_gradcheck(reduction, device):
     out = distribution_focal_loss(logits, target, weight, reduction)
     expected = reference.distribution_focal_loss(logits, target, weight, reduction)
     torch.testing.assert_close(out, expected)
-    assert torch.autograd.gradcheck(lambda x: distribution_focal_loss(x, target, weight, reduction), (logits,))
+    assert torch.autograd.gradcheck(
+        lambda x: distribution_focal_loss(x, target, weight, reduction), (logits,)
+    )
 
 
 @pytest.mark.parametrize("weighted", [True, False])
@@ -147,7 +177,9 @@ def test_extreme_logits_stay_finite():
     # A confident wrong negative (x = 1e4 for a non-label class) costs about x.
     out = sigmoid_focal_loss(logits, labels, alpha=-1, reduction="none")
     assert out[1, 1].item() == pytest.approx(1e4, rel=1e-6)
-    dfl = distribution_focal_loss(torch.tensor([[1e4, -1e4, 0.0]], requires_grad=True), torch.tensor([1.5]))
+    dfl = distribution_focal_loss(
+        torch.tensor([[1e4, -1e4, 0.0]], requires_grad=True), torch.tensor([1.5])
+    )
     assert torch.isfinite(dfl) and dfl.item() == pytest.approx(0.5 * 2e4 + 0.5 * 1e4, rel=1e-6)
 
 
@@ -169,7 +201,8 @@ def test_no_positives_and_one_positive():
     for labels in (torch.full((10,), 3), torch.tensor([3] * 9 + [1])):
         for op, ref, args, kwargs in SIGMOID_LOSSES.values():
             torch.testing.assert_close(
-                op(logits, *args(labels, scores), **kwargs), ref(logits, *args(labels, scores), **kwargs)
+                op(logits, *args(labels, scores), **kwargs),
+                ref(logits, *args(labels, scores), **kwargs),
             )
 
 
@@ -178,7 +211,9 @@ def test_empty_and_single_row(n):
     logits, labels, scores, weight = sample(n=n, k=5)
     for reduction in REDUCTIONS:
         out = quality_focal_loss(logits, labels, scores, weight=weight, reduction=reduction)
-        torch.testing.assert_close(out, reference.quality_focal_loss(logits, labels, scores, 2.0, weight, reduction))
+        torch.testing.assert_close(
+            out, reference.quality_focal_loss(logits, labels, scores, 2.0, weight, reduction)
+        )
     out = distribution_focal_loss(torch.zeros(n, 5), torch.zeros(n), reduction="none")
     assert out.shape == (n,)
 
@@ -221,7 +256,9 @@ def test_dfl_kernel_clamps_targets_it_is_given_unchecked():
     expected_loss, expected_grad = torch.ops.d2ext.distribution_focal_loss(logits, clamped, None, 0)
     torch.testing.assert_close(loss, expected_loss)
     torch.testing.assert_close(grad, expected_grad)
-    torch.testing.assert_close(loss, reference.distribution_focal_loss(logits, clamped, reduction="none"))
+    torch.testing.assert_close(
+        loss, reference.distribution_focal_loss(logits, clamped, reduction="none")
+    )
 
 
 @requires_ops
@@ -256,7 +293,9 @@ def test_opcheck(name, reduction):
 def test_opcheck_dfl(reduction):
     logits = torch.randn(5, 9, dtype=torch.float64, requires_grad=True)
     target = torch.rand(5, dtype=torch.float64) * 8
-    torch.library.opcheck(torch.ops.d2ext.distribution_focal_loss.default, (logits, target, None, reduction))
+    torch.library.opcheck(
+        torch.ops.d2ext.distribution_focal_loss.default, (logits, target, None, reduction)
+    )
 
 
 @requires_ops
@@ -277,7 +316,9 @@ def test_torch_compile_fullgraph():
     eager = total_loss(x1, labels, scores, bins, target)
     traced = compiled(x2, labels, scores, bins, target)
     torch.testing.assert_close(traced, eager)
-    torch.testing.assert_close(torch.autograd.grad(traced, x2)[0], torch.autograd.grad(eager, x1)[0])
+    torch.testing.assert_close(
+        torch.autograd.grad(traced, x2)[0], torch.autograd.grad(eager, x1)[0]
+    )
 
 
 COMPILED_LABEL_CHECKS = {
@@ -295,7 +336,9 @@ def test_label_range_is_checked_under_torch_compile(name):
     logits, _, scores, _ = sample(n=8, k=5)
     good = torch.tensor([0, 1, 2, 3, 4, 5, -1, 0])
     fn(logits, good, scores)  # in range: no error
-    with pytest.raises(RuntimeError, match=r"labels must be in \[-1, 5\] \(K = background\), got a label outside"):
+    with pytest.raises(
+        RuntimeError, match=r"labels must be in \[-1, 5\] \(K = background\), got a label outside"
+    ):
         fn(logits, torch.tensor([0, 1, 99, 3, 4, 5, -1, 0]), scores)
 
 

@@ -4,12 +4,11 @@ CVPR 2019 (extended in TPAMI 2020, arXiv 2008.07294). Spec: METHODS.md §6.
 Letters: N images, R anchors per image (all levels), K classes, P positive and Q negative
 (anchor, class) entries in a ranking.
 """
+
 import logging
 from typing import Tuple
 
 import torch
-from torch import Tensor
-
 from detectron2.config import configurable
 from detectron2.layers import cat
 from detectron2.modeling import META_ARCH_REGISTRY
@@ -18,6 +17,7 @@ from detectron2.modeling.matcher import Matcher
 from detectron2.modeling.meta_arch.retinanet import RetinaNet
 from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
+from torch import Tensor
 
 from d2ext.layers import ap_loss
 from d2ext.layers.precision import float32_region
@@ -74,15 +74,40 @@ class APLossRetinaNet(RetinaNet):
         if ranking_images < 0:
             raise ValueError(f"MODEL.AP_LOSS.RANKING_IMAGES must be >= 0, got {ranking_images}")
         check_range("MODEL.AP_LOSS.SMOOTH_L1_BETA (model.smooth_l1_beta)", smooth_l1_beta, 0)
-        check_range("MODEL.RETINANET.NUM_CLASSES (model.num_classes)", kwargs["num_classes"], 1, integer=True)
-        check_range("MODEL.AP_LOSS.SCORE_THRESH_TEST (model.test_score_thresh)", kwargs.get("test_score_thresh", 0.05),
-                    0, 1, high_open=True)
-        check_range("MODEL.AP_LOSS.NMS_THRESH_TEST (model.test_nms_thresh)", kwargs.get("test_nms_thresh", 0.5), 0, 1)
-        check_range("MODEL.RETINANET.TOPK_CANDIDATES_TEST (model.test_topk_candidates)",
-                    kwargs.get("test_topk_candidates", 1000), 1, integer=True)
+        check_range(
+            "MODEL.RETINANET.NUM_CLASSES (model.num_classes)",
+            kwargs["num_classes"],
+            1,
+            integer=True,
+        )
+        check_range(
+            "MODEL.AP_LOSS.SCORE_THRESH_TEST (model.test_score_thresh)",
+            kwargs.get("test_score_thresh", 0.05),
+            0,
+            1,
+            high_open=True,
+        )
+        check_range(
+            "MODEL.AP_LOSS.NMS_THRESH_TEST (model.test_nms_thresh)",
+            kwargs.get("test_nms_thresh", 0.5),
+            0,
+            1,
+        )
+        check_range(
+            "MODEL.RETINANET.TOPK_CANDIDATES_TEST (model.test_topk_candidates)",
+            kwargs.get("test_topk_candidates", 1000),
+            1,
+            integer=True,
+        )
         weights = getattr(kwargs.get("box2box_transform"), "weights", None)
         if weights is not None:  # deltas are multiplied by them: 0 gives NaN boxes
-            check_each("MODEL.AP_LOSS.BBOX_REG_WEIGHTS (model.box2box_transform.weights)", weights, 4, low=0, low_open=True)
+            check_each(
+                "MODEL.AP_LOSS.BBOX_REG_WEIGHTS (model.box2box_transform.weights)",
+                weights,
+                4,
+                low=0,
+                low_open=True,
+            )
         super().__init__(smooth_l1_beta=smooth_l1_beta, box_reg_loss_type="smooth_l1", **kwargs)
         self.delta = delta
         self.interpolated = interpolated
@@ -94,14 +119,24 @@ class APLossRetinaNet(RetinaNet):
         # weight error; PRIOR_PROB 0: ZeroDivisionError; thresholds out of order: a bare
         # AssertionError in Matcher).
         check_dense_head_args(
-            "MODEL.RETINANET", cfg.MODEL.RETINANET.NUM_CLASSES, cfg.MODEL.RETINANET.NUM_CONVS,
+            "MODEL.RETINANET",
+            cfg.MODEL.RETINANET.NUM_CLASSES,
+            cfg.MODEL.RETINANET.NUM_CONVS,
             cfg.MODEL.RETINANET.PRIOR_PROB,
         )
         thresholds = list(cfg.MODEL.AP_LOSS.IOU_THRESHOLDS)
         check_increasing("MODEL.AP_LOSS.IOU_THRESHOLDS", thresholds, 0, 1)
         if len(thresholds) != 2:
-            raise ValueError(f"MODEL.AP_LOSS.IOU_THRESHOLDS must be 2 values (negative below, positive from), got {thresholds}")
-        check_each("MODEL.AP_LOSS.BBOX_REG_WEIGHTS", cfg.MODEL.AP_LOSS.BBOX_REG_WEIGHTS, 4, low=0, low_open=True)
+            raise ValueError(
+                f"MODEL.AP_LOSS.IOU_THRESHOLDS must be 2 values (negative below, positive from), got {thresholds}"
+            )
+        check_each(
+            "MODEL.AP_LOSS.BBOX_REG_WEIGHTS",
+            cfg.MODEL.AP_LOSS.BBOX_REG_WEIGHTS,
+            4,
+            low=0,
+            low_open=True,
+        )
         ret = super().from_config(cfg)
         for key in ("focal_loss_alpha", "focal_loss_gamma", "box_reg_loss_type"):
             del ret[key]
@@ -125,7 +160,9 @@ class APLossRetinaNet(RetinaNet):
         return ret
 
     def forward_training(self, images, features, predictions, gt_instances):
-        check_gt_classes(gt_instances, self.num_classes, "MODEL.RETINANET.NUM_CLASSES (model.num_classes)")
+        check_gt_classes(
+            gt_instances, self.num_classes, "MODEL.RETINANET.NUM_CLASSES (model.num_classes)"
+        )
         # IoU matching with low-quality matches would make every anchor a positive of a
         # zero-width GT (IoU 0 ties) with log(0) targets: such boxes are dropped (the ATSS family
         # never assigns them).
@@ -231,7 +268,9 @@ class APLossRetinaNet(RetinaNet):
         storage.put_scalar("ap_loss/interpolated_ap", 1.0 - loss.item())
 
 
-def _gather_group(logits: Tensor, labels: Tensor, processes_per_group: int) -> Tuple[Tensor, Tensor]:
+def _gather_group(
+    logits: Tensor, labels: Tensor, processes_per_group: int
+) -> Tuple[Tensor, Tensor]:
     """
     The entries of this worker's group of `processes_per_group` consecutive ranks, in rank
     order, this worker's logits keeping their gradient. Gathers from every worker (one

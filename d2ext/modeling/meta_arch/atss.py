@@ -3,22 +3,21 @@ Adaptive Training Sample Selection", CVPR 2020. Spec: METHODS.md §1.
 
 Letters: N images, R anchors per image (all levels), M ground truths, K classes.
 """
+
 from typing import List, Optional, Tuple
 
 import torch
-from torch import Tensor, nn
-from torch.nn import functional as F
-
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec, cat
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
 from detectron2.structures import Boxes
+from torch import Tensor, nn
+from torch.nn import functional as F
 
 from d2ext.layers import aligned_iou, giou_loss, sigmoid_focal_loss, varifocal_loss
 from d2ext.layers.precision import float32_region
-
 from d2ext.modeling.input_checks import check_dense_head_args, check_range
 
 from .atss_base import ATSSBase, dense_head_args, drop_tower_conv_bias, positives_sum
@@ -63,15 +62,21 @@ class ATSS(ATSSBase):
         """
         super().__init__(**kwargs)
         if cls_loss not in ATSS_CLS_LOSSES:
-            raise ValueError(f"MODEL.ATSS.CLS_LOSS must be one of {ATSS_CLS_LOSSES}, got {cls_loss!r}")
+            raise ValueError(
+                f"MODEL.ATSS.CLS_LOSS must be one of {ATSS_CLS_LOSSES}, got {cls_loss!r}"
+            )
         if test_score not in ATSS_TEST_SCORES:
             raise ValueError(
                 f"MODEL.ATSS.TEST_SCORE must be one of {ATSS_TEST_SCORES}, got {test_score!r}"
             )
         node = f"MODEL.{self.config_node}"
         if self.config_node == "ATSS":  # DynamicATSS has no focal loss keys
-            check_range("MODEL.ATSS.FOCAL_LOSS_ALPHA (model.focal_loss_alpha)", focal_loss_alpha, high=1,
-                        why="< 0 switches the alpha weighting off")
+            check_range(
+                "MODEL.ATSS.FOCAL_LOSS_ALPHA (model.focal_loss_alpha)",
+                focal_loss_alpha,
+                high=1,
+                why="< 0 switches the alpha weighting off",
+            )
             check_range("MODEL.ATSS.FOCAL_LOSS_GAMMA (model.focal_loss_gamma)", focal_loss_gamma, 0)
         check_range(f"{node}.REG_LOSS_WEIGHT (model.reg_loss_weight)", reg_loss_weight, 0)
         check_range(f"{node}.VFL_ALPHA (model.vfl_alpha)", vfl_alpha, 0)
@@ -136,13 +141,21 @@ class ATSS(ATSSBase):
             scores = torch.zeros(gt_labels.shape, dtype=torch.float32, device=logits.device)
             scores[pos_mask] = aligned_iou(pred_boxes.detach(), gt_boxes).clamp(min=1e-6).float()
             loss_cls = varifocal_loss(
-                logits, gt_labels.flatten(), scores.flatten(), alpha=self.vfl_alpha,
-                gamma=self.vfl_gamma, iou_weighted=True, reduction="sum",
+                logits,
+                gt_labels.flatten(),
+                scores.flatten(),
+                alpha=self.vfl_alpha,
+                gamma=self.vfl_gamma,
+                iou_weighted=True,
+                reduction="sum",
             )
         else:
             loss_cls = sigmoid_focal_loss(
-                logits, gt_labels.flatten(), alpha=self.focal_loss_alpha,
-                gamma=self.focal_loss_gamma, reduction="sum",
+                logits,
+                gt_labels.flatten(),
+                alpha=self.focal_loss_alpha,
+                gamma=self.focal_loss_gamma,
+                reduction="sum",
             )
         ctr_targets = centerness_targets(anchors, gt_boxes)  # (P,)
         # The GIoU loss of each positive is weighted by its centerness target and normalised by
@@ -205,7 +218,9 @@ class ATSSHead(RetinaNetHead):
     def __init__(
         self, *, input_shape: List[ShapeSpec], conv_dims: List[int], tower_conv_bias=True, **kwargs
     ):
-        check_dense_head_args(None, kwargs.get("num_classes"), len(conv_dims), kwargs.get("prior_prob", 0.01))
+        check_dense_head_args(
+            None, kwargs.get("num_classes"), len(conv_dims), kwargs.get("prior_prob", 0.01)
+        )
         super().__init__(input_shape=input_shape, conv_dims=conv_dims, **kwargs)
         if not tower_conv_bias:
             drop_tower_conv_bias(self.cls_subnet, self.bbox_subnet)

@@ -3,23 +3,27 @@ label assignment, the loss normaliser and per-level top-k + NMS inference.
 
 Letters: N images, R anchors per image (all levels), M ground truths, K classes.
 """
+
 from typing import Dict, List, Optional, Tuple
 
 import torch
-from torch import Tensor, nn
-
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec, batched_nms, nonzero_tuple
 from detectron2.modeling import build_anchor_generator, build_backbone
 from detectron2.modeling.meta_arch.dense_detector import DenseDetector
 from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.events import get_event_storage
+from torch import Tensor, nn
 
 from d2ext.layers.precision import autocast_enabled, float32_region
 from d2ext.modeling.assigners import atss_assign
 from d2ext.modeling.box_regression import scriptable_box2box_transform
 from d2ext.modeling.input_checks import (
-    check_dense_head_args, check_each, check_gt_classes, check_pixel_std, check_range
+    check_dense_head_args,
+    check_each,
+    check_gt_classes,
+    check_pixel_std,
+    check_range,
 )
 from d2ext.utils.comm import reduce_mean
 
@@ -82,13 +86,34 @@ class ATSSBase(DenseDetector):
         node = f"MODEL.{self.config_node}"
         check_range(f"{node}.NUM_CLASSES (model.num_classes)", num_classes, 1, integer=True)
         check_range(f"{node}.TOPK (model.topk)", topk, 1, integer=True)
-        check_range(f"{node}.SCORE_THRESH_TEST (model.test_score_thresh)", test_score_thresh, 0, 1, high_open=True)
-        check_range(f"{node}.TOPK_CANDIDATES_TEST (model.test_topk_candidates)", test_topk_candidates, 1, integer=True)
+        check_range(
+            f"{node}.SCORE_THRESH_TEST (model.test_score_thresh)",
+            test_score_thresh,
+            0,
+            1,
+            high_open=True,
+        )
+        check_range(
+            f"{node}.TOPK_CANDIDATES_TEST (model.test_topk_candidates)",
+            test_topk_candidates,
+            1,
+            integer=True,
+        )
         check_range(f"{node}.NMS_THRESH_TEST (model.test_nms_thresh)", test_nms_thresh, 0, 1)
-        check_range("TEST.DETECTIONS_PER_IMAGE (model.max_detections_per_image)", max_detections_per_image, 1, integer=True)
+        check_range(
+            "TEST.DETECTIONS_PER_IMAGE (model.max_detections_per_image)",
+            max_detections_per_image,
+            1,
+            integer=True,
+        )
         if hasattr(box2box_transform, "weights"):  # Box2BoxTransform: deltas are multiplied by them
-            check_each(f"{node}.BBOX_REG_WEIGHTS (model.box2box_transform.weights)", box2box_transform.weights,
-                       4, low=0, low_open=True)
+            check_each(
+                f"{node}.BBOX_REG_WEIGHTS (model.box2box_transform.weights)",
+                box2box_transform.weights,
+                4,
+                low=0,
+                low_open=True,
+            )
         super().__init__(
             backbone, head, head_in_features, pixel_mean=pixel_mean, pixel_std=pixel_std
         )
@@ -161,7 +186,11 @@ class ATSSBase(DenseDetector):
         """Refuses GT classes outside [0, num_classes), naming this method's key: each
         subclass's forward_training calls it first (a batch from a user's own loop is not
         checked by d2ext's data loaders)."""
-        check_gt_classes(gt_instances, self.num_classes, f"MODEL.{self.config_node}.NUM_CLASSES (model.num_classes)")
+        check_gt_classes(
+            gt_instances,
+            self.num_classes,
+            f"MODEL.{self.config_node}.NUM_CLASSES (model.num_classes)",
+        )
 
     @torch.no_grad()
     def label_anchors(self, anchors: List[Boxes], gt_instances: List[Instances]):
@@ -189,8 +218,9 @@ class ATSSBase(DenseDetector):
                 matched_valid, _, _ = atss_assign(
                     anchors[valid], valid_per_level, gt_per_image.gt_boxes.tensor, self.topk
                 )
-                matched_idxs = torch.full((len(anchors),), -1, dtype=matched_valid.dtype,
-                                          device=anchors.device)
+                matched_idxs = torch.full(
+                    (len(anchors),), -1, dtype=matched_valid.dtype, device=anchors.device
+                )
                 matched_idxs[valid] = matched_valid
             labels, boxes = self.matched_targets(matched_idxs, gt_per_image, anchors)
             if valid is not None:
@@ -208,10 +238,12 @@ class ATSSBase(DenseDetector):
             return None
         div = self.valid_anchors_pad_divisor
         pad_h, pad_w = (-(-int(size) // div) * div for size in image_size)
-        strides = torch.cat([
-            torch.full((n,), float(s), device=anchors.device)
-            for n, s in zip(num_anchors_per_level, self.anchor_generator.strides)
-        ])
+        strides = torch.cat(
+            [
+                torch.full((n,), float(s), device=anchors.device)
+                for n, s in zip(num_anchors_per_level, self.anchor_generator.strides)
+            ]
+        )
         centers = (anchors[:, :2] + anchors[:, 2:]) / 2
         # Grid index of each anchor: its centre is at (index + offset) * stride.
         index = torch.floor(centers / strides[:, None] - self.anchor_generator.offset + 0.5)
@@ -270,7 +302,11 @@ class ATSSBase(DenseDetector):
                 factors_per_image = [f[i] for f in factors]
             results.append(
                 self.inference_single_image(
-                    anchors, [s[i] for s in scores], [d[i] for d in deltas], image_size, factors_per_image
+                    anchors,
+                    [s[i] for s in scores],
+                    [d[i] for d in deltas],
+                    image_size,
+                    factors_per_image,
                 )
             )
         return results
@@ -316,7 +352,9 @@ class ATSSBase(DenseDetector):
         # before NMS, min_bbox_size=0; Detectron2's postprocess after): it must not take one
         # of the max_detections_per_image places.
         pred = pred[pred.pred_boxes.nonempty()]
-        keep = batched_nms(pred.pred_boxes.tensor, pred.scores, pred.pred_classes, self.test_nms_thresh)
+        keep = batched_nms(
+            pred.pred_boxes.tensor, pred.scores, pred.pred_classes, self.test_nms_thresh
+        )
         return pred[keep[: self.max_detections_per_image]]
 
     def _decode_top_k(

@@ -7,18 +7,18 @@ VFL) and whose third branch predicts that IoU instead of centerness.
 
 Letters: N images, R anchors per image (all levels), M ground truths, P positives, K classes.
 """
+
 from typing import List
 
 import torch
-from torch import Tensor
-from torch.nn import functional as F
-
 from detectron2.config import configurable
 from detectron2.layers import cat
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import get_event_storage
+from torch import Tensor
+from torch.nn import functional as F
 
 from d2ext.layers import aligned_iou, giou_loss, quality_focal_loss, varifocal_loss
 from d2ext.layers.precision import float32_region
@@ -85,16 +85,25 @@ class DynamicATSS(ATSS):
         """
         super().__init__(reg_loss_weight=reg_loss_weight, **kwargs)
         if cls_loss not in CLS_LOSSES:
-            raise ValueError(f"MODEL.DYNAMIC_ATSS.CLS_LOSS must be one of {CLS_LOSSES}, got {cls_loss!r}")
+            raise ValueError(
+                f"MODEL.DYNAMIC_ATSS.CLS_LOSS must be one of {CLS_LOSSES}, got {cls_loss!r}"
+            )
         scheduled_pred_weight(ciou_schedule, 1.0, 0, 1)  # raises now on a bad schedule name
         for key, value in (
-            ("CIOU_ANCHOR_WEIGHT", ciou_anchor_weight), ("CIOU_PRED_WEIGHT", ciou_pred_weight),
-            ("QFL_BETA", qfl_beta), ("VFL_ALPHA", vfl_alpha), ("VFL_GAMMA", vfl_gamma),
+            ("CIOU_ANCHOR_WEIGHT", ciou_anchor_weight),
+            ("CIOU_PRED_WEIGHT", ciou_pred_weight),
+            ("QFL_BETA", qfl_beta),
+            ("VFL_ALPHA", vfl_alpha),
+            ("VFL_GAMMA", vfl_gamma),
             ("IOU_LOSS_WEIGHT", iou_loss_weight),
         ):
             check_range(f"MODEL.DYNAMIC_ATSS.{key} (model.{key.lower()})", value, 0)
-        check_range("MODEL.DYNAMIC_ATSS.CIOU_SCHEDULE_ITERS (model.ciou_schedule_iters)", ciou_schedule_iters, 0,
-                    integer=True)
+        check_range(
+            "MODEL.DYNAMIC_ATSS.CIOU_SCHEDULE_ITERS (model.ciou_schedule_iters)",
+            ciou_schedule_iters,
+            0,
+            integer=True,
+        )
         self.ciou_anchor_weight = ciou_anchor_weight
         self.ciou_pred_weight = ciou_pred_weight
         self.ciou_schedule = ciou_schedule
@@ -148,9 +157,9 @@ class DynamicATSS(ATSS):
         """(N, R, 4) predicted boxes of all anchors."""
         deltas = cat(pred_deltas, dim=1)
         anchors = Boxes.cat(anchors).tensor
-        return self.box2box_transform.apply_deltas(deltas.flatten(0, 1), anchors.repeat(len(deltas), 1)).view(
-            deltas.shape
-        )
+        return self.box2box_transform.apply_deltas(
+            deltas.flatten(0, 1), anchors.repeat(len(deltas), 1)
+        ).view(deltas.shape)
 
     @torch.no_grad()
     def label_anchors_dynamic(
@@ -172,8 +181,13 @@ class DynamicATSS(ATSS):
         for gt_per_image, pred_per_image in zip(gt_instances, pred_boxes):
             gt = gt_per_image.gt_boxes.tensor
             matched_idxs, _, gt_thresholds = atss_assign(
-                anchors, num_anchors_per_level, gt, self.topk, pred_boxes=pred_per_image,
-                anchor_weight=self.ciou_anchor_weight, pred_weight=pred_weight,
+                anchors,
+                num_anchors_per_level,
+                gt,
+                self.topk,
+                pred_boxes=pred_per_image,
+                anchor_weight=self.ciou_anchor_weight,
+                pred_weight=pred_weight,
             )
             atss_idxs, _, _ = atss_assign(anchors, num_anchors_per_level, gt, self.topk)
             positive = matched_idxs >= 0
@@ -189,7 +203,9 @@ class DynamicATSS(ATSS):
         storage.put_scalar("dynamic_atss/pred_iou_weight", pred_weight)
         if num_gt > 0:
             storage.put_scalar("dynamic_atss/positives_per_gt", num_pos / num_gt)
-            storage.put_scalar("dynamic_atss/mean_threshold", torch.cat(thresholds).nanmean().item())
+            storage.put_scalar(
+                "dynamic_atss/mean_threshold", torch.cat(thresholds).nanmean().item()
+            )
         if num_pos > 0:
             # Positives plain ATSS would not have given to the same GT: how dynamic it is.
             storage.put_scalar("dynamic_atss/changed_positive_fraction", num_new / num_pos)
@@ -222,8 +238,13 @@ class DynamicATSS(ATSS):
             )
         else:
             loss_cls = varifocal_loss(
-                logits, gt_labels.flatten(), scores, alpha=self.vfl_alpha,
-                gamma=self.vfl_gamma, iou_weighted=True, reduction="sum",
+                logits,
+                gt_labels.flatten(),
+                scores,
+                alpha=self.vfl_alpha,
+                gamma=self.vfl_gamma,
+                iou_weighted=True,
+                reduction="sum",
             )
         loss_iou = F.binary_cross_entropy_with_logits(
             cat(pred_iou, dim=1)[pos_mask][:, 0], quality, reduction="sum"

@@ -5,20 +5,25 @@ Spec: METHODS.md §3.
 
 Letters: N images, R anchors per image (all levels), P positives, K classes, n = reg_max.
 """
+
 from typing import List, Optional, Tuple
 
 import torch
-from torch import Tensor
-
 from detectron2.config import configurable
 from detectron2.layers import cat
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.modeling.box_regression import Box2BoxTransformLinear
 from detectron2.structures import Boxes
+from torch import Tensor
 
-from d2ext.layers import aligned_iou, distribution_focal_loss, giou_loss, logit_of_product, quality_focal_loss
+from d2ext.layers import (
+    aligned_iou,
+    distribution_focal_loss,
+    giou_loss,
+    logit_of_product,
+    quality_focal_loss,
+)
 from d2ext.layers.precision import float32_region
-
 from d2ext.modeling.input_checks import check_range
 
 from .atss_base import ATSSBase, positives_sum
@@ -66,7 +71,9 @@ class GFL(ATSSBase):
         super().__init__(**kwargs)
         self.reg_max = self.head.reg_max
         for key, value in (
-            ("QFL_BETA", qfl_beta), ("LOSS_CLS_WEIGHT", loss_cls_weight), ("LOSS_DFL_WEIGHT", loss_dfl_weight),
+            ("QFL_BETA", qfl_beta),
+            ("LOSS_CLS_WEIGHT", loss_cls_weight),
+            ("LOSS_DFL_WEIGHT", loss_dfl_weight),
             ("LOSS_BOX_WEIGHT", loss_box_weight),
         ):
             check_range(f"MODEL.GFL.{key} (model.{key.lower()})", value, 0)
@@ -143,12 +150,18 @@ class GFL(ATSSBase):
         pos_dist = cat(distributions, dim=1)[pos_mask]  # (P, 4 * (n + 1))
         logits = cat(score_logits, dim=1)
 
-        pred_boxes = self.box2box_transform.apply_deltas(integral(pos_dist) * strides[:, None], pos_anchors)
+        pred_boxes = self.box2box_transform.apply_deltas(
+            integral(pos_dist) * strides[:, None], pos_anchors
+        )
         quality = self.quality_targets(pred_boxes.detach(), pos_gt, strides)
         scores = torch.zeros(gt_labels.shape, dtype=logits.dtype, device=logits.device)
         scores[pos_mask] = quality.to(logits.dtype)
         loss_cls = quality_focal_loss(
-            logits.flatten(0, 1), gt_labels.flatten(), scores.flatten(), beta=self.qfl_beta, reduction="sum"
+            logits.flatten(0, 1),
+            gt_labels.flatten(),
+            scores.flatten(),
+            beta=self.qfl_beta,
+            reduction="sum",
         )
 
         # Localisation terms: each positive weighted by its detached best class score, both
@@ -197,12 +210,15 @@ class GFL(ATSSBase):
             )
             probs = [c.sigmoid() * q.sigmoid() for c, q in zip(logits, quality)]
         else:
-            logits, distributions = self._transpose_dense_predictions(predictions, [self.num_classes, bins])
+            logits, distributions = self._transpose_dense_predictions(
+                predictions, [self.num_classes, bins]
+            )
             probs = [c.sigmoid() for c in logits]
         scores = []
         for prob in probs:
             scores.append(torch.where(prob > self.test_score_thresh, prob, 0.0))
         deltas = [
-            integral(dist) * stride for dist, stride in zip(distributions, self.anchor_generator.strides)
+            integral(dist) * stride
+            for dist, stride in zip(distributions, self.anchor_generator.strides)
         ]
         return scores, deltas, None

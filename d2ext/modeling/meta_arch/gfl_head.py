@@ -1,14 +1,14 @@
 """GFL's head (METHODS.md §3.1, §3.5): ATSS towers without centerness, box sides as discrete
 distributions over REG_MAX + 1 bins, and GFL v2's distribution-guided quality predictor."""
+
 from typing import List
 
 import torch
-from torch import Tensor, nn
-from torch.nn import functional as F
-
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
+from torch import Tensor, nn
+from torch.nn import functional as F
 
 from d2ext.modeling.input_checks import check_dense_head_args, check_range
 
@@ -46,7 +46,9 @@ class DGQP(nn.Module):
     def __init__(self, reg_max: int, topk: int = 4, add_mean: bool = True, channels: int = 64):
         super().__init__()
         if not 1 <= topk <= reg_max + 1:
-            raise ValueError(f"MODEL.GFL.DGQP_TOPK must be in [1, REG_MAX + 1 = {reg_max + 1}], got {topk}")
+            raise ValueError(
+                f"MODEL.GFL.DGQP_TOPK must be in [1, REG_MAX + 1 = {reg_max + 1}], got {topk}"
+            )
         self.topk, self.add_mean = topk, add_mean
         self.conv1 = nn.Conv2d(4 * (topk + int(add_mean)), channels, 1)
         self.conv2 = nn.Conv2d(channels, 1, 1)
@@ -82,12 +84,18 @@ class GFLHead(RetinaNetHead):
         **kwargs,
     ):
         if num_anchors != 1:
-            raise ValueError(f"GFL needs one anchor per location (MODEL.ANCHOR_GENERATOR), got {num_anchors}")
-        check_dense_head_args(None, kwargs.get("num_classes"), len(conv_dims), kwargs.get("prior_prob", 0.01))
+            raise ValueError(
+                f"GFL needs one anchor per location (MODEL.ANCHOR_GENERATOR), got {num_anchors}"
+            )
+        check_dense_head_args(
+            None, kwargs.get("num_classes"), len(conv_dims), kwargs.get("prior_prob", 0.01)
+        )
         # n = 0 would leave one bin per side: no distribution (DFL needs two bins).
         check_range("MODEL.GFL.REG_MAX (model.head.reg_max)", reg_max, 1, integer=True)
         if dgqp:
-            check_range("MODEL.GFL.DGQP_CHANNELS (model.head.dgqp_channels)", dgqp_channels, 1, integer=True)
+            check_range(
+                "MODEL.GFL.DGQP_CHANNELS (model.head.dgqp_channels)", dgqp_channels, 1, integer=True
+            )
         super().__init__(input_shape=input_shape, conv_dims=conv_dims, num_anchors=1, **kwargs)
         if not tower_conv_bias:
             drop_tower_conv_bias(self.cls_subnet, self.bbox_subnet)
@@ -123,4 +131,6 @@ class GFLHead(RetinaNetHead):
             distributions.append(dist)
             if self.dgqp is not None:
                 quality.append(self.dgqp(dist))
-        return (logits, distributions, quality) if self.dgqp is not None else (logits, distributions)
+        return (
+            (logits, distributions, quality) if self.dgqp is not None else (logits, distributions)
+        )

@@ -11,11 +11,10 @@ map, warm start) is our design, each knob a MODEL.MUSU key (d2ext/config/musu.py
 
 Letters: N images, R anchors per image (all levels), M ground truths, K classes.
 """
+
 from typing import List, Optional, Tuple
 
 import torch
-from torch import Tensor, nn
-
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec, cat
 from detectron2.modeling import META_ARCH_REGISTRY
@@ -23,11 +22,11 @@ from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import get_event_storage
+from torch import Tensor, nn
 
 from d2ext.layers import aligned_iou, giou_loss, pairwise_iou, quality_focal_loss, varifocal_loss
 from d2ext.layers.precision import float32_region
 from d2ext.modeling.assigners.musu import mutual_bags, rank_to_weight
-
 from d2ext.modeling.input_checks import check_dense_head_args, check_range
 
 from .atss_base import ATSSBase, dense_head_args, drop_tower_conv_bias, positives_sum
@@ -42,7 +41,10 @@ class MuSuHead(RetinaNetHead):
     @configurable
     def __init__(self, *, input_shape: List[ShapeSpec], tower_conv_bias=True, **kwargs):
         check_dense_head_args(
-            None, kwargs.get("num_classes"), len(kwargs.get("conv_dims", ())), kwargs.get("prior_prob", 0.01)
+            None,
+            kwargs.get("num_classes"),
+            len(kwargs.get("conv_dims", ())),
+            kwargs.get("prior_prob", 0.01),
         )
         super().__init__(input_shape=input_shape, **kwargs)
         if not tower_conv_bias:
@@ -100,18 +102,26 @@ class MuSu(ATSSBase):
         """
         super().__init__(**kwargs)
         if cls_loss not in MUSU_CLS_LOSSES:
-            raise ValueError(f"MODEL.MUSU.CLS_LOSS must be one of {MUSU_CLS_LOSSES}, got {cls_loss!r}")
-        rank_to_weight(torch.zeros(1), rank_weight, max(rank_topk, 1), rank_tau)  # raises on a bad name
+            raise ValueError(
+                f"MODEL.MUSU.CLS_LOSS must be one of {MUSU_CLS_LOSSES}, got {cls_loss!r}"
+            )
+        rank_to_weight(
+            torch.zeros(1), rank_weight, max(rank_topk, 1), rank_tau
+        )  # raises on a bad name
         for name, value in (("MIX_LAMBDA", mix_lambda), ("GATE_SHAPE", gate_shape)):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"MODEL.MUSU.{name} must be in [0, 1], got {value}")
         if rank_topk < 1 or rank_tau <= 0:
-            raise ValueError(f"MODEL.MUSU.RANK_TOPK must be >= 1 and RANK_TAU > 0, got {rank_topk}, {rank_tau}")
+            raise ValueError(
+                f"MODEL.MUSU.RANK_TOPK must be >= 1 and RANK_TAU > 0, got {rank_topk}, {rank_tau}"
+            )
         # The gate compares a geometric mean of a probability and an IoU: a threshold > 1 would
         # admit only each GT's best candidate, silently.
         check_range("MODEL.MUSU.GATE_THRESH (model.gate_thresh)", gate_thresh, 0, 1)
         for key, value in (
-            ("QFL_BETA", qfl_beta), ("VFL_ALPHA", vfl_alpha), ("VFL_GAMMA", vfl_gamma),
+            ("QFL_BETA", qfl_beta),
+            ("VFL_ALPHA", vfl_alpha),
+            ("VFL_GAMMA", vfl_gamma),
             ("REG_LOSS_WEIGHT", reg_loss_weight),
         ):
             check_range(f"MODEL.MUSU.{key} (model.{key.lower()})", value, 0)
@@ -160,22 +170,32 @@ class MuSu(ATSSBase):
     @float32_region("predictions")
     def forward_training(self, images, features, predictions, gt_instances):
         self.check_gt_classes(gt_instances)
-        pred_logits, pred_deltas = self._transpose_dense_predictions(predictions, [self.num_classes, 4])
+        pred_logits, pred_deltas = self._transpose_dense_predictions(
+            predictions, [self.num_classes, 4]
+        )
         anchors = self.anchor_generator(features)
         logits = cat(pred_logits, dim=1)  # (N, R, K)
         pred_boxes = self.decode_boxes(anchors, cat(pred_deltas, dim=1))  # (N, R, 4)
-        targets = self.label_anchors_mutual(anchors, logits.detach(), pred_boxes.detach(), gt_instances)
+        targets = self.label_anchors_mutual(
+            anchors, logits.detach(), pred_boxes.detach(), gt_instances
+        )
         return self.losses(logits, pred_boxes, *targets)
 
     def decode_boxes(self, anchors: List[Boxes], deltas: Tensor) -> Tensor:
         """(N, R, 4) predicted boxes from (N, R, 4) deltas."""
         anchors = Boxes.cat(anchors).tensor
-        boxes = self.box2box_transform.apply_deltas(deltas.flatten(0, 1), anchors.repeat(len(deltas), 1))
+        boxes = self.box2box_transform.apply_deltas(
+            deltas.flatten(0, 1), anchors.repeat(len(deltas), 1)
+        )
         return boxes.view(deltas.shape)
 
     @torch.no_grad()
     def label_anchors_mutual(
-        self, anchors: List[Boxes], logits: Tensor, pred_boxes: Tensor, gt_instances: List[Instances]
+        self,
+        anchors: List[Boxes],
+        logits: Tensor,
+        pred_boxes: Tensor,
+        gt_instances: List[Instances],
     ):
         """
         Bags and the two heads' weights of every image (:func:`mutual_bags`), scored by the
@@ -200,10 +220,20 @@ class MuSu(ATSSBase):
                 scores = logits_i[:, gt_per_image.gt_classes].float().sigmoid()
                 ious = pairwise_iou(pred_i, gt)
             bags = mutual_bags(
-                anchors, num_anchors_per_level, gt, scores, ious, anchor_ious, topk=self.topk,
-                num_anchors_per_location=self.num_anchors_per_location, gate_thresh=self.gate_thresh,
-                gate_shape=self.gate_shape, mix_lambda=self.mix_lambda, rank_topk=self.rank_topk,
-                rank_weight=self.rank_weight, rank_tau=self.rank_tau,
+                anchors,
+                num_anchors_per_level,
+                gt,
+                scores,
+                ious,
+                anchor_ious,
+                topk=self.topk,
+                num_anchors_per_location=self.num_anchors_per_location,
+                gate_thresh=self.gate_thresh,
+                gate_shape=self.gate_shape,
+                mix_lambda=self.mix_lambda,
+                rank_topk=self.rank_topk,
+                rank_weight=self.rank_weight,
+                rank_tau=self.rank_tau,
             )
             l, b = self.matched_targets(bags.matched_idxs, gt_per_image, anchors)
             labels.append(l)
@@ -242,18 +272,31 @@ class MuSu(ATSSBase):
         quality = aligned_iou(pred_boxes[in_bag].detach(), gt_boxes[in_bag])
         scores = torch.zeros(gt_labels.shape, dtype=torch.float32, device=logits.device)
         scores[in_bag] = (cls_weights[in_bag] * quality).float()
-        flat_logits, flat_labels, flat_scores = logits.flatten(0, 1), gt_labels.flatten(), scores.flatten()
+        flat_logits, flat_labels, flat_scores = (
+            logits.flatten(0, 1),
+            gt_labels.flatten(),
+            scores.flatten(),
+        )
         if self.cls_loss == "QFL":
-            loss_cls = quality_focal_loss(flat_logits, flat_labels, flat_scores, beta=self.qfl_beta, reduction="sum")
+            loss_cls = quality_focal_loss(
+                flat_logits, flat_labels, flat_scores, beta=self.qfl_beta, reduction="sum"
+            )
         else:
             loss_cls = varifocal_loss(
-                flat_logits, flat_labels, flat_scores, alpha=self.vfl_alpha, gamma=self.vfl_gamma,
-                iou_weighted=True, reduction="sum",
+                flat_logits,
+                flat_labels,
+                flat_scores,
+                alpha=self.vfl_alpha,
+                gamma=self.vfl_gamma,
+                iou_weighted=True,
+                reduction="sum",
             )
 
         # Regression: GIoU weighted by the classification-led rank weight.
         reg = reg_weights > 0
-        loss_box = giou_loss(pred_boxes[reg], gt_boxes[reg], weight=reg_weights[reg], reduction="sum")
+        loss_box = giou_loss(
+            pred_boxes[reg], gt_boxes[reg], weight=reg_weights[reg], reduction="sum"
+        )
         return {
             "loss_cls": loss_cls / positives_sum(cls_weights, 1.0),
             "loss_box_reg": self.reg_loss_weight * loss_box / positives_sum(reg_weights, 1.0),
@@ -262,7 +305,9 @@ class MuSu(ATSSBase):
     def inference_scores_and_deltas(
         self, anchors: List[Boxes], predictions: List[List[Tensor]]
     ) -> Tuple[List[Tensor], List[Tensor], Optional[List[Tensor]]]:
-        pred_logits, pred_deltas = self._transpose_dense_predictions(predictions, [self.num_classes, 4])
+        pred_logits, pred_deltas = self._transpose_dense_predictions(
+            predictions, [self.num_classes, 4]
+        )
         scores = []
         for logits in pred_logits:
             prob = logits.sigmoid()

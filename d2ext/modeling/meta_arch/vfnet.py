@@ -3,23 +3,22 @@
 
 Letters: N images, R points (= anchor centres) per image (all levels), P positives, K classes.
 """
+
 from typing import List, Optional, Tuple
 
 import torch
-from torch import Tensor
-
 from detectron2.config import configurable
 from detectron2.layers import cat
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.modeling.box_regression import Box2BoxTransformLinear
 from detectron2.structures import Boxes
 from detectron2.utils.events import get_event_storage
+from torch import Tensor
 
 from d2ext.layers import aligned_iou, giou_loss, varifocal_loss
 from d2ext.layers.precision import float32_region
 from d2ext.modeling.assigners import fcos_assign, level_ranges
 from d2ext.modeling.assigners.fcos import DEFAULT_SIZE_BOUNDS
-
 from d2ext.modeling.input_checks import check_range
 
 from .atss_base import ATSSBase, positives_sum
@@ -75,7 +74,9 @@ class VFNet(ATSSBase):
                 f"bounds, one between each two of the {num_levels} levels, got {list(fcos_size_bounds)}"
             )
         for key, value in (
-            ("VFL_ALPHA", vfl_alpha), ("VFL_GAMMA", vfl_gamma), ("LOSS_BOX_INIT_WEIGHT", loss_box_init_weight),
+            ("VFL_ALPHA", vfl_alpha),
+            ("VFL_GAMMA", vfl_gamma),
+            ("LOSS_BOX_INIT_WEIGHT", loss_box_init_weight),
             ("LOSS_BOX_REFINE_WEIGHT", loss_box_refine_weight),
         ):
             check_range(f"MODEL.VFNET.{key} (model.{key.lower()})", value, 0)
@@ -155,8 +156,12 @@ class VFNet(ATSSBase):
 
         pos_anchors = Boxes.cat(anchors).tensor.expand(len(gt_labels), -1, -1)[pos_mask]  # (P, 4)
         pos_gt = torch.stack(gt_boxes)[pos_mask]  # (P, 4)
-        init_boxes = self.box2box_transform.apply_deltas(cat(init_ltrb, dim=1)[pos_mask], pos_anchors)
-        refined_boxes = self.box2box_transform.apply_deltas(cat(refined_ltrb, dim=1)[pos_mask], pos_anchors)
+        init_boxes = self.box2box_transform.apply_deltas(
+            cat(init_ltrb, dim=1)[pos_mask], pos_anchors
+        )
+        refined_boxes = self.box2box_transform.apply_deltas(
+            cat(refined_ltrb, dim=1)[pos_mask], pos_anchors
+        )
         init_iou = aligned_iou(init_boxes.detach(), pos_gt).clamp(min=MIN_IOU)  # (P,)
         refined_iou = aligned_iou(refined_boxes.detach(), pos_gt).clamp(min=MIN_IOU)
         if len(pos_gt) > 0:
@@ -169,8 +174,13 @@ class VFNet(ATSSBase):
         scores = torch.zeros(gt_labels.shape, dtype=torch.float32, device=logits.device)
         scores[pos_mask] = refined_iou.float()
         loss_cls = varifocal_loss(
-            logits.flatten(0, 1), gt_labels.flatten(), scores.flatten(), alpha=self.vfl_alpha,
-            gamma=self.vfl_gamma, iou_weighted=self.vfl_iou_weighted, reduction="sum",
+            logits.flatten(0, 1),
+            gt_labels.flatten(),
+            scores.flatten(),
+            alpha=self.vfl_alpha,
+            gamma=self.vfl_gamma,
+            iou_weighted=self.vfl_iou_weighted,
+            reduction="sum",
         )
         # Each box loss weights a positive by its own box's detached IoU and is normalised by
         # the weights' sum over workers (>= 1, as the official code); without positives the
@@ -180,7 +190,9 @@ class VFNet(ATSSBase):
         return {
             "loss_cls": loss_cls / normalizer,
             "loss_box_init": self.loss_box_init_weight * loss_init / positives_sum(init_iou, 1.0),
-            "loss_box_refine": self.loss_box_refine_weight * loss_refine / positives_sum(refined_iou, 1.0),
+            "loss_box_refine": self.loss_box_refine_weight
+            * loss_refine
+            / positives_sum(refined_iou, 1.0),
         }
 
     def inference_scores_and_deltas(
@@ -192,4 +204,3 @@ class VFNet(ATSSBase):
             prob = level_logits.sigmoid()
             scores.append(torch.where(prob > self.test_score_thresh, prob, 0.0))
         return scores, refined_ltrb, None
-
