@@ -179,7 +179,8 @@ def measure(name: str, impls: Dict[str, Callable[[], object]], repeats: int) -> 
         if "error" in row:
             continue
         row["seconds"] = t = times[row["impl"]]
-        mem = row["peak_mb"] if row["peak_mb"] is not None else float("nan")
+        mem = row["peak_mb"]
+        mem = mem if mem is not None else float("nan")
         print(f"  {name:<28} {row['impl']:<18} {t * 1e3:10.2f} ms   peak +{mem:8.1f} MB")
     return rows
 
@@ -317,32 +318,81 @@ def bench_ap_loss(sz: Sizes, compiled: bool, repeats: int) -> List[dict]:
     )
 
 
-def bench_deform_conv2d(sz: Sizes, compiled: bool, repeats: int) -> List[dict]:
-    """A 3x3 deformable convolution (VFNet's), forward + backward to input, offsets and weight:
-    d2ext's CPU path (grid_sample + matmul, d2ext.layers.DeformConv2d) against torchvision's op.
-    Full size: P3 of an 800x1333 image, 2 images, 256 channels; quick: VFNet tiny's P3."""
-    from torchvision.ops import deform_conv2d
+def deform_conv2d_step(fn, x, offset, weight, mask=None, dense=False) -> Callable[[], object]:
+    """Forward + backward of a 3x3 deformable convolution (padding 1) to input, offsets, weight
+    and mask, or (dense) of F.conv2d of the same input and weight, to input and weight."""
 
-    n, c, h, w = (8, 64, 36, 60) if sz.quick else (2, 256, 100, 167)
+    def step():
+        leaves = [t.detach().requires_grad_(True) for t in (x, offset, weight)]
+        if dense:
+            out = torch.nn.functional.conv2d(leaves[0], leaves[2], padding=1)
+        else:
+            m = mask.detach().requires_grad_(True) if mask is not None else None
+            out = fn(leaves[0], leaves[1], leaves[2], padding=1, mask=m)
+        out.sum().backward()
+        return leaves[0].grad
+
+    return step
+
+
+def deform_conv2d_inputs(n, c, h, w, modulated):
     g = torch.Generator().manual_seed(8)
     x = torch.randn(n, c, h, w, generator=g).to(DEVICE)
     offset = (torch.randn(n, 18, h, w, generator=g) * 2).to(DEVICE)
     weight = (torch.randn(c, c, 3, 3, generator=g) * 0.01).to(DEVICE)
+    mask = torch.rand(n, 9, h, w, generator=g).to(DEVICE) if modulated else None
+    return x, offset, weight, mask
+
+
+def bench_deform_conv2d(sz: Sizes, compiled: bool, repeats: int) -> List[dict]:
+    """3x3 deformable convolutions, forward + backward to input, offsets, weight (and mask).
+
+    "deform_conv2d": the grid_sample + matmul path (layers.sampled_deform_conv2d, DeformConv2d's
+    CPU fallback without the compiled ops) against torchvision's op; full size: P3 of an
+    800x1333 image, 2 images, 256 channels; quick: VFNet tiny's P3.
+    "deform_conv2d op (...)": d2ext's op (torch.ops.d2ext.deform_conv2d through
+    layers.deform_conv2d, what DeformConv2d runs on the CPU) against a dense F.conv2d of the same
+    shape (the cost to approach) and, in full runs, the grid_sample path and torchvision's op, on
+    the issue's shapes: a VFNet head level, 8x64x36x60 -> 64 (DCN v1), and a backbone stage,
+    2x256x50x84 -> 256 (modulated, DCN v2); quick: the head level, op and dense only."""
+    from torchvision.ops import deform_conv2d
+
+    n, c, h, w = (8, 64, 36, 60) if sz.quick else (2, 256, 100, 167)
+    x, offset, weight, _ = deform_conv2d_inputs(n, c, h, w, False)
     print(f"deform_conv2d: {n}x{c}x{h}x{w}, 3x3, forward + backward")
-
-    def run(fn):
-        def step():
-            leaves = [t.detach().requires_grad_(True) for t in (x, offset, weight)]
-            fn(leaves[0], leaves[1], leaves[2], padding=1).sum().backward()
-            return leaves[0].grad
-
-        return step
-
     impls = {
-        "grid_sample+matmul": run(layers.sampled_deform_conv2d),
-        "torchvision": run(deform_conv2d),
+        "grid_sample+matmul": deform_conv2d_step(layers.sampled_deform_conv2d, x, offset, weight),
+        "torchvision": deform_conv2d_step(deform_conv2d, x, offset, weight),
     }
-    return measure("deform_conv2d", impls, repeats)
+    rows = measure("deform_conv2d", impls, repeats)
+
+    shapes = [("head", (8, 64, 36, 60), False)]
+    if not sz.quick:
+        shapes.append(("backbone, v2", (2, 256, 50, 84), True))
+    for label, (n, c, h, w), modulated in shapes:
+        x, offset, weight, mask = deform_conv2d_inputs(n, c, h, w, modulated)
+        print(
+            f"deform_conv2d op ({label}): {n}x{c}x{h}x{w} -> {c}, 3x3{', with mask' if modulated else ''}, "
+            "forward + backward"
+        )
+        impls = {
+            "kernel": deform_conv2d_step(layers.deform_conv2d, x, offset, weight, mask),
+            "dense conv2d": deform_conv2d_step(None, x, offset, weight, dense=True),
+        }
+        if not sz.quick:
+            impls["grid_sample+matmul"] = deform_conv2d_step(
+                layers.sampled_deform_conv2d, x, offset, weight, mask
+            )
+            impls["torchvision"] = deform_conv2d_step(deform_conv2d, x, offset, weight, mask)
+        measured = measure(f"deform_conv2d op ({label})", impls, repeats)
+        seconds = {r["impl"]: r["seconds"] for r in measured if "seconds" in r}
+        if "kernel" in seconds and "dense conv2d" in seconds:
+            ratios = [f"op / dense conv2d {seconds['kernel'] / seconds['dense conv2d']:.2f}x"]
+            others = [name for name in seconds if name not in ("kernel", "dense conv2d")]
+            ratios += [f"{name} / op {seconds[name] / seconds['kernel']:.2f}x" for name in others]
+            print(f"  {label}: " + ", ".join(ratios))
+        rows += measured
+    return rows
 
 
 SIGMOID_LOSSES = ["sigmoid_focal_loss", "quality_focal_loss", "varifocal_loss"]
@@ -422,8 +472,8 @@ def print_table(rows: List[dict]) -> None:
     print()
     print("| op | impl | fwd+bwd ms | peak extra MB | time vs kernel | memory vs kernel |")
     print("|---|---|---:|---:|---:|---:|")
-    # The base of each op's ratios: its first implementation (the kernel; for deform_conv2d,
-    # d2ext's CPU path); no ratios if that one failed.
+    # The base of each op's ratios: its first implementation (the kernel); no ratios if that one
+    # failed.
     kernels = {}
     for r in rows:
         kernels.setdefault(r["op"], r)

@@ -3,7 +3,7 @@ in :mod:`d2ext.layers.reference` after one warning."""
 
 from ._extension import cpu_capability, has_ops
 from .assign import atss_assign
-from .deform_conv import DeformConv2d, sampled_deform_conv2d
+from .deform_conv import DeformConv2d, deform_conv2d, sampled_deform_conv2d
 from .fused_losses import (
     ap_loss,
     distribution_focal_loss,
@@ -21,6 +21,7 @@ __all__ = [
     "atss_assign",
     "combined_iou",
     "cpu_capability",
+    "deform_conv2d",
     "distribution_focal_loss",
     "giou_loss",
     "has_ops",

@@ -1,7 +1,8 @@
 """Autocast behaviour of d2ext's compiled ops: under torch.autocast (CPU bfloat16, CUDA float16)
 their floating inputs are cast to float32 first, so assignment, IoUs and losses are computed and
 returned in float32 however the head's outputs reach them (the Python wrappers upcast too; this
-covers direct torch.ops.d2ext calls, torch.compile and export)."""
+covers direct torch.ops.d2ext calls, torch.compile and export). deform_conv2d too: its sampling
+offsets lose too much in half precision, as the DeformConv2d layer's docstring says."""
 
 import torch
 
@@ -16,6 +17,7 @@ OPS = (
     "varifocal_loss",
     "distribution_focal_loss",
     "ap_loss",
+    "deform_conv2d",
 )
 AUTOCAST_DEVICES = ("cpu", "cuda")
 

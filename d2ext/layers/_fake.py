@@ -147,3 +147,106 @@ def _dfl_backward(ctx, grad_loss, grad_of_grad_output):
 torch.library.register_autograd(
     "d2ext::distribution_focal_loss", _dfl_backward, setup_context=_dfl_setup
 )
+
+
+def _deform_conv2d_out_hw(input, weight, stride, padding, dilation):
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    kh, kw = weight.shape[2], weight.shape[3]
+    h_out = (input.shape[2] + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    w_out = (input.shape[3] + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    return h_out, w_out
+
+
+@torch.library.register_fake("d2ext::deform_conv2d")
+def _deform_conv2d_fake(
+    input,
+    offset,
+    weight,
+    bias=None,
+    stride=(1, 1),
+    padding=(0, 0),
+    dilation=(1, 1),
+    mask=None,
+    chunk_columns=0,
+):
+    torch._check(
+        input.dim() == 4 and weight.dim() == 4 and offset.dim() == 4,
+        lambda: "input, offset and weight must be 4-D",
+    )
+    torch._check(
+        input.dtype in (torch.float32, torch.float64), lambda: "input must be float32 or float64"
+    )
+    torch._check(
+        offset.dtype == input.dtype and weight.dtype == input.dtype,
+        lambda: "offset and weight must have the input's dtype",
+    )
+    torch._check(
+        input.shape[1] % weight.shape[1] == 0,
+        lambda: "input channels must be a multiple of weight.size(1)",
+    )
+    h_out, w_out = _deform_conv2d_out_hw(input, weight, stride, padding, dilation)
+    taps = weight.shape[2] * weight.shape[3]
+    torch._check(
+        offset.shape[0] == input.shape[0]
+        and offset.shape[1] % (2 * taps) == 0
+        and offset.shape[2] == h_out
+        and offset.shape[3] == w_out,
+        lambda: f"offset must be (N, 2 * offset_groups * {taps}, {h_out}, {w_out})",
+    )
+    if mask is not None:
+        torch._check(
+            mask.shape[0] == input.shape[0]
+            and 2 * mask.shape[1] == offset.shape[1]
+            and mask.shape[2] == h_out
+            and mask.shape[3] == w_out,
+            lambda: "mask must be (N, offset_groups * kh * kw, H_out, W_out)",
+        )
+    if bias is not None:
+        torch._check(
+            bias.dim() == 1 and bias.shape[0] == weight.shape[0], lambda: "bias must be (C_out,)"
+        )
+    return input.new_empty((input.shape[0], weight.shape[0], h_out, w_out))
+
+
+@torch.library.register_fake("d2ext::_deform_conv2d_backward")
+def _deform_conv2d_backward_fake(
+    grad, input, offset, weight, stride, padding, dilation, mask, chunk_columns, output_mask
+):
+    coords = output_mask[1] or (output_mask[3] and mask is not None)
+    return (
+        input.new_empty(input.shape if output_mask[0] else (0,)),
+        input.new_empty(offset.shape if coords else (0,)),
+        input.new_empty(weight.shape if output_mask[2] else (0,)),
+        input.new_empty(mask.shape if coords and mask is not None else (0,)),
+    )
+
+
+def _deform_conv2d_setup(ctx, inputs, output):
+    input, offset, weight, bias, stride, padding, dilation, mask, chunk_columns = inputs
+    ctx.save_for_backward(input, offset, weight, mask)
+    ctx.conv = (stride, padding, dilation)
+    ctx.chunk_columns = chunk_columns
+    ctx.has_bias = bias is not None
+
+
+def _deform_conv2d_backward(ctx, grad):
+    # Input, offset, weight and mask from the backward op (the columns rebuilt there, chunk by
+    # chunk), the bias as the output gradient's sum.
+    input, offset, weight, mask = ctx.saved_tensors
+    need = ctx.needs_input_grad
+    output_mask = [need[0], need[1], need[2], mask is not None and need[7]]
+    grads = (None, None, None, None)
+    if any(output_mask):
+        grads = torch.ops.d2ext._deform_conv2d_backward(
+            grad, input, offset, weight, *ctx.conv, mask, ctx.chunk_columns, output_mask
+        )
+    grad_input, grad_offset, grad_weight, grad_mask = (
+        g if want else None for g, want in zip(grads, output_mask)
+    )
+    grad_bias = grad.sum((0, 2, 3)) if ctx.has_bias and need[3] else None
+    return grad_input, grad_offset, grad_weight, grad_bias, None, None, None, grad_mask, None
+
+
+torch.library.register_autograd(
+    "d2ext::deform_conv2d", _deform_conv2d_backward, setup_context=_deform_conv2d_setup
+)

@@ -1,11 +1,17 @@
 """torchvision's DeformConv2d (same parameters, so the same checkpoints) with two changes:
 
-- On the CPU it computes the same convolution by bilinear sampling with ``F.grid_sample`` and one
-  matrix product (:func:`sampled_deform_conv2d`): torchvision's CPU kernel runs its loops on one
-  thread and made VFNet's tiny training step 7x ATSS's on 2 cores, 1.7x with this path
-  (tools/benchmark_models.py; the op alone: tools/benchmark_ops.py --only deform_conv2d).
+- On the CPU it computes the same convolution with d2ext's compiled op (:func:`deform_conv2d`,
+  ``torch.ops.d2ext.deform_conv2d``: sampled columns built chunk by chunk, channels last, times the
+  weight by ATen's matmul; weight and offset groups, DCN v1 and v2). Forward + backward on 2
+  cores, against a dense convolution of the same shape: ~1.4x for a 256-channel backbone stage
+  (2x256x50x84, v2), ~2x for a 64-channel VFNet head level (8x64x36x60), where the grid_sample +
+  matmul path (:func:`sampled_deform_conv2d`, one weight and offset group) takes ~3x the op's
+  time and torchvision's CPU kernel (its loops on one thread) 13-27x (tools/benchmark_ops.py
+  --only deform_conv2d). Without the compiled ops it warns once and takes that grid_sample path
+  (torchvision's op for groups).
   Traced, scripted and exported models (torch.jit, ONNX, torch.export) keep torchvision's op
-  (ONNX DeformConv, d2ext.export.onnx_ops), as do CUDA tensors.
+  (ONNX DeformConv, d2ext.export.onnx_ops), as do CUDA tensors (the op's CUDA kernels compile
+  but have not run on a GPU yet).
 - Inside torch.autocast it runs in float32: torchvision's CPU kernel has no bfloat16 version (and
   registers no CPU autocast rule), and the sampling offsets lose too much in half precision.
 Scriptable: TorchScript compiles the plain call and skips the other branches."""
@@ -16,8 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import DeformConv2d as _TVDeformConv2d
-from torchvision.ops import deform_conv2d
+from torchvision.ops import deform_conv2d as deform_conv2d_torchvision
 
+from ._extension import has_ops, warn_fallback_once
 from .precision import autocast_enabled, autocast_off
 
 
@@ -102,12 +109,60 @@ def sampled_deform_conv2d(
     return out if bias is None else out + bias.view(1, c_out, 1, 1)
 
 
-def _use_sampled(input: Tensor, offset: Tensor, weight: Tensor) -> bool:
-    """The CPU path for eager (and torch.compile'd) code with one weight and one offset group."""
+def _half_to_float(t: Optional[Tensor]) -> Optional[Tensor]:
+    if t is not None and t.dtype in (torch.float16, torch.bfloat16):
+        return t.float()
+    return t
+
+
+def deform_conv2d(
+    input: Tensor,
+    offset: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor] = None,
+    stride=1,
+    padding=0,
+    dilation=1,
+    mask: Optional[Tensor] = None,
+) -> Tensor:
+    """``torchvision.ops.deform_conv2d`` (same arguments, layout, values and gradients: bilinear
+    sampling, zero outside the image; DCN v1, or v2 with ``mask``; weight groups from
+    ``weight.shape[1]``, offset groups from ``offset.shape[1]``) by d2ext's compiled op,
+    ``torch.ops.d2ext.deform_conv2d``, on the CPU or CUDA (CUDA: compiled, not yet run on a GPU).
+    It never keeps the sampled columns: the forward builds them chunk by chunk (a bounded buffer)
+    and the backward rebuilds them for the weight gradient. float32 / float64; half and bfloat16
+    are computed and returned in float32, as under torch.autocast. Without the compiled ops:
+    torchvision's op, after one warning."""
+    if not has_ops():
+        warn_fallback_once("deform_conv2d")
+        return deform_conv2d_torchvision(
+            input,
+            offset,
+            weight,
+            bias,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            mask=mask,
+        )
+    input, offset, weight, bias, mask = (
+        _half_to_float(t) for t in (input, offset, weight, bias, mask)
+    )
+    return torch.ops.d2ext.deform_conv2d(
+        input, offset, weight, bias, _pair(stride), _pair(padding), _pair(dilation), mask
+    )
+
+
+def _cpu_eager(input: Tensor) -> bool:
+    """CPU tensors in eager (and torch.compile'd) code: not traced, ONNX-exported or torch.export'ed,
+    which keep torchvision's op."""
     if input.device.type != "cpu" or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
         return False
-    if torch.compiler.is_exporting():  # torch.export: a graph with torchvision's op
-        return False
+    return not torch.compiler.is_exporting()  # torch.export: a graph with torchvision's op
+
+
+def _one_group(input: Tensor, offset: Tensor, weight: Tensor) -> bool:
+    """What sampled_deform_conv2d computes: one weight and one offset group."""
     return (
         weight.shape[1] == input.shape[1]
         and offset.shape[1] == 2 * weight.shape[2] * weight.shape[3]
@@ -116,9 +171,8 @@ def _use_sampled(input: Tensor, offset: Tensor, weight: Tensor) -> bool:
 
 class DeformConv2d(_TVDeformConv2d):
     def forward(self, input: Tensor, offset: Tensor, mask: Optional[Tensor] = None) -> Tensor:
-        if (
-            not torch.jit.is_scripting()
-        ):  # a branch TorchScript skips (no `and`: it would compile that)
+        # A branch TorchScript skips (no `and` in the condition: it would compile that).
+        if not torch.jit.is_scripting():
             if autocast_enabled():
                 with autocast_off():
                     return self._eager(
@@ -129,22 +183,35 @@ class DeformConv2d(_TVDeformConv2d):
 
     @torch.jit.unused
     def _eager(self, input: Tensor, offset: Tensor, mask: Optional[Tensor]) -> Tensor:
-        if _use_sampled(input, offset, self.weight):
-            return sampled_deform_conv2d(
-                input,
-                offset,
-                self.weight,
-                self.bias,
-                self.stride,
-                self.padding,
-                self.dilation,
-                mask,
-            )
+        if _cpu_eager(input):
+            if has_ops():
+                return deform_conv2d(
+                    input,
+                    offset,
+                    self.weight,
+                    self.bias,
+                    self.stride,
+                    self.padding,
+                    self.dilation,
+                    mask,
+                )
+            warn_fallback_once("DeformConv2d")
+            if _one_group(input, offset, self.weight):
+                return sampled_deform_conv2d(
+                    input,
+                    offset,
+                    self.weight,
+                    self.bias,
+                    self.stride,
+                    self.padding,
+                    self.dilation,
+                    mask,
+                )
         return self._deform_conv(input, offset, mask)
 
     def _deform_conv(self, input: Tensor, offset: Tensor, mask: Optional[Tensor]) -> Tensor:
         # torchvision's DeformConv2d.forward (TorchScript has no super() call).
-        return deform_conv2d(
+        return deform_conv2d_torchvision(
             input,
             offset,
             self.weight,

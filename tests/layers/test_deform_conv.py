@@ -171,44 +171,6 @@ def test_strided_mask_and_offsets_and_empty_batch():
     assert out.shape == (0, 4, 7, 9)
 
 
-def test_layer_picks_the_sampled_path_on_cpu_and_torchvision_when_traced_or_grouped(monkeypatch):
-    torch.manual_seed(0)
-    layer = DeformConv2d(4, 6, 3, padding=1).double()
-    grouped = DeformConv2d(4, 6, 3, padding=1, groups=2).double()
-    x = torch.randn(1, 4, 5, 6, dtype=torch.float64)
-    offset = torch.randn(1, 18, 5, 6, dtype=torch.float64)
-    calls = []
-    import d2ext.layers.deform_conv as module
-
-    real = module.sampled_deform_conv2d
-    monkeypatch.setattr(
-        module, "sampled_deform_conv2d", lambda *a, **k: calls.append(1) or real(*a, **k)
-    )
-    expected = deform_conv2d(x, offset, layer.weight, layer.bias, padding=1)
-    torch.testing.assert_close(layer(x, offset), expected)
-    assert calls == [1]
-    traced = torch.jit.trace(layer, (x, offset), check_trace=False)  # (its check re-runs eagerly)
-    assert "torchvision::deform_conv2d" in str(traced.graph)
-    torch.testing.assert_close(traced(x, offset), expected)
-    torch.testing.assert_close(
-        grouped(x, offset), deform_conv2d(x, offset, grouped.weight, grouped.bias, padding=1)
-    )
-    assert calls == [1]  # two weight groups: torchvision's op
-    scripted = torch.jit.script(layer)
-    torch.testing.assert_close(scripted(x, offset), expected)
-    exported = torch.export.export(layer, (x, offset))
-    assert "torchvision.deform_conv2d" in str(exported.graph) and "grid_sampler" not in str(
-        exported.graph
-    )
-    # The mask reaches the sampled path too.
-    mask = torch.rand(1, 9, 5, 6, dtype=torch.float64)
-    torch.testing.assert_close(
-        layer(x, offset, mask),
-        deform_conv2d(x, offset, layer.weight, layer.bias, padding=1, mask=mask),
-    )
-    assert calls == [1, 1]
-
-
 def test_layer_under_cpu_autocast_runs_float32():
     torch.manual_seed(0)
     layer = DeformConv2d(4, 4, 3, padding=1)

@@ -59,4 +59,17 @@ TORCH_LIBRARY(d2ext, m) {
   // and the error-driven update, which autograd returns (times the incoming gradient) as the
   // gradient of the logits.
   m.def("ap_loss(Tensor logits, Tensor labels, float delta=1.0, bool interpolated=True) -> (Tensor, Tensor)");
+
+  // Deformable convolution (DCN v1; v2 with a mask), torchvision.ops.deform_conv2d's semantics:
+  // input (N, C, H, W), offset (N, 2 * offset_groups * kh * kw, H_out, W_out) as (dy, dx) per
+  // kernel tap, weight (C_out, C / groups, kh, kw), mask (N, offset_groups * kh * kw, H_out,
+  // W_out); groups and offset_groups from the shapes. chunk_columns: output positions whose
+  // sampled columns are built at once (0: automatic, a bounded buffer).
+  m.def("deform_conv2d(Tensor input, Tensor offset, Tensor weight, Tensor? bias=None, int[2] stride=1, "
+        "int[2] padding=0, int[2] dilation=1, Tensor? mask=None, int chunk_columns=0) -> Tensor");
+  // Gradients of input, offset, weight and mask, those of output_mask (the others empty; offset and
+  // mask come from one pass). The bias gradient is grad's sum, taken by autograd.
+  m.def("_deform_conv2d_backward(Tensor grad, Tensor input, Tensor offset, Tensor weight, int[2] stride, "
+        "int[2] padding, int[2] dilation, Tensor? mask, int chunk_columns, bool[4] output_mask) "
+        "-> (Tensor, Tensor, Tensor, Tensor)");
 }

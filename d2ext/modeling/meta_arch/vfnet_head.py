@@ -3,7 +3,7 @@ per level, star-shaped deformable sampling at that box's corners, edge midpoints
 on those features a per-side refinement factor and the IoU-aware classification score (IACS).
 
 The deformable convolutions are d2ext.layers.DeformConv2d: torchvision's layer (no private DCN
-build), computed with grid_sample on the CPU and run in float32 under autocast.
+build), computed by d2ext's compiled op on the CPU and run in float32 under autocast.
 """
 
 import math
