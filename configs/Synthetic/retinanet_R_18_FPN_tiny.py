@@ -1,5 +1,7 @@
 # Lazy twin of retinanet_R_18_FPN_tiny.yaml: Detectron2's RetinaNet (focal loss) with the backbone
 # and schedule of the tiny AP-loss config.
+# compare_methods: not by default (Detectron2's untuned defaults: retinanet_fair_R_18_FPN_tiny
+# is the RetinaNet baseline of tools/compare_methods.py)
 from detectron2.model_zoo import get_config
 
 from ..common.data.synthetic import dataloader  # noqa: F401  (exported)

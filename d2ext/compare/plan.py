@@ -27,24 +27,30 @@ from d2ext.model_zoo.model_zoo import CONFIG_ROOT
 SYNTHETIC = os.path.join(
     CONFIG_ROOT, "Synthetic"
 )  # d2ext's shipped configs (installed or a checkout)
-# The tiny method configs, then the baselines. The first config is the reference of the ratio
-# columns. retinanet_R_18_FPN_tiny (Detectron2's untuned defaults) is left out for its fair variant.
-DEFAULT_CONFIGS = [
-    "atss_R_18_FPN_tiny.yaml",
-    "dynamic_atss_R_18_FPN_tiny.yaml",
-    "gfl_R_18_FPN_tiny.yaml",
-    "gflv2_R_18_FPN_tiny.yaml",
-    "atss_vfl_R_18_FPN_tiny.yaml",
-    "vfnet_R_18_FPN_tiny.yaml",
-    "musu_R_18_FPN_tiny.yaml",
-    "musu_direct_R_18_FPN_tiny.yaml",
-    "aploss_retinanet_R_18_FPN_tiny.yaml",
-    "libra_faster_rcnn_R_18_FPN_tiny.yaml",
-    # Baselines: Detectron2's RetinaNet, FCOS and Faster R-CNN at the same size and recipe.
-    "retinanet_fair_R_18_FPN_tiny.yaml",
-    "fcos_R_18_FPN_tiny.py",
-    "faster_rcnn_R_18_FPN_tiny.yaml",
-]
+REFERENCE = "atss_R_18_FPN_tiny"  # the first config: the reference of the ratio columns
+# A line in a tiny config that keeps it out of the default comparison.
+NOT_BY_DEFAULT = "# compare_methods: not by default"
+
+
+def default_configs(folder: str = SYNTHETIC) -> List[str]:
+    """Every tiny config of ``folder`` (``*_tiny.yaml``, or ``*_tiny.py`` where it has no yaml
+    twin): the methods and the baselines (Detectron2's RetinaNet, FCOS, Faster R-CNN), ATSS first,
+    then by name. A config with the line ``# compare_methods: not by default`` is left out (and
+    still runs when named with --configs)."""
+    names = sorted(f for f in os.listdir(folder) if os.path.splitext(f)[0].endswith("_tiny"))
+    configs = []
+    for f in names:
+        stem, ext = os.path.splitext(f)
+        if ext == ".py" and stem + ".yaml" in names or ext not in (".yaml", ".py"):
+            continue
+        with open(os.path.join(folder, f)) as text:
+            if any(line.startswith(NOT_BY_DEFAULT) for line in text):
+                continue
+        configs.append(f)
+    return sorted(configs, key=lambda f: (os.path.splitext(f)[0] != REFERENCE, f))
+
+
+DEFAULT_CONFIGS = default_configs()
 DEFAULT_TRAIN, DEFAULT_TEST = "d2ext_shapes_train", "d2ext_shapes_val"
 DEFAULT_SEED = 42  # the tiny configs' own seed: seed index 0 reproduces their single runs
 

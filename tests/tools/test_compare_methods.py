@@ -46,6 +46,28 @@ def test_plan_is_configs_times_seeds_with_their_output_folders(tmp_path):
     assert (lazy_cfg.train.seed, lazy_cfg.train.output_dir) == (43, plan.runs[3].output_dir)
 
 
+def test_default_configs_are_every_tiny_config_atss_first(tmp_path):
+    files = {
+        "gfl_R_18_FPN_tiny.yaml": "",
+        "gfl_R_18_FPN_tiny.py": "",  # the yaml twin is taken
+        "fcos_R_18_FPN_tiny.py": "",  # lazy only
+        "atss_R_18_FPN_tiny.yaml": "",
+        "vfnet_R_18_FPN_tiny_swa.yaml": "",  # a variant, not a tiny config
+        "retinanet_R_18_FPN_tiny.yaml": "# a baseline\n# compare_methods: not by default (why)\n",
+        "notes.md": "",
+    }
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    assert plan_module.default_configs(str(tmp_path)) == [
+        "atss_R_18_FPN_tiny.yaml",
+        "fcos_R_18_FPN_tiny.py",
+        "gfl_R_18_FPN_tiny.yaml",
+    ]
+    shipped = plan_module.default_configs()
+    assert shipped[0] == "atss_R_18_FPN_tiny.yaml" and "retinanet_R_18_FPN_tiny.yaml" not in shipped
+    assert {"aploss_retinanet_R_18_FPN_tiny.yaml", "fcos_R_18_FPN_tiny.py"} <= set(shipped)
+
+
 def test_schedule_is_shared_and_steps_scale(tmp_path):
     from detectron2.config import instantiate
 
