@@ -21,6 +21,7 @@ from .method_keys import (
 )
 from .musu import add_musu_config
 from .safe_yaml import D2extCfgNode, merge_from_file
+from .tta import add_tta_config, lazy_tta_defaults, lazy_tta_settings
 from .vfnet import add_vfnet_config
 
 
@@ -44,11 +45,14 @@ __all__ = [
     "add_gfl_config",
     "add_libra_config",
     "add_musu_config",
+    "add_tta_config",
     "add_vfnet_config",
     "get_cfg",
     "get_num_classes",
     "get_score_thresh",
     "is_lazy_config",
+    "lazy_tta_defaults",
+    "lazy_tta_settings",
     "load_config",
     "merge_from_file",
     "num_classes_key",

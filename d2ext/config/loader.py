@@ -19,6 +19,7 @@ from detectron2.utils.file_io import PathManager
 from d2ext.errors import ConfigError
 
 from .lazy_overrides import apply_overrides
+from .tta import lazy_tta_defaults
 
 
 def is_lazy_config(path: str) -> bool:
@@ -42,7 +43,10 @@ def load_config(path: str, opts: Sequence[str] = (), *, allow_unsafe_yaml: bool 
     if not PathManager.isfile(path):
         raise ConfigError(f"Config file {path!r} does not exist")
     if is_lazy_config(path):
-        return apply_overrides(LazyConfig.load(path), list(opts))
+        cfg = LazyConfig.load(path)
+        if "test_aug" not in cfg:  # TEST.AUG's twin, off (d2ext.config.tta)
+            cfg.test_aug = lazy_tta_defaults()
+        return apply_overrides(cfg, list(opts))
     if not path.endswith((".yaml", ".yml")):
         raise ConfigError(f"Config file {path!r} is neither a yaml (.yaml) nor a lazy (.py) config")
     cfg = get_cfg()

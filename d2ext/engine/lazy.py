@@ -1,6 +1,8 @@
 """Training and evaluation from lazy (Python) configs, as Detectron2's lazyconfig_train_net."""
 
 import logging
+import os
+from contextlib import contextmanager
 
 from detectron2.config import instantiate
 from detectron2.engine import SimpleTrainer, default_writers, hooks
@@ -10,8 +12,11 @@ from omegaconf import OmegaConf
 
 from d2ext.checkpoint import Checkpointer, load_weights
 from d2ext.config import num_classes_key
+from d2ext.config.tta import lazy_tta_settings
+from d2ext.data import CV2ResizeShortestEdge
 from d2ext.data.class_count import check_num_classes
 from d2ext.evaluation import add_missing_info
+from d2ext.modeling.test_time_augmentation import DetectorWithTTA
 
 from .amp import AMPTrainer
 from .ddp import create_ddp_model
@@ -116,4 +121,63 @@ def evaluate_lazy(args, cfg):
         checkpointer.load(checkpointer.get_checkpoint_file())
     else:  # empty train.init_checkpoint is an error: it would score the random initialisation
         load_weights(model, cfg.train.init_checkpoint, key="train.init_checkpoint")
-    return do_test(cfg, model)
+    results = do_test(cfg, model)
+    tta = lazy_tta_settings(cfg)
+    if tta is not None:  # as train_net's yaml path: both results, the TTA keys "<key>_TTA"
+        results.update({k + "_TTA": v for k, v in do_test_with_tta(cfg, model, tta).items()})
+    return results
+
+
+def do_test_with_tta(cfg, model, settings):
+    """:func:`do_test` of `model` wrapped in :class:`d2ext.modeling.DetectorWithTTA` with
+    `settings` (:func:`d2ext.config.lazy_tta_settings`). The test loader's mapper runs without
+    its resize, so that each view is resized from the original image."""
+    if "evaluator" not in cfg.dataloader:
+        return {}
+    resizes = cfg.dataloader.test.mapper.augmentations
+    backend = "cv2" if any(_target(a) is CV2ResizeShortestEdge for a in resizes) else "pil"
+    image_format = OmegaConf.select(cfg, "dataloader.test.mapper.image_format", default="BGR")
+    with _set(cfg.dataloader.test.mapper, "augmentations", []):
+        loader = instantiate(cfg.dataloader.test)
+    output_dir = cfg.dataloader.evaluator.get("output_dir")  # as yaml's OUTPUT_DIR/inference_TTA
+    tta_dir = os.path.join(output_dir, "inference_TTA") if output_dir else output_dir
+    with _set(cfg.dataloader.evaluator, "output_dir", tta_dir):
+        evaluator = add_missing_info(instantiate(cfg.dataloader.evaluator))
+    per_view = _detections_per_image(model)
+    tta_model = DetectorWithTTA(
+        model,
+        **{**settings, "max_detections": settings["max_detections"] or per_view},
+        max_detections_per_view=per_view,
+        resize_backend=backend,
+        input_format=image_format,
+    )
+    logger.info("Running inference with test-time augmentation ...")
+    results = inference_on_dataset(tta_model, loader, evaluator)
+    logger.info("Evaluation results with TTA:")
+    print_csv_format(results)
+    return results
+
+
+@contextmanager
+def _set(node, key, value):
+    """`node[key]` is `value` inside the block, its own value again after."""
+    saved = node.get(key)
+    node[key] = value
+    try:
+        yield
+    finally:
+        node[key] = saved
+
+
+def _target(node):
+    return node.get("_target_") if hasattr(node, "get") else type(node)
+
+
+def _detections_per_image(model) -> int:
+    """The detections a built model keeps per image (dense: max_detections_per_image; R-CNN:
+    its box predictor's test_topk_per_image), 100 when it says nothing."""
+    model = getattr(model, "module", model)
+    if hasattr(model, "max_detections_per_image"):
+        return int(model.max_detections_per_image)
+    predictor = getattr(getattr(model, "roi_heads", None), "box_predictor", None)
+    return int(getattr(predictor, "test_topk_per_image", 100))

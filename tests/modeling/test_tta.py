@@ -380,3 +380,32 @@ def test_train_net_eval_only_prints_plain_and_tta_results(tmp_path):
         assert os.path.isfile(
             os.path.join(str(tmp_path / "eval"), folder, "coco_instances_results.json")
         )
+
+
+@pytest.mark.slow
+def test_lazy_eval_only_prints_plain_and_tta_results(tmp_path):
+    from d2ext.config import load_config, score_thresh_key
+
+    lazy = tiny("atss")[: -len(".yaml")] + ".py"
+    out = str(tmp_path / "train")
+    run(
+        *("--config-file", lazy, "train.max_iter=1", "dataloader.train.total_batch_size=2"),
+        *("dataloader.train.num_workers=0", f"train.output_dir={out}"),
+        "dataloader.train.mapper.augmentations.0.short_edge_length=[128]",
+        "dataloader.test.dataset.names=d2ext_shapes_minival",
+        "dataloader.test.mapper.augmentations.0.short_edge_length=128",
+    )
+    thresh = score_thresh_key(load_config(lazy))
+    log = run(
+        *("--config-file", lazy, "--eval-only", f"train.output_dir={tmp_path / 'eval'}"),
+        f"train.init_checkpoint={os.path.join(out, 'model_final.pth')}",
+        *("dataloader.test.dataset.names=d2ext_shapes_minival", f"{thresh}=0.0"),
+        "dataloader.test.mapper.augmentations.0.short_edge_length=128",
+        *("test_aug.enabled=True", "test_aug.min_sizes=[96,128]", "test_aug.max_size=256"),
+        *("test_aug.merge=soft-vote", "test_aug.detections_per_image=20"),
+    )
+    assert "Running inference with test-time augmentation" in log
+    assert log.count("Evaluation results for bbox") == 2, log[-4000:]
+    assert "Evaluation results with TTA" in log
+    with pytest.raises(Exception, match="did you mean 'test_aug.flip'"):
+        load_config(lazy, ["test_aug.flp=False"])
