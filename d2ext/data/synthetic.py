@@ -10,17 +10,10 @@ overlapping and crowded layouts, unlabelled clutter (lines, specks, partial outl
 shaded backgrounds.
 """
 
-import json
-import logging
-import os
-from typing import Dict, List
-
 import cv2
 import numpy as np
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets import load_coco_json
 
-logger = logging.getLogger(__name__)
+from .generated import GeneratedDataset
 
 CLASSES = ["rectangle", "ellipse", "triangle", "cross", "ring"]
 SPLITS = {
@@ -39,71 +32,6 @@ MIN_SIDE, MAX_SIDE_FRACTION = 8, 0.7
 # Objects may overlap and nest, but a later (smaller) one may cover at most this much of the box
 # of an earlier one.
 MAX_HIDDEN_FRACTION = 0.4
-
-
-def dataset_root(root=None) -> str:
-    base = root or os.getenv("DETECTRON2_DATASETS", "datasets")
-    return os.path.join(base, "d2ext_shapes")
-
-
-def split_paths(name: str, root=None):
-    """(json file, image folder) of a split."""
-    split_root = os.path.join(dataset_root(root), name.replace("d2ext_shapes_", ""))
-    return os.path.join(split_root, "annotations.json"), os.path.join(split_root, "images")
-
-
-def prepare_split(name: str, root=None, force: bool = False) -> str:
-    """Writes split ``name`` unless an up-to-date copy exists. Returns its json path."""
-    json_file, image_dir = split_paths(name, root)
-    if not force and _is_current(json_file):
-        return json_file
-    num_images, seed = SPLITS[name]
-    logger.info(f"Generating {num_images} images of {name} into {os.path.dirname(json_file)} ...")
-    os.makedirs(image_dir, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    images, annotations = [], []
-    for image_id in range(1, num_images + 1):
-        image, objects = _render_image(rng)
-        file_name = f"{image_id:06d}.jpg"
-        cv2.imwrite(os.path.join(image_dir, file_name), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
-        images.append(
-            {
-                "id": image_id,
-                "file_name": file_name,
-                "height": image.shape[0],
-                "width": image.shape[1],
-            }
-        )
-        for category, (x0, y0, x1, y1) in objects:
-            w, h = float(x1 - x0), float(y1 - y0)
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": image_id,
-                    "category_id": category + 1,
-                    "bbox": [float(x0), float(y0), w, h],
-                    "area": w * h,
-                    "iscrowd": 0,
-                }
-            )
-    coco = {
-        "info": {"description": f"d2ext synthetic shapes, {name}", "version": VERSION},
-        "images": images,
-        "annotations": annotations,
-        "categories": [{"id": i + 1, "name": c} for i, c in enumerate(CLASSES)],
-    }
-    tmp = json_file + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(coco, f)
-    os.replace(tmp, json_file)  # the json appears last: its presence means the split is complete
-    return json_file
-
-
-def _is_current(json_file: str) -> bool:
-    if not os.path.isfile(json_file):
-        return False
-    with open(json_file) as f:
-        return json.load(f).get("info", {}).get("version") == VERSION
 
 
 def _render_image(rng: np.random.Generator):
@@ -128,7 +56,7 @@ def _render_image(rng: np.random.Generator):
         objects.append((category, box))
     noise = rng.normal(0, 8, image.shape)
     image = np.clip(image.astype(np.float32) + noise, 0, 255).astype(np.uint8)
-    return image, objects
+    return image, objects, 95  # JPEG quality
 
 
 def _background(rng, height, width) -> np.ndarray:
@@ -212,23 +140,13 @@ def _intersection(a, b) -> int:
     return max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
 
 
-def _load(name: str, root=None) -> List[Dict]:
-    json_file = prepare_split(name, root)
-    return load_coco_json(json_file, split_paths(name, root)[1], name)
-
-
-def register_synthetic(root=None) -> None:
-    """Registers the splits; images are generated when a split is first loaded."""
-    for name in SPLITS:
-        if name in DatasetCatalog.list():
-            continue
-        json_file, image_root = split_paths(name, root)
-        DatasetCatalog.register(name, lambda name=name: _load(name, root))
-        # COCOEvaluator opens json_file; Detectron2 builds the test loader (which generates the
-        # split) before the evaluator.
-        MetadataCatalog.get(name).set(
-            json_file=json_file,
-            image_root=image_root,
-            evaluator_type="coco",
-            thing_classes=list(CLASSES),
-        )
+DATASET = GeneratedDataset(
+    folder="d2ext_shapes",
+    description="d2ext synthetic shapes",
+    classes=CLASSES,
+    splits=SPLITS,
+    version=VERSION,
+    render=_render_image,
+)
+dataset_root, split_paths, prepare_split = DATASET.root, DATASET.split_paths, DATASET.prepare_split
+register_synthetic = DATASET.register
