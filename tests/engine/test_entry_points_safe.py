@@ -95,6 +95,11 @@ ARGS = {
             "{weights}",
         ],
     ),
+    "tta_swa_effect": (
+        None,
+        "reads no config and no weights file itself: it runs train_net (d2ext's loaders) on the "
+        "runs of a compare_methods folder, refusing any flag in their commands",
+    ),
     "benchmark_ops": (
         None,
         "reads no config and no weights file (it times the ops on random tensors)",
