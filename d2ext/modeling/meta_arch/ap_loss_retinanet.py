@@ -112,6 +112,12 @@ class APLossRetinaNet(RetinaNet):
         self.delta = delta
         self.interpolated = interpolated
         self.ranking_images = ranking_images
+        # Warns while training collapses or a loss explodes (issue 31), before Detectron2's final
+        # FloatingPointError. Imported here: d2ext.engine imports d2ext.modeling.
+        from d2ext.engine.collapse_guard import TrainingGuard
+
+        norm_head = any("Norm" in type(m).__name__ for m in self.head.modules())
+        self.guard = TrainingGuard(prefix="APLossRetinaNet", norm_head_hint=not norm_head)
 
     @classmethod
     def from_config(cls, cfg):
@@ -201,7 +207,22 @@ class APLossRetinaNet(RetinaNet):
             smooth_l1_beta=self.smooth_l1_beta,
         )
         normalizer = 4 * reduce_mean(num_pos.float()).clamp(min=1.0).item()
-        return {"loss_cls": loss_cls, "loss_box_reg": loss_box_reg / normalizer}
+        losses = {"loss_cls": loss_cls, "loss_box_reg": loss_box_reg / normalizer}
+        self._feed_guard(storage, losses)
+        return losses
+
+    @torch.no_grad()
+    def _feed_guard(self, storage, losses) -> None:
+        """This iteration's losses and ranking statistics (ap_loss/*) to :attr:`guard`."""
+        if self.guard is None:
+            return
+        values = {
+            k: v
+            for k, (v, it) in storage.latest().items()
+            if k.startswith("ap_loss/") and it == storage.iter
+        }
+        values.update({k: v.item() for k, v in losses.items()})
+        self.guard.update(storage.iter, values)
 
     def ranking_loss(self, logits: Tensor, gt_labels: Tensor) -> Tensor:
         """
@@ -261,6 +282,10 @@ class APLossRetinaNet(RetinaNet):
         storage.put_scalar("ap_loss/num_pos", num_pos)
         storage.put_scalar("ap_loss/num_neg", num_neg)
         storage.put_scalar("ap_loss/num_active_neg", num_active)
+        # The scores' spread: the AP-loss is blind to their scale, so a runaway shows here first
+        # (the guard watches it, d2ext/engine/collapse_guard.py).
+        spread = logits.float().std().item() if logits.numel() > 1 else 0.0
+        storage.put_scalar("ap_loss/logit_std", spread)
         if num_pos == 0:
             return
         if not self.interpolated:
