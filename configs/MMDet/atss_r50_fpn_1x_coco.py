@@ -4,6 +4,7 @@
 from ..common.mmdet_schedule import SGD as optimizer  # noqa: F401  (exported)
 from ..common.mmdet_schedule import coco_1x
 from ..common.mmdet_schedule import lr_multiplier_1x as lr_multiplier  # noqa: F401  (exported)
+from ..common.mmdet_tta import test_aug  # noqa: F401  (exported; off)
 from ..common.models.atss import model
 from ..common.models.mmdet_backbone import mmdet_r50_fpn
 

@@ -1,5 +1,6 @@
 # Lazy twin of gfl_r50_fpn_1x_coco.yaml: mmdetection 3.3's gfl_r50_fpn_1x_coco (box AP 40.2
 # published), loading its checkpoint converted on load and training with its recipe.
+from ..common.mmdet_tta import test_aug  # noqa: F401  (exported; off)
 from ..common.models.gfl import model
 from ..common.models.mmdet_backbone import mmdet_r50_fpn
 from .atss_r50_fpn_1x_coco import dataloader, lr_multiplier, optimizer, train  # noqa: F401

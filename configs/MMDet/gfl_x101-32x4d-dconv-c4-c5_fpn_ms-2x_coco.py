@@ -3,6 +3,7 @@
 # with DCN v1 (32 weight groups) in res4-res5.
 from detectron2.config import LazyConfig
 
+from ..common.mmdet_tta import test_aug  # noqa: F401  (exported; off)
 from ..common.models.mmdet_backbone import set_resnet_stages
 
 dataloader, lr_multiplier, model, optimizer, train = LazyConfig.load_rel(

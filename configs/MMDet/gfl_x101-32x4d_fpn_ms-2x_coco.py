@@ -2,6 +2,7 @@
 # (box AP 45.9 published): gfl_r50_fpn_ms-2x_coco with ResNeXt-101 32x4d.
 from detectron2.config import LazyConfig
 
+from ..common.mmdet_tta import test_aug  # noqa: F401  (exported; off)
 from ..common.models.mmdet_backbone import IMAGENET_WEIGHTS, set_resnet_stages
 
 dataloader, lr_multiplier, model, optimizer, train = LazyConfig.load_rel(

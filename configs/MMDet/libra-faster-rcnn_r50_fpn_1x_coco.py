@@ -8,6 +8,7 @@ from d2ext.modeling.backbone import FPN, train_frozen_bn_affine
 from ..common.mmdet_schedule import SGD as optimizer
 from ..common.mmdet_schedule import coco_1x
 from ..common.mmdet_schedule import lr_multiplier_1x as lr_multiplier  # noqa: F401  (exported)
+from ..common.mmdet_tta import test_aug  # noqa: F401  (exported; off)
 from ..common.models.libra_faster_rcnn import model
 
 # torchvision-style R-50 (stride on the 3x3 conv), BN in eval mode with trainable scale/bias,

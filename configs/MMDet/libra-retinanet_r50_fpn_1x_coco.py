@@ -13,6 +13,7 @@ from d2ext.modeling.backbone import (
 )
 from d2ext.modeling.meta_arch.libra_retinanet import LibraRetinaNet, MMDetAnchorGenerator
 
+from ..common.mmdet_tta import test_aug  # noqa: F401  (exported; off)
 from ..common.models.mmdet_backbone import mmdet_resnet_stages
 from .atss_r50_fpn_1x_coco import dataloader, lr_multiplier, optimizer, train  # noqa: F401
 

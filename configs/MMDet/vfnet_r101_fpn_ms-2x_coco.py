@@ -2,6 +2,7 @@
 # 46.7 published): vfnet_r50_fpn_ms-2x_coco with ResNet-101.
 from detectron2.config import LazyConfig
 
+from ..common.mmdet_tta import test_aug  # noqa: F401  (exported; off)
 from ..common.models.mmdet_backbone import IMAGENET_WEIGHTS, set_resnet_stages
 
 dataloader, lr_multiplier, model, optimizer, train = LazyConfig.load_rel(

@@ -3,6 +3,7 @@
 # in res3-res5 and as the last conv of both head towers (dcn_on_last_conv).
 from detectron2.config import LazyConfig
 
+from ..common.mmdet_tta import test_aug  # noqa: F401  (exported; off)
 from ..common.models.mmdet_backbone import set_resnet_stages
 
 dataloader, lr_multiplier, model, optimizer, train = LazyConfig.load_rel(

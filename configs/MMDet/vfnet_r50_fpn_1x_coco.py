@@ -1,5 +1,6 @@
 # Lazy twin of vfnet_r50_fpn_1x_coco.yaml: mmdetection 3.3's vfnet_r50_fpn_1x_coco (box AP 41.6
 # published), loading its checkpoint converted on load and training with its recipe.
+from ..common.mmdet_tta import test_aug  # noqa: F401  (exported; off)
 from ..common.models.mmdet_backbone import mmdet_r50_fpn
 from ..common.models.vfnet import model
 from .atss_r50_fpn_1x_coco import dataloader, lr_multiplier, optimizer, train  # noqa: F401

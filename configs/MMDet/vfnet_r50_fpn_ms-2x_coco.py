@@ -2,6 +2,7 @@
 # published): vfnet_r50_fpn_1x_coco trained 24 epochs with the short side drawn from 480..960.
 from ..common.mmdet_schedule import coco_ms_2x
 from ..common.mmdet_schedule import lr_multiplier_2x as lr_multiplier
+from ..common.mmdet_tta import test_aug  # noqa: F401  (exported; off)
 from .vfnet_r50_fpn_1x_coco import model, optimizer  # noqa: F401
 
 lr_multiplier.warmup_factor = 0.1

@@ -3,6 +3,7 @@
 # vfnet_r50-mdconv-c3-c5_fpn_ms-2x_coco with ResNeXt-101 64x4d.
 from detectron2.config import LazyConfig
 
+from ..common.mmdet_tta import test_aug  # noqa: F401  (exported; off)
 from ..common.models.mmdet_backbone import IMAGENET_WEIGHTS, set_resnet_stages
 
 dataloader, lr_multiplier, model, optimizer, train = LazyConfig.load_rel(
