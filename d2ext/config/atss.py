@@ -16,6 +16,11 @@ def add_dense_head_keys(node):
     # Bias in the tower convs: True = Detectron2's RetinaNetHead; mmdetection's conv + GN
     # modules have none (a bias before GN changes nothing but the parameter count).
     node.TOWER_CONV_BIAS = True
+    # The last conv of the classification and regression towers is a modulated deformable conv
+    # (DCNv2 predicting its own offsets and mask from its input, then the norm and ReLU):
+    # official ATSS's USE_DCN_IN_TOWER (its and DynamicATSS's dcnv2 configs), mmdetection's
+    # dcn_on_last_conv (its `mdconv` VFNet configs).
+    node.DCN_ON_LAST_CONV = False
     # Prior probability of a positive at initialisation (sets the classifier bias).
     node.PRIOR_PROB = 0.01
     # Candidates per FPN level and GT (k), taken by anchor-centre to GT-centre distance.

@@ -22,10 +22,7 @@ def add_vfnet_config(cfg):
     _C.LOSS_BOX_REFINE_WEIGHT = 2.0
     # Fraction of the star offsets' gradient that flows back into the initial box.
     _C.DCN_GRAD_MUL = 0.1
-    # The last conv of the classification and regression towers is a modulated deformable conv
-    # (DCNv2 predicting its own offsets and mask from its input): mmdetection's
-    # dcn_on_last_conv=True, set by every `mdconv` VFNet config.
-    _C.DCN_ON_LAST_CONV = False
+    # DCN_ON_LAST_CONV (add_dense_head_keys): True in every `mdconv` VFNet config.
     # Initial box = exp(Scale * x) * REG_DENOMS[level] pixels per side (FCOS regress-range
     # upper bounds with the last doubled).
     _C.REG_DENOMS = (64.0, 128.0, 256.0, 512.0, 1024.0)

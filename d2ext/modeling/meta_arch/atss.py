@@ -20,7 +20,13 @@ from d2ext.layers import aligned_iou, giou_loss, sigmoid_focal_loss, varifocal_l
 from d2ext.layers.precision import float32_region
 from d2ext.modeling.input_checks import check_dense_head_args, check_range
 
-from .atss_base import ATSSBase, dense_head_args, drop_tower_conv_bias, positives_sum
+from .atss_base import (
+    ATSSBase,
+    deformable_last_convs,
+    dense_head_args,
+    drop_tower_conv_bias,
+    positives_sum,
+)
 
 # Classification losses of MODEL.ATSS.CLS_LOSS: focal loss (ATSS) or varifocal loss (VFNet).
 ATSS_CLS_LOSSES = ("FL", "VFL")
@@ -216,7 +222,13 @@ class ATSSHead(RetinaNetHead):
 
     @configurable
     def __init__(
-        self, *, input_shape: List[ShapeSpec], conv_dims: List[int], tower_conv_bias=True, **kwargs
+        self,
+        *,
+        input_shape: List[ShapeSpec],
+        conv_dims: List[int],
+        tower_conv_bias=True,
+        dcn_on_last_conv=False,
+        **kwargs,
     ):
         check_dense_head_args(
             None, kwargs.get("num_classes"), len(conv_dims), kwargs.get("prior_prob", 0.01)
@@ -224,6 +236,8 @@ class ATSSHead(RetinaNetHead):
         super().__init__(input_shape=input_shape, conv_dims=conv_dims, **kwargs)
         if not tower_conv_bias:
             drop_tower_conv_bias(self.cls_subnet, self.bbox_subnet)
+        if dcn_on_last_conv:
+            deformable_last_convs(self.cls_subnet, self.bbox_subnet, bias=tower_conv_bias)
         num_anchors = self.bbox_pred.out_channels // 4
         self.ctrness = nn.Conv2d(conv_dims[-1], num_anchors, kernel_size=3, stride=1, padding=1)
         nn.init.normal_(self.ctrness.weight, std=0.01)

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from d2ext.layers.precision import autocast_enabled, float32_region
 from d2ext.modeling.assigners import atss_assign
+from d2ext.modeling.backbone.deformable import DeformConvPack
 from d2ext.modeling.box_regression import scriptable_box2box_transform
 from d2ext.modeling.input_checks import (
     check_dense_head_args,
@@ -320,11 +321,13 @@ class ATSSBase(DenseDetector):
     ) -> Tuple[List[Tensor], List[Tensor], Optional[List[Tensor]]]:
         """
         Returns:
-            scores: per level (N, R_l, K) ranking scores, 0 where a location is not a candidate.
-            deltas: per level (N, R_l, 4) regression in box2box_transform's coding.
-            factors: None, or per level (N, R_l, 1) factors the selected candidates' scores are
-                multiplied by after the per-level top-k (mmdetection's score_factors: ranked by
-                one score, reported as another).
+            tuple: (scores, deltas, factors)
+
+            - scores: per level (N, R_l, K) ranking scores, 0 where a location is not a candidate.
+            - deltas: per level (N, R_l, 4) regression in box2box_transform's coding.
+            - factors: None, or per level (N, R_l, 1) factors the selected candidates' scores are
+              multiplied by after the per-level top-k (mmdetection's score_factors: ranked by
+              one score, reported as another).
         """
         raise NotImplementedError
 
@@ -426,6 +429,7 @@ def dense_head_args(cfg, node_name: str, input_shape: List[ShapeSpec]) -> Dict:
         "norm": node.NORM,
         "num_anchors": num_anchors[0],
         "tower_conv_bias": node.TOWER_CONV_BIAS,
+        "dcn_on_last_conv": node.DCN_ON_LAST_CONV,
     }
 
 
@@ -442,3 +446,20 @@ def positives_sum(values: Tensor, min_value: float) -> Tensor:
     """Sum of per-positive weights averaged over workers, at least min_value: the normaliser
     of weighted box losses (METHODS.md §9.1: never 0, also without positives)."""
     return reduce_mean(values.sum().detach()).clamp(min=min_value)
+
+
+def deformable_last_convs(*towers: nn.Sequential, bias: bool) -> None:
+    """MODEL.<METHOD>.DCN_ON_LAST_CONV: replaces the last 3x3 conv of each tower by a DCNv2 pack
+    (its own zero-initialised offset and mask conv; weight N(0, 0.01) as the tower's convs),
+    keeping its index so the norm and ReLU after it stay where they are: mmdetection's
+    ``dcn_on_last_conv``, official ATSS's ``USE_DCN_IN_TOWER``."""
+    for tower in towers:
+        index = max(i for i, m in enumerate(tower) if isinstance(m, nn.Conv2d))
+        conv = tower[index]
+        pack = DeformConvPack(
+            conv.in_channels, conv.out_channels, kernel_size=3, padding=1, bias=bias, modulated=True
+        )
+        nn.init.normal_(pack.conv.weight, std=0.01)
+        if pack.conv.bias is not None:
+            nn.init.constant_(pack.conv.bias, 0)
+        tower[index] = pack

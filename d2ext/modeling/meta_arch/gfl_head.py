@@ -12,7 +12,7 @@ from torch.nn import functional as F
 
 from d2ext.modeling.input_checks import check_dense_head_args, check_range
 
-from .atss_base import dense_head_args, drop_tower_conv_bias
+from .atss_base import deformable_last_convs, dense_head_args, drop_tower_conv_bias
 
 
 def integral(distribution_logits: Tensor) -> Tensor:
@@ -81,6 +81,7 @@ class GFLHead(RetinaNetHead):
         dgqp_channels: int = 64,
         num_anchors: int = 1,
         tower_conv_bias: bool = True,
+        dcn_on_last_conv: bool = False,
         **kwargs,
     ):
         if num_anchors != 1:
@@ -99,6 +100,8 @@ class GFLHead(RetinaNetHead):
         super().__init__(input_shape=input_shape, conv_dims=conv_dims, num_anchors=1, **kwargs)
         if not tower_conv_bias:
             drop_tower_conv_bias(self.cls_subnet, self.bbox_subnet)
+        if dcn_on_last_conv:
+            deformable_last_convs(self.cls_subnet, self.bbox_subnet, bias=tower_conv_bias)
         self.reg_max = reg_max
         self.bbox_pred = nn.Conv2d(conv_dims[-1], 4 * (reg_max + 1), kernel_size=3, padding=1)
         nn.init.normal_(self.bbox_pred.weight, std=0.01)

@@ -29,7 +29,13 @@ from d2ext.layers.precision import float32_region
 from d2ext.modeling.assigners.musu import mutual_bags, rank_to_weight
 from d2ext.modeling.input_checks import check_dense_head_args, check_range
 
-from .atss_base import ATSSBase, dense_head_args, drop_tower_conv_bias, positives_sum
+from .atss_base import (
+    ATSSBase,
+    deformable_last_convs,
+    dense_head_args,
+    drop_tower_conv_bias,
+    positives_sum,
+)
 
 MUSU_CLS_LOSSES = ("QFL", "VFL")
 
@@ -39,7 +45,14 @@ class MuSuHead(RetinaNetHead):
     centerness branch (METHODS.md §5.2 step 1). Any number of anchors per location."""
 
     @configurable
-    def __init__(self, *, input_shape: List[ShapeSpec], tower_conv_bias=True, **kwargs):
+    def __init__(
+        self,
+        *,
+        input_shape: List[ShapeSpec],
+        tower_conv_bias=True,
+        dcn_on_last_conv=False,
+        **kwargs,
+    ):
         check_dense_head_args(
             None,
             kwargs.get("num_classes"),
@@ -49,6 +62,8 @@ class MuSuHead(RetinaNetHead):
         super().__init__(input_shape=input_shape, **kwargs)
         if not tower_conv_bias:
             drop_tower_conv_bias(self.cls_subnet, self.bbox_subnet)
+        if dcn_on_last_conv:
+            deformable_last_convs(self.cls_subnet, self.bbox_subnet, bias=tower_conv_bias)
         self.scales = nn.Parameter(torch.ones(len(input_shape)))
 
     @classmethod

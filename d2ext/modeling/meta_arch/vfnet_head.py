@@ -18,10 +18,9 @@ from torch.jit import Final
 from torch.nn import functional as F
 
 from d2ext.layers.deform_conv import DeformConv2d
-from d2ext.modeling.backbone.deformable import DeformConvPack
 from d2ext.modeling.input_checks import check_dense_head_args, check_each
 
-from .atss_base import dense_head_args, drop_tower_conv_bias
+from .atss_base import deformable_last_convs, dense_head_args, drop_tower_conv_bias
 
 # exp() of the box branches is taken of min(Scale * x, MAX_LOG_FACTOR): not in the official code
 # (METHODS.md §9.6), a guard against overflow to inf early in training; a side of
@@ -94,21 +93,6 @@ def _check_finite_scripted(
             "VFNet head, level " + str(level) + ": non-finite (NaN/Inf) star offsets or tower "
             "features before the deformable convolution; the input is not finite"
         )
-
-
-def _deformable_last_conv(tower: nn.Sequential, bias: bool) -> None:
-    """Replaces the last 3x3 conv of a tower by a DCNv2 pack (its own zero-initialised offset
-    and mask conv; weight N(0, 0.01) as the tower's convs), keeping its index so the norm and
-    ReLU after it stay where they are."""
-    index = max(i for i, m in enumerate(tower) if isinstance(m, nn.Conv2d))
-    conv = tower[index]
-    pack = DeformConvPack(
-        conv.in_channels, conv.out_channels, kernel_size=3, padding=1, bias=bias, modulated=True
-    )
-    nn.init.normal_(pack.conv.weight, std=0.01)
-    if pack.conv.bias is not None:
-        nn.init.constant_(pack.conv.bias, 0)
-    tower[index] = pack
 
 
 def _conv_norm_relu(channels: int, norm) -> nn.Sequential:
@@ -198,8 +182,7 @@ class VFNetHead(RetinaNetHead):
             drop_tower_conv_bias(self.cls_subnet, self.bbox_subnet, self.reg_init_conv)
         self.dcn_on_last_conv = dcn_on_last_conv
         if dcn_on_last_conv:
-            for tower in (self.cls_subnet, self.bbox_subnet):
-                _deformable_last_conv(tower, bias=tower_conv_bias)
+            deformable_last_convs(self.cls_subnet, self.bbox_subnet, bias=tower_conv_bias)
         self.scales = nn.Parameter(torch.ones(len(input_shape)))
         self.refine_scales = nn.Parameter(torch.ones(len(input_shape)))
 
@@ -211,7 +194,6 @@ class VFNetHead(RetinaNetHead):
             "strides": [s.stride for s in input_shape],
             "reg_denoms": node.REG_DENOMS,
             "dcn_grad_mul": node.DCN_GRAD_MUL,
-            "dcn_on_last_conv": node.DCN_ON_LAST_CONV,
         }
 
     def forward(self, features: List[Tensor]):
