@@ -13,9 +13,10 @@ The rest of mmdetection 3.3's zoo for d2ext's methods (MODEL_ZOO.md): ResNet-101
   R-101 + DCN v1 (one weight group), ResNeXt + DCN v1 (32 weight groups), ResNeXt + DCNv2 with
   the DCNv2 tower convs (modulated, masks), ResNeXt-101 64x4d in Libra R-CNN; d2ext's side runs
   whatever CPU path d2ext.layers.DeformConv2d takes (its compiled op, or grid_sample /
-  torchvision's op without it). The R-50 rows' detections and losses
-  (tests/model_zoo/test_mmdet_parity.py) use the same heads and post-processing; this file does
-  not repeat them on the larger backbones. Libra RetinaNet (one row, R-50) is compared in full in
+  torchvision's op without it). Then, as for the R-50 rows (tests/model_zoo/test_mmdet_parity.py),
+  the detections after post-processing and, for the dense families, the training losses (Libra
+  R-CNN's sample their proposals at random: tests/model_zoo/test_mmdet_libra_parity.py compares
+  them with the sampling fixed, on R-50). Libra RetinaNet (one row, R-50) is compared in full in
   tests/model_zoo/test_mmdet_libra_retinanet_parity.py.
 
 mmcv's deformable convolutions are compiled code that the pure-Python mmcv (mmcv-lite) does not
@@ -39,7 +40,15 @@ import torch
 import yaml
 from conftest import CONFIGS
 from mmdet_oracle import build_random_mmdet_model, import_mmdet, mmdet_config, save_mmdet_checkpoint
-from test_mmdet_parity import d2_inputs, d2ext_model, mm_inputs, rel_diff
+from test_mmdet_parity import (
+    MODELS,
+    assert_same_detections,
+    assert_same_losses,
+    d2_inputs,
+    d2ext_model,
+    mm_inputs,
+    rel_diff,
+)
 
 # d2ext config (configs/MMDet/<name>.yaml, .py twin) -> mmdetection 3.3 config.
 ZOO = {
@@ -275,3 +284,19 @@ def test_imagenet_resnext_file_initialises_the_x101_configs(tmp_path):
         loaded["res2.0.shortcut.norm.running_var"], state["layer1.0.downsample.1.running_var"]
     )
     assert torch.equal(loaded["stem.conv1.norm.weight"], state["bn1.weight"])
+
+
+# The dense families' losses: mmdetection's loss names -> d2ext's, as for the R-50 rows.
+FAMILY_LOSSES = {
+    "r101-dcn": MODELS["gfl"][2],
+    "x101-32x4d-dcn": MODELS["gfl"][2],
+    "x101-32x4d-mdcn-head-dcn": MODELS["vfnet"][2],
+}
+
+
+def test_detections_and_losses_per_backbone_family(family):
+    name, mm_model, model = family
+    with torch.no_grad():
+        assert_same_detections(mm_model, model, 1e-5, name)
+    if name in FAMILY_LOSSES:
+        assert_same_losses(mm_model, model, FAMILY_LOSSES[name], name)
