@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DEMO_CONFIG ?= configs/Synthetic/atss_R_18_FPN_tiny.yaml
 DEMO_OUTPUT ?= output/atss_R_18_FPN_tiny
 
-.PHONY: setup demo test lint gpu-test cuda-check clean
+.PHONY: setup demo test lint docs gpu-test cuda-check clean
 
 setup:
 	bash dev/setup_env.sh
@@ -20,6 +20,20 @@ demo: setup
 # Formatter and linter check (ruff.toml); `bash dev/lint.sh --fix` applies them.
 lint: setup
 	VENV=$(VENV) bash dev/lint.sh
+
+# The documentation site (docs/conf.py): docs/, the top-level Markdown files and the API reference
+# from the docstrings, into docs/_build/html (start page docs/_build/html/docs/index.html).
+# Warnings are errors: a broken link or cross-reference, or a docstring that does not render,
+# fails the build. requirements-docs.txt is installed into .venv when it changed (a stamp file, as
+# dev/setup_env.sh does for the other requirements).
+DOCS_STAMP = $(VENV)/.d2ext-docs-requirements-$(shell sha256sum requirements-docs.txt | cut -c1-16)
+$(DOCS_STAMP): requirements-docs.txt
+	$(PY) -m pip install -q -r requirements-docs.txt -c requirements.txt
+	rm -f $(VENV)/.d2ext-docs-requirements-*
+	touch $@
+
+docs: setup $(DOCS_STAMP)
+	$(PY) -m sphinx -b html -W --keep-going -q -c docs . docs/_build/html
 
 # CUDA-marked tests are skipped here (they need a GPU): `make gpu-test` runs them.
 test: setup
@@ -37,4 +51,4 @@ cuda-check:
 	bash dev/check_cuda_build.sh
 
 clean:
-	rm -rf build d2ext/_C*.so
+	rm -rf build d2ext/_C*.so docs/_build

@@ -8,7 +8,7 @@ import sys
 
 # Idle OpenMP threads spin this many rounds, then sleep. libgomp's default spin made a training
 # step ~3-5x slower next to one other busy process, OMP_WAIT_POLICY=PASSIVE ~19% slower on an idle
-# machine (README "Threads").
+# machine (docs/install.md, "Threads").
 GOMP_SPINCOUNT = "10000"
 
 

@@ -15,6 +15,8 @@ from typing import Dict
 
 from tqdm import tqdm
 
+from d2ext.utils.progress import progress_options
+
 from .eta import Eta
 from .files import read_json, write_json
 from .plan import Plan, Run
@@ -54,7 +56,10 @@ def step_benchmark(
         for c, n in zip(plan.configs, plan.names)
     ]
     with tqdm(
-        total=len(runners) * (1 + rounds * steps), desc="step-time benchmark", unit="step"
+        total=len(runners) * (1 + rounds * steps),
+        desc="step-time benchmark",
+        unit="step",
+        **progress_options(),
     ) as bar:
         interleave(runners, rounds, steps, on_step=lambda: bar.update())
     result = {
@@ -141,12 +146,16 @@ def execute(
         desc="training",
         bar_format="{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} it [{elapsed}{postfix}]",
         dynamic_ncols=True,
+        **progress_options(),
     )
     lock, running, finished, stop = threading.Lock(), [], [], threading.Event()
 
-    def show():  # under the lock
-        bar.set_description("training " + ", ".join(f"{r.name} seed {r.seed}" for r in running))
-        bar.set_postfix_str(eta.remaining(remaining, jobs, len(todo) - len(finished)))
+    def show():  # under the lock; drawn by the next update (in a log file: a line now and then)
+        runs = ", ".join(f"{r.name} seed {r.seed}" for r in running)
+        bar.set_description("training " + runs, refresh=False)
+        bar.set_postfix_str(
+            eta.remaining(remaining, jobs, len(todo) - len(finished)), refresh=False
+        )
 
     def train(run: Run):
         cpus = free_cpus.get()

@@ -5,6 +5,7 @@ def add_libra_config(cfg):
     """
     Adds MODEL.LIBRA (METHODS.md §7.6; defaults are Libra R-CNN's COCO recipe, Pang et al.,
     CVPR 2019). Each of the three pieces is switched separately:
+
     - sampling: MODEL.ROI_HEADS.NAME "LibraROIHeads" plus IOU_BALANCED_NEG / INSTANCE_BALANCED_POS
       (both False = Detectron2's random sampling, for ablations);
     - balanced L1: MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE "balanced_l1" (LibraROIHeads' predictor);

@@ -92,8 +92,8 @@ def quality_focal_loss(
     weight: Optional[Tensor] = None,
     reduction: str = "sum",
 ) -> Tensor:
-    """Quality focal loss, |y - p|^beta BCE(x, y), y = the row's score at its label's class and 0
-    elsewhere (METHODS.md §3.3)."""
+    """Quality focal loss, ``|y - p|^beta BCE(x, y)``, y = the row's score at its label's class
+    and 0 elsewhere (METHODS.md §3.3)."""
     logits, scores, weight = _float(logits), _float(scores), _float(weight)
     _check_labels(logits, labels)
     r = _reduction_index(reduction)

@@ -5,6 +5,7 @@ console script ``d2ext-<name>`` (setup.py) and a thin ``tools/<name>.py`` for a 
 """
 
 import functools
+import logging
 import os
 import sys
 import warnings
@@ -62,12 +63,39 @@ def config_from_args(args, on_loaded=None):
     return apply_dataset_arguments(cfg, args)
 
 
+class _DropMessage(logging.Filter):
+    """Drops the log records whose message starts with ``prefix``."""
+
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefix)
+
+
+_FX_TRACING_NOTE = _DropMessage("is_fx_tracing will return true")
+
+
 def quiet_known_warnings():
-    """Hides, in a tool's process, a warning users can do nothing about: Detectron2's anchor
-    generator calls torch.meshgrid without `indexing` (its grid is the "ij" one torch keeps)."""
+    """Hides, in a tool's process, the warnings of d2ext's dependencies that users can do nothing
+    about (each one named below); d2ext's own warnings stay visible."""
+    # Detectron2's anchor generator calls torch.meshgrid without `indexing` (its grid is the "ij"
+    # one torch keeps).
     warnings.filterwarnings(
         "ignore", message=r"torch\.meshgrid: in an upcoming release", category=UserWarning
     )
+    # Detectron2's model_zoo (which lazy configs call for their common parts) imports
+    # pkg_resources, which setuptools deprecates.
+    warnings.filterwarnings("ignore", message=r"pkg_resources is deprecated", category=UserWarning)
+    # torch deprecates TorchScript, which the TorchScript export (d2ext-export, Detectron2's
+    # scripting_with_instances) is made of: torch.jit.trace / trace_method / script each warn once.
+    warnings.filterwarnings(
+        "ignore", message=r"`torch\.jit\.\w+` is deprecated", category=FutureWarning
+    )
+    # Detectron2's ROIPooler (Faster / Libra R-CNN) asks torch.fx's is_fx_tracing(), which logs a
+    # note about torch.export once per process.
+    logging.getLogger("torch.fx._symbolic_trace").addFilter(_FX_TRACING_NOTE)  # added once
 
 
 def command(main):

@@ -35,6 +35,7 @@ from d2ext.engine import Predictor
 from d2ext.errors import ConfigError, DataError
 from d2ext.modeling import wrap_predictor_with_tta
 from d2ext.tools.cli import add_config_arguments, command, config_from_args
+from d2ext.utils.progress import progress_options
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -135,7 +136,7 @@ def as_json(path, instances):
 
 def run_images(demo, paths, output, save_json, logger):
     records = []
-    for path in tqdm.tqdm(paths, disable=len(paths) == 1):
+    for path in tqdm.tqdm(paths, disable=len(paths) == 1, **progress_options()):
         image = read_image(path, format="BGR")
         start = time.perf_counter()
         instances = demo.predict(image)
@@ -156,7 +157,8 @@ def run_video(demo, path, output, logger):
     fps = video.get(cv2.CAP_PROP_FPS) or 25.0
     frames = int(video.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     writer = None
-    for _ in tqdm.tqdm(range(frames) if frames else iter(int, 1), total=frames):
+    frames_iter = range(frames) if frames else iter(int, 1)
+    for _ in tqdm.tqdm(frames_iter, total=frames, **progress_options()):
         ok, frame = video.read()
         if not ok:
             break

@@ -49,7 +49,7 @@ class BalancedFeaturePyramid(Backbone):
     """
     Wraps an FPN backbone (any Backbone whose outputs have equal channels and strides doubling
     from level to level, e.g. Detectron2's FPN) and returns the same features, each plus the
-    refined balanced semantic feature:
+    refined balanced semantic feature::
 
         gather:    finer levels -> adaptive max-pool, coarser -> nearest upsampling, to the size
                    of level `refine_level` (index into the outputs, finest first)
