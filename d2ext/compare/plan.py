@@ -234,10 +234,12 @@ def make_plan(
     cores: int = 2,
     device: str = "cpu",
     first_seed: int = DEFAULT_SEED,
+    jobs: int = 1,
 ) -> Plan:
     """Every config x `seeds` seeds (first_seed, first_seed + 1, ...), each trained for
     `max_iter` iterations in <out>/runs/<config name>/seed<seed>/ and evaluated `eval_points`
-    times (0: at the end only)."""
+    times (0: at the end only). `jobs` runs train at once, each with at most cores // jobs
+    data-loading workers."""
     if seeds < 1 or max_iter < 1:
         raise ValueError(f"--seeds and --max-iter must be >= 1, got {seeds} and {max_iter}")
     paths = resolve_configs(configs)
@@ -270,7 +272,9 @@ def make_plan(
         lazy = is_lazy(path)
         cfg = load_config(path)
         opts = schedule_overrides(cfg, lazy, max_iter, eval_period)
-        opts += dataset_overrides(lazy, train_dataset, test_dataset, cores, cfg)
+        # Data-loading workers: at most the cores of one run (--cores / --jobs).
+        workers = max(1, cores // jobs)
+        opts += dataset_overrides(lazy, train_dataset, test_dataset, workers, cfg)
         opts += method_overrides(cfg, lazy, num_classes, score_thresh)
         opts += _kv(lazy, "train.device" if lazy else "MODEL.DEVICE", device)
         plan.config_opts[name] = opts

@@ -123,6 +123,7 @@ def main(argv=None):
         cores=args.cores,
         device=args.device,
         first_seed=args.first_seed,
+        jobs=args.jobs,
     )
     os.makedirs(plan.out, exist_ok=True)
     command_line = shlex.join([os.path.basename(sys.argv[0])] + list(argv))

@@ -68,6 +68,24 @@ def test_default_configs_are_every_tiny_config_atss_first(tmp_path):
     assert {"aploss_retinanet_R_18_FPN_tiny.yaml", "fcos_R_18_FPN_tiny.py"} <= set(shipped)
 
 
+def test_each_run_has_at_most_its_cores_as_loader_workers(tmp_path):
+    def workers(**kw):
+        plan = make_plan(
+            ["atss_R_18_FPN_tiny", "fcos_R_18_FPN_tiny"], seeds=1, out=str(tmp_path), **kw
+        )
+        yaml_opts, lazy_opts = (
+            plan.config_opts["atss_R_18_FPN_tiny"],
+            plan.config_opts["fcos_R_18_FPN_tiny"],
+        )
+        return (
+            yaml_opts[yaml_opts.index("DATALOADER.NUM_WORKERS") + 1],
+            next(o for o in lazy_opts if o.startswith("dataloader.train.num_workers=")),
+        )
+
+    assert workers(cores=2) == ("2", "dataloader.train.num_workers=2")
+    assert workers(cores=2, jobs=2) == ("1", "dataloader.train.num_workers=1")
+
+
 def test_schedule_is_shared_and_steps_scale(tmp_path):
     from detectron2.config import instantiate
 
