@@ -37,8 +37,10 @@ from d2ext.tools.cli import command as cli_command
 # d2ext.tools.train_net's evaluation in a process of its own, its results dict written as json.
 EVALUATE = (
     "import json, sys\n"
+    "from d2ext.data.registration import register_datasets\n"
     "from d2ext.tools.train_net import get_parser, run\n"
-    "results = run(get_parser().parse_args(sys.argv[2:]))\n"
+    "register_datasets(**json.loads(sys.argv[2]))\n"
+    "results = run(get_parser().parse_args(sys.argv[3:]))\n"
     "with open(sys.argv[1], 'w') as f:\n"
     "    json.dump(results, f)\n"
 )
@@ -62,12 +64,24 @@ def finished_runs(out: str, names: Optional[List[str]] = None) -> List[dict]:
 
 
 def check_command(command: List[str], path: str) -> None:
-    """A run's train_net arguments as compare_methods writes them: --config-file FILE, then
-    config overrides only. Any other flag (e.g. an --allow-unsafe-* opt-in) is refused: a
-    result.json is a file like any other and opts into nothing."""
-    if command[:1] != ["--config-file"] or any(a.startswith("--") for a in command[2:]):
+    """A run's command as compare_methods writes it: the datasets it registered (json: COCO and
+    VOC folders), then --config-file FILE and config overrides only. Anything else is refused
+    (a flag such as an --allow-unsafe-* opt-in, a module to import): a result.json is a file like
+    any other and opts into nothing."""
+    try:
+        datasets = json.loads(command[0])
+    except (IndexError, TypeError, ValueError):
+        datasets = None
+    if (
+        not isinstance(datasets, dict)
+        or set(datasets) - {"coco", "voc", "modules"}
+        or datasets.get("modules")
+        or command[1:2] != ["--config-file"]
+        or any(a.startswith("--") for a in command[3:])
+    ):
         raise DataError(
-            f"{path}: 'command' is not '--config-file FILE' followed by config overrides"
+            f"{path}: 'command' is not the datasets json (no modules) followed by "
+            "'--config-file FILE' and config overrides"
         )
 
 
@@ -85,7 +99,7 @@ def run_logged(command: List[str], log_path: str, cores: int) -> str:
 
 def train_net_args(command: List[str], flag: str, opts: List[str]) -> List[str]:
     """The run's ``--config-file C <overrides>`` with `flag` and more overrides."""
-    return [*command[:2], flag, *command[2:], *opts]  # flags before the overrides
+    return [*command[1:3], flag, *command[3:], *opts]  # flags before the overrides
 
 
 def tta_ap(run: dict, out: str, min_sizes: List[int], merge: str, cores: int) -> Dict[str, float]:
@@ -95,9 +109,9 @@ def tta_ap(run: dict, out: str, min_sizes: List[int], merge: str, cores: int) ->
     if os.path.isfile(done):
         return read_json(done)
     os.makedirs(folder, exist_ok=True)
-    command = run["command"]  # --config-file C <the run's overrides>
+    command = run["command"]  # datasets json, --config-file C, the run's overrides
     weights = os.path.join(run["output_dir"], "model_final.pth")
-    if command[1].endswith(".py"):
+    if command[2].endswith(".py"):
         sizes = "[" + ",".join(str(s) for s in min_sizes) + "]"
         extra = [
             f"train.init_checkpoint={weights}",
@@ -113,7 +127,7 @@ def tta_ap(run: dict, out: str, min_sizes: List[int], merge: str, cores: int) ->
     results_file = os.path.join(folder, "results.json")
     args = train_net_args(command, "--eval-only", extra)
     run_logged(
-        [sys.executable, "-c", EVALUATE, results_file, *args],
+        [sys.executable, "-c", EVALUATE, results_file, command[0], *args],
         os.path.join(folder, "log.txt"),
         cores,
     )
@@ -127,7 +141,7 @@ def tta_ap(run: dict, out: str, min_sizes: List[int], merge: str, cores: int) ->
 def swa_ap(run: dict, out: str, cycles: int, cycle_iters: int, cores: int) -> Dict[str, float]:
     """{"plain": the run's final AP, "swa": AP of the SWA average} after resuming a copy of the
     run with SOLVER.SWA (yaml configs)."""
-    if run["command"][1].endswith(".py"):
+    if run["command"][2].endswith(".py"):
         raise ValueError(f"{run['name']}: --swa takes yaml configs (lazy ones set train.swa)")
     folder = os.path.join(out, "swa", run["name"], f"seed{run['seed']}")
     done = os.path.join(folder, "ap.json")
@@ -143,7 +157,7 @@ def swa_ap(run: dict, out: str, cycles: int, cycle_iters: int, cores: int) -> Di
     swa += ["SOLVER.SWA.CYCLE_ITERS", str(cycle_iters), "OUTPUT_DIR", folder]
     # As the comparison's runs: d2ext.tools.train_net with the datasets d2ext registers.
     args = train_net_args(run["command"], "--resume", swa)
-    command = [sys.executable, "-m", "d2ext.compare.training", "{}", *args]
+    command = [sys.executable, "-m", "d2ext.compare.training", run["command"][0], *args]
     run_logged(command, os.path.join(folder, "log.txt"), cores)
     averaged = [
         m["swa/bbox/AP"]

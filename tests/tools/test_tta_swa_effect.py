@@ -13,6 +13,7 @@ from engine.test_train_net import FAST, run
 
 from d2ext.errors import DataError
 
+NO_DATASETS = '{"coco": [], "voc": [], "modules": []}'  # as compare_methods writes it
 TOOL = os.path.join(REPO_ROOT, "tools", "tta_swa_effect.py")
 EVAL = ["DATASETS.TEST", "('d2ext_shapes_minival',)", "INPUT.MIN_SIZE_TEST", "96"]
 EVAL += ["MODEL.ATSS.SCORE_THRESH_TEST", "0.0", "TEST.DETECTIONS_PER_IMAGE", "10"]
@@ -36,8 +37,17 @@ def fake_comparison(out, command):
 
 
 def test_a_command_with_a_flag_is_refused(tmp_path):
-    fake_comparison(str(tmp_path), ["--config-file", TINY_CONFIG, "--allow-unsafe-yaml"])
-    with pytest.raises(DataError, match="not '--config-file FILE' followed by config overrides"):
+    check = tool()["check_command"]
+    for command in (
+        [NO_DATASETS, "--config-file", TINY_CONFIG, "--allow-unsafe-yaml"],
+        ['{"coco": [], "voc": [], "modules": ["evil"]}', "--config-file", TINY_CONFIG],
+        ["--config-file", TINY_CONFIG],
+    ):
+        with pytest.raises(DataError, match="not the datasets json"):
+            check(command, "result.json")
+    check([NO_DATASETS, "--config-file", TINY_CONFIG, "SEED", "1"], "result.json")
+    fake_comparison(str(tmp_path), ["--config-file", TINY_CONFIG])
+    with pytest.raises(DataError, match="not the datasets json"):
         tool()["finished_runs"](str(tmp_path))
     with pytest.raises(DataError, match="no finished run"):
         tool()["finished_runs"](str(tmp_path / "nothing"))
@@ -47,7 +57,7 @@ def test_a_command_with_a_flag_is_refused(tmp_path):
 def test_tta_and_swa_of_a_finished_run(tmp_path):
     out = str(tmp_path)
     opts = [*FAST, "SOLVER.MAX_ITER", "2", *EVAL[2:]]
-    folder = fake_comparison(out, ["--config-file", TINY_CONFIG, *opts, *EVAL[:2]])
+    folder = fake_comparison(out, [NO_DATASETS, "--config-file", TINY_CONFIG, *opts, *EVAL[:2]])
     run("--config-file", TINY_CONFIG, *opts, "OUTPUT_DIR", folder)
     argv = ["--out", out, "--tta", "--min-sizes", "64", "96", "--swa", "atss_R_18_FPN_tiny"]
     argv += ["--cycles", "2", "--cycle-iters", "1"]
