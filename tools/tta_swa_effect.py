@@ -139,14 +139,20 @@ def tta_ap(run: dict, out: str, min_sizes: List[int], merge: str, cores: int) ->
 
 
 def swa_ap(run: dict, out: str, cycles: int, cycle_iters: int, cores: int) -> Dict[str, float]:
-    """{"plain": the run's final AP, "swa": AP of the SWA average} after resuming a copy of the
-    run with SOLVER.SWA (yaml configs)."""
+    """{"plain": the run's final AP, "swa": AP of the SWA average, "last_cycle": AP of the
+    trained (not averaged) weights at the end of the SWA cycles, the same extra training without
+    the average} after resuming a copy of the run with SOLVER.SWA (yaml configs)."""
     if run["command"][2].endswith(".py"):
         raise ValueError(f"{run['name']}: --swa takes yaml configs (lazy ones set train.swa)")
     folder = os.path.join(out, "swa", run["name"], f"seed{run['seed']}")
     done = os.path.join(folder, "ap.json")
-    if os.path.isfile(done):
+    if os.path.isfile(done) and "last_cycle" in read_json(done):
         return read_json(done)
+    if os.path.isfile(done):  # written before "last_cycle" was recorded: read it from the run
+        result = {**read_json(done), "last_cycle": _last_ap(folder)}
+        with open(done, "w") as f:
+            json.dump(result, f)
+        return result
     if os.path.isdir(folder):  # an unfinished try: start it again from the run's final model
         shutil.rmtree(folder)
     os.makedirs(folder)
@@ -168,10 +174,22 @@ def swa_ap(run: dict, out: str, cycles: int, cycle_iters: int, cores: int) -> Di
         raise RuntimeError(
             f"{folder}/metrics.json has no swa/bbox/AP: the SWA evaluation did not run"
         )
-    result = {"plain": run["final"]["AP"], "swa": averaged[-1]}
+    result = {"plain": run["final"]["AP"], "swa": averaged[-1], "last_cycle": _last_ap(folder)}
     with open(done, "w") as f:
         json.dump(result, f)
     return result
+
+
+def _last_ap(folder: str) -> float:
+    """The last evaluation of the trained weights in a run's metrics.json (bbox/AP)."""
+    evals = [
+        m["bbox/AP"] for m in read_metrics(os.path.join(folder, "metrics.json")) if "bbox/AP" in m
+    ]
+    if not evals:
+        raise RuntimeError(
+            f"{folder}/metrics.json has no bbox/AP: the final evaluation did not run"
+        )
+    return evals[-1]
 
 
 def spread(values: List[float]) -> str:
@@ -180,20 +198,19 @@ def spread(values: List[float]) -> str:
     return f"{mean(values):.1f} ± {stdev(values):.1f}"
 
 
-def table(title: str, key: str, per_config: Dict[str, List[Dict[str, float]]]) -> List[str]:
-    lines = [
-        f"### {title}",
-        "",
-        f"| config | seeds | AP | AP with {key} | change |",
-        "|---|---:|---:|---:|---:|",
-    ]
+def table(title: str, columns: Dict[str, str], per_config: Dict[str, List[dict]]) -> List[str]:
+    """Mean ± std over seeds of the run's AP, of each measured AP in `columns` ({key: heading})
+    and of its per-seed change from the run's AP."""
+    headings = [h for c in columns.values() for h in (c, f"change ({c})")]
+    lines = [f"### {title}", "", "| config | seeds | AP | " + " | ".join(headings) + " |"]
+    lines.append("|---|---:|---:|" + "---:|" * len(headings))
     for name, results in per_config.items():
         plain = [r["plain"] for r in results]
-        other = [r[key] for r in results]
-        change = [o - p for o, p in zip(other, plain)]
-        lines.append(
-            f"| {name} | {len(results)} | {spread(plain)} | {spread(other)} | {spread(change)} |"
-        )
+        cells = [len(results), spread(plain)]
+        for key in columns:
+            other = [r[key] for r in results]
+            cells += [spread(other), spread([o - p for o, p in zip(other, plain)])]
+        lines.append(f"| {name} | " + " | ".join(str(c) for c in cells) + " |")
     return lines + [""]
 
 
@@ -228,7 +245,9 @@ def main(argv=None):
             print(f"TTA {run['name']} seed {run['seed']}: {result}", flush=True)
             per_config.setdefault(run["name"], []).append(result)
         sizes = ", ".join(str(s) for s in args.min_sizes)
-        lines += table(f"TTA: short sides {sizes} x flip, merge {args.merge}", "tta", per_config)
+        lines += table(
+            f"TTA: short sides {sizes} x flip, merge {args.merge}", {"tta": "TTA"}, per_config
+        )
     if args.swa:
         per_config = {}
         for run in finished_runs(args.out, args.swa):
@@ -236,7 +255,8 @@ def main(argv=None):
             print(f"SWA {run['name']} seed {run['seed']}: {result}", flush=True)
             per_config.setdefault(run["name"], []).append(result)
         title = f"SWA: {args.cycles} cycles x {args.cycle_iters} iterations after the schedule"
-        lines += table(title, "swa", per_config)
+        columns = {"swa": "SWA average", "last_cycle": "same iterations, no average"}
+        lines += table(title, columns, per_config)
     text = "\n".join(lines)
     print(text)
     with open(os.path.join(args.out, "tta_swa.md"), "w") as f:

@@ -73,7 +73,7 @@ def test_tta_and_swa_of_a_finished_run(tmp_path):
     assert set(tta) == {"plain", "tta"}
     swa_dir = os.path.join(out, "swa", "atss_R_18_FPN_tiny", "seed42")
     swa = json.load(open(os.path.join(swa_dir, "ap.json")))
-    assert swa["plain"] == 1.5  # the run's own final AP
+    assert swa["plain"] == 1.5 and set(swa) == {"plain", "swa", "last_cycle"}  # the run's own AP
     assert os.path.isfile(os.path.join(swa_dir, "model_swa.pth"))
     report = open(os.path.join(out, "tta_swa.md")).read()
     assert "| atss_R_18_FPN_tiny | 1 |" in report and "SWA: 2 cycles x 1 iterations" in report
