@@ -27,10 +27,14 @@ with a ``WeightsFileError`` (d2ext/errors.py) that says why on a pickle with any
   keys that DICT, SETITEM(S), ADDITEMS, FROZENSET, ``dict(pairs)``, ``OrderedDict(pairs)``,
   ``set(items)``, ``frozenset(items)`` and ``Counter(items)`` hash, and what BUILD on an
   OrderedDict / Counter adds;
+- for a pickle that must build a tree (``tree``: model-zoo ``.pkl`` weights), a memo reference
+  (GET) or DUP that fetches a container again (anything but strings, numbers, globals and what
+  numpy's dtype and scalar, ``_codecs.encode`` and ``bytes`` build), and a second PROTO opcode;
 - a persistent id (torch's storage key, which torch looks up in dicts) that is not a key-safe atom
   (as above), a global, or a tuple of them.
 
-What it finds is returned: the pickle's persistent ids, as the dry run's nodes.
+What it finds is returned: the pickle's persistent ids, as the dry run's nodes, and the globals
+it names.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from __future__ import annotations
 import _compat_pickle
 import pickletools
 import sys
-from typing import FrozenSet, List
+from typing import FrozenSet, List, Set, Tuple
 
 from d2ext.errors import WeightsFileError
 
@@ -48,19 +52,26 @@ MAX_HASHED_ITEMS = 1 << 20
 
 
 class ScanResult:
-    """What a dry run found: the pickle's persistent ids (nodes: torch's storage references)."""
+    """What a dry run found: the pickle's persistent ids (nodes: torch's storage references) and
+    the globals it names, as (module, name) after Python 2 names are mapped."""
 
     def __init__(self):
         self.persistent_ids: List[_Node] = []
+        self.globals: Set[Tuple[str, str]] = set()
+        self.protocol = 0  # the PROTO opcode's; Python 2 names are mapped below protocol 3
 
 
 def scan_pickle(
-    file, refused: FrozenSet[str] = frozenset(), identity_hashed: FrozenSet[str] = frozenset()
+    file,
+    refused: FrozenSet[str] = frozenset(),
+    identity_hashed: FrozenSet[str] = frozenset(),
+    tree: bool = False,
 ) -> ScanResult:
     """A dry run over one pickle, read from `file` (bytes or a binary file, left just past its
     STOP): refuses the `refused` opcodes and what the module's docstring lists. Objects built by
-    calling a global in `identity_hashed` (placeholders hashed by identity) may be keys."""
-    scan = _Scan(refused, identity_hashed)
+    calling a global in `identity_hashed` (placeholders hashed by identity) may be keys. `tree`:
+    the pickle must build a tree (see ``fetched``) with one PROTO opcode at most."""
+    scan = _Scan(refused, identity_hashed, tree)
     size = len(file) if isinstance(file, (bytes, bytearray)) else None
     try:
         for count, (opcode, arg, position) in enumerate(pickletools.genops(file), 1):
@@ -78,8 +89,9 @@ def scan_pickle(
 class _Scan:
     """The unpickler's stack and memo, as _Nodes, over one pickle's opcodes."""
 
-    def __init__(self, refused: FrozenSet[str], identity_hashed: FrozenSet[str]):
+    def __init__(self, refused: FrozenSet[str], identity_hashed: FrozenSet[str], tree: bool):
         self.refused = refused
+        self.tree = tree
         self.identity_hashed = identity_hashed | _SALTED_CALLS
         self.stack: List[_Node] = []
         self.marks: List[int] = []
@@ -105,7 +117,7 @@ class _Scan:
         elif name == "POP_MARK":
             self.pop_mark()
         elif name == "DUP":
-            push(self.top())
+            push(self.fetched(self.top()))
         elif name == "TUPLE":
             push(self.tuple_of(self.pop_mark()))
         elif name in _TUPLE_SIZES:
@@ -132,7 +144,7 @@ class _Scan:
         elif name in ("GET", "BINGET", "LONG_BINGET"):
             if arg not in self.memo:
                 raise WeightsFileError(f"memo index {arg} read before it is written")
-            push(self.memo[arg])
+            push(self.fetched(self.memo[arg]))
         elif name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
             index = len(self.memo) if name == "MEMOIZE" else int(arg)
             if index < 0 or index > count:
@@ -163,7 +175,11 @@ class _Scan:
             self.top()
         elif name in ("NONE", "NEWTRUE", "NEWFALSE"):
             push(_atom({"NONE": None, "NEWTRUE": True, "NEWFALSE": False}[name]))
-        elif name in ("PROTO", "FRAME"):
+        elif name == "PROTO":
+            if self.tree and count > 1:
+                raise WeightsFileError("a PROTO opcode after the first opcode")
+            self.result.protocol = arg
+        elif name == "FRAME":
             pass
         elif name == "STOP":
             self.pop(1)
@@ -171,6 +187,17 @@ class _Scan:
             push(_atom(arg))
         else:  # none left: a new pickle protocol's opcode
             raise WeightsFileError(f"opcode {name}")
+
+    def fetched(self, node: _Node) -> _Node:
+        """A memo reference (GET) or DUP of node. In a `tree`, only strings, numbers, globals and
+        what numpy.dtype, numpy's scalar, _codecs.encode and bytes build may be fetched again:
+        shared containers are how a small file builds an exponentially large structure."""
+        if self.tree and not (
+            node.kind in ("atom", "global")
+            or (node.kind == "call" and node.value in _NOT_CONTAINERS)
+        ):
+            raise WeightsFileError("the file references a container twice")
+        return node
 
     # Stack access as the unpickler does it: items above the last MARK only.
 
@@ -220,7 +247,10 @@ class _Scan:
         else:
             module, _, qualname = arg.partition(" ")
         named = isinstance(module, str) and isinstance(qualname, str)
-        full = ".".join(mapped_name(module, qualname)) if named else None
+        full = None
+        if named:
+            self.result.globals.add(mapped_name(module, qualname))
+            full = ".".join(mapped_name(module, qualname))
         callee = _Node("global", full, plain=True)
         if name == "INST":
             return self.call(callee, _Node("tuple", items=self.pop_mark()))
@@ -357,6 +387,18 @@ _LITERALS = frozenset(
         "BINUNICODE8",
         "FLOAT",
         "BINFLOAT",
+    }
+)
+
+
+# Calls that build no container (numpy's dtype and scalar, bytes): a `tree` may share them.
+_NOT_CONTAINERS = frozenset(
+    {
+        "numpy.dtype",
+        "numpy.core.multiarray.scalar",
+        "numpy._core.multiarray.scalar",
+        "_codecs.encode",
+        "builtins.bytes",
     }
 )
 

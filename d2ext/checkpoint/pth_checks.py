@@ -14,14 +14,14 @@
   record). torch.save stores records uncompressed (at most the file's size); a 256 KB file with a
   deflated record would otherwise load a 256 MiB tensor.
 - A legacy (pre-zip) file is five pickles in a row; ``scan_legacy`` runs ``scan_pickle``'s dry
-  run over each, and the storages its data's persistent ids claim may add up to at most the same
+  run over each (no object a global builds may be a dict key or set item), and the storages its data's persistent ids claim may add up to at most the same
   budget (numel x element size; 16 bytes an element for a storage type torch does not name).
 """
 
 import struct
 import warnings
 import zipfile
-from typing import FrozenSet
+from typing import Set, Tuple
 
 import torch
 
@@ -59,14 +59,15 @@ def checked_zip_data_pkl(fp, size: int, name: str) -> bytes:
         return zf.read(infos[0].filename.split("/", 1)[0] + "/data.pkl")
 
 
-def scan_legacy(fp, size: int, name: str, identity_hashed: FrozenSet[str]):
+def scan_legacy(fp, size: int, name: str) -> Set[Tuple[str, str]]:
     """A legacy file is five pickles in a row (magic number, protocol, system info, the data, the
     storage keys), then the storages' bytes, which torch allocates as the data's ids claim. Runs
-    scan_pickle over the five (`identity_hashed`: as there) and checks what they claim."""
+    scan_pickle over the five and checks what they claim; returns the globals they name."""
     fp.seek(0)
-    claimed = {}
+    claimed, named = {}, set()
     for index in range(5):
-        found = scan_pickle(fp, identity_hashed=identity_hashed)
+        found = scan_pickle(fp)
+        named |= found.globals
         for pid in found.persistent_ids if index == 3 else ():
             key = pid.items[2].value if pid.kind == "tuple" and len(pid.items) > 2 else None
             claimed.setdefault(
@@ -76,6 +77,7 @@ def scan_legacy(fp, size: int, name: str, identity_hashed: FrozenSet[str]):
         raise WeightsFileError(
             _too_large(name, size, f"its storages claim {sum(claimed.values())} bytes")
         )
+    return named
 
 
 def _expansion_budget(size: int) -> int:

@@ -16,12 +16,13 @@ d2ext/checkpoint/pickle_scan.py, lists exactly what it refuses) refuses, among o
   (200) deep, and tuples whose hash would visit more than max(``MAX_HASHED_ITEMS`` (2**20), the
   pickle's opcodes) items: hashing them crashed the process or took exponential time;
 - any dict key or set item that is not a str, bytes, None, bool or an int of magnitude below
-  2**61 - 1 (others could be chosen to share one hash, which makes building the dict quadratic).
+  2**61 - 1 (others could be chosen to share one hash, which makes building the dict quadratic);
+- a memo reference (GET, DUP) that fetches a container again (strings, numbers and dtypes may be
+  shared), and a second PROTO opcode.
 
-Then Python's own (pure-Python) unpickler runs, where a memo reference (GET, DUP) may fetch a
-string, a number or a dtype again but never a container: what it builds is a tree no larger than
-the file, so hashing, printing or walking it cannot blow up; nesting deeper than 200 is refused.
-The few globals such files name map to stand-ins that build nothing themselves:
+Then Python's unpickler runs: what it builds is a tree no larger than the file, so hashing,
+printing or walking it cannot blow up; nesting deeper than 200 is refused. The few globals such
+files name map to stand-ins (through ``find_class``) that build nothing themselves:
 
 - An array is rebuilt from its pickled (shape, dtype, raw bytes) with ``np.frombuffer``, for bool
   / integer / float (<= 64 bit) dtypes only, only when every field is one numpy itself writes
@@ -110,9 +111,10 @@ def load_pickle_weights(f):
     if unsafe_pickle_allowed():
         return pickle.load(f, encoding="latin1")
     data = f.read()
-    scan_pickle(data, refused=_REFUSED_OPCODES)
+    scanned = scan_pickle(data, refused=_REFUSED_OPCODES, tree=True)
     try:
-        return _resolve(_SafeUnpickler(io.BytesIO(data), _Budget(2 * len(data))).load())
+        unpickler = _SafeUnpickler(io.BytesIO(data), _Budget(2 * len(data)), scanned.protocol)
+        return _resolve(unpickler.load())
     except WeightsFileError:
         raise
     except Exception as e:  # the unpickler on a damaged file: EOFError, TypeError, KeyError, ...
@@ -143,30 +145,17 @@ def _resolve(obj, depth: int = 0):
 # The unpickler.
 
 
-def _no_container_again(load):
-    """A memo-fetching opcode (GET, BINGET, LONG_BINGET, DUP) that refuses to fetch a container:
-    shared containers are how a small file builds an exponentially large structure."""
+class _SafeUnpickler(pickle.Unpickler):
+    """Python's unpickler restricted to the stand-ins (its documented find_class hook)."""
 
-    def checked(self):
-        load(self)
-        if isinstance(self.stack[-1], _CONTAINERS):
-            raise WeightsFileError("the file references a container twice")
-
-    return checked
-
-
-class _SafeUnpickler(pickle._Unpickler):
-    dispatch = dict(pickle._Unpickler.dispatch)
-    for _code in (pickle.GET, pickle.BINGET, pickle.LONG_BINGET, pickle.DUP):
-        dispatch[_code[0]] = _no_container_again(pickle._Unpickler.dispatch[_code[0]])
-
-    def __init__(self, file, budget: _Budget):
+    def __init__(self, file, budget: _Budget, protocol: int):
         super().__init__(file, encoding="latin1")
         self.stand_ins = _stand_ins(budget)
+        self.protocol = protocol
 
     def find_class(self, module, name):
         shown = f"{module[:100]}.{name[:100]}"
-        if self.proto < 3:  # Python 2 names, mapped as pickle maps them (and only then)
+        if self.protocol < 3:  # Python 2 names, mapped as pickle maps them (and only then)
             module, name = mapped_name(module, name)
         found = self.stand_ins.get((module, name))
         if found is None:
@@ -416,4 +405,3 @@ def _array_from_bytes(
 
 
 # What the memo may not hand out twice (_no_container_again).
-_CONTAINERS = (tuple, list, dict, _Array, set, frozenset, bytearray)

@@ -13,7 +13,6 @@
 
 import logging
 import os
-import re
 
 from detectron2.checkpoint import DetectionCheckpointer
 
@@ -23,16 +22,6 @@ from .safe_pickle import load_pickle_weights, unsafe_pickle_allowed
 from .weights_only import load_weights_only, refused_by_d2ext
 
 logger = logging.getLogger(__name__)
-
-
-def _reason(error: Exception) -> str:
-    """The part of torch.load's message that says what is wrong, without its advice to load
-    with weights_only=False."""
-    text = str(error)
-    found = re.search(r"WeightsUnpickler error:\s*(.*?)\s*(Check the documentation|$)", text, re.S)
-    if found:
-        text = found.group(1)
-    return " ".join(text.split(". ")[0].split()) or type(error).__name__
 
 
 class SafeResumeCheckpointer(DetectionCheckpointer):
@@ -99,8 +88,8 @@ class SafeResumeCheckpointer(DetectionCheckpointer):
         except Exception as e:  # torch.load's errors on bad bytes vary (UnpicklingError, ...)
             # Most bad files are refused by d2ext's checks before torch reads them.
             failed = "d2ext refused it" if refused_by_d2ext(e) else "torch.load failed"
-            # from None: torch's message suggests weights_only=False, i.e. running the file.
+            # from None: torch's own error suggests weights_only=False, i.e. running the file.
             raise InvalidCheckpointError(
-                f"{f} is not a valid checkpoint: {failed} ({type(e).__name__}: {_reason(e)}). "
+                f"{f} is not a valid checkpoint: {failed} ({type(e).__name__}: {e}). "
                 f"The file may be corrupt or truncated, or not a PyTorch checkpoint."
             ) from None

@@ -27,9 +27,10 @@ each stores its arguments and state and runs nothing; so do numpy's, whose real 
 the file's dtype flags and can be made to read pointers from it (unless you allowlist them). Only an
 mmdetection file (weights in ``state_dict``, no ``model``) may hold placeholders, outside a
 ``state_dict`` of plain tensors by name; any other file (a Detectron2 checkpoint's optimizer and
-scheduler state are read on resume) is refused. Zip checkpoints name their globals up front
-(torch.serialization.get_unsafe_globals_in_checkpoint); for legacy files they are read from
-torch's error, one at a time, up to ``MAX_GLOBALS`` (32).
+scheduler state are read on resume) is refused. Which globals torch does not allow: for a zip
+checkpoint, torch.serialization.get_unsafe_globals_in_checkpoint; for a legacy (pre-zip) file
+(at most ``MAX_LEGACY_GLOBALS``, 256, distinct ones), each global the dry run found is loaded
+alone through torch.load(weights_only=True). Neither reads torch's error messages.
 """
 
 import contextlib
@@ -37,8 +38,7 @@ import io
 import logging
 import os
 import pickle
-import re
-from typing import Dict
+from typing import Dict, List
 
 import torch
 
@@ -49,9 +49,8 @@ from .pth_checks import checked_zip_data_pkl, is_zip, scan_legacy
 
 logger = logging.getLogger(__name__)
 
-# How many distinct globals one file may add before the loader gives up (each one is a re-read).
-MAX_GLOBALS = 32
-_UNSUPPORTED = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+# How many distinct globals a legacy file may name (each one is looked up by a load of its own).
+MAX_LEGACY_GLOBALS = 256
 
 
 def load_weights_only(f):
@@ -96,30 +95,24 @@ def _load(fp, name: str):
 
 
 def _load_with_placeholders(fp, size: int, name: str, data_pkl):
-    """torch.load with a placeholder for every global torch does not allow (and the user did not
-    allowlist), each pickle torch will read scanned first; returns what it loaded and the
+    """torch.load with a placeholder for every global torch does not allow (by default or in the
+    user's allowlist), each pickle torch will read scanned first; returns what it loaded and the
     placeholders by global name. `data_pkl`: a zip checkpoint's, None for a legacy file."""
-    user = _user_allowed_names()
-    extra: Dict[str, type] = {}
-    for n in _names_in_file(fp) if data_pkl is not None else ():
-        if n not in user:
-            extra[n] = _placeholder(n)
-    while True:
-        identity_hashed = frozenset(extra)
-        if data_pkl is not None:
-            scan_pickle(data_pkl, identity_hashed=identity_hashed)
-        else:
-            scan_legacy(fp, size, name, identity_hashed)
-        fp.seek(0)
-        try:
-            with torch.serialization.safe_globals([(cls, n) for n, cls in extra.items()]):
-                return torch.load(fp, map_location="cpu", weights_only=True), extra
-        except pickle.UnpicklingError as e:
-            # A legacy file's next global, or a file d2ext cannot load.
-            n = _global_name(e)
-            if n is None or n in extra or n in user or len(extra) >= MAX_GLOBALS:
-                raise
-            extra[n] = _placeholder(n)
+    if data_pkl is not None:
+        unsafe = _unsafe_globals_in_zip(fp)
+        extra = {n: _placeholder(n) for n in unsafe}
+        scan_pickle(data_pkl, identity_hashed=frozenset(extra))
+    else:
+        named = scan_legacy(fp, size, name)
+        if len(named) > MAX_LEGACY_GLOBALS:
+            raise WeightsFileError(
+                f"a legacy (pre-zip) checkpoint naming {len(named)} globals; at most "
+                f"{MAX_LEGACY_GLOBALS} are read"
+            )
+        extra = {f"{m}.{n}": _placeholder(f"{m}.{n}") for m, n in named if not _torch_allows(m, n)}
+    fp.seek(0)
+    with torch.serialization.safe_globals([(cls, n) for n, cls in extra.items()]):
+        return torch.load(fp, map_location="cpu", weights_only=True), extra
 
 
 def _check_placeholders_only_in_metadata(loaded, extra: Dict[str, type], name: str):
@@ -139,11 +132,14 @@ def _check_placeholders_only_in_metadata(loaded, extra: Dict[str, type], name: s
 
 
 def _torch_failure(error: Exception) -> WeightsFileError:
-    """torch's error as a WeightsFileError (marked `torch_failed`), without its advice to load
-    with weights_only=False (which runs the file)."""
-    text = str(error)
-    found = re.search(r"WeightsUnpickler error:\s*(.*?)\s*(Check the documentation|$)", text, re.S)
-    text = " ".join((found.group(1) if found else text).split())
+    """torch's error as a WeightsFileError (marked `torch_failed`). torch.load re-raises its
+    weights-only unpickler's error with advice to load with weights_only=False (which runs the
+    file): the unpickler's own error, which it chains as the context, is the one shown."""
+    if isinstance(error, pickle.UnpicklingError) and isinstance(
+        error.__context__, pickle.UnpicklingError
+    ):
+        error = error.__context__
+    text = " ".join(str(error).split())
     failure = WeightsFileError(
         f"{type(error).__name__}: {text if len(text) <= 500 else text[:500] + '...'}"
     )
@@ -155,32 +151,39 @@ def _torch_failure(error: Exception) -> WeightsFileError:
 # Which globals become placeholders.
 
 
-def _names_in_file(f):
-    """Every global a zip-format checkpoint names that torch does not allow (one pass, no
-    loading); none for legacy files, whose names the load loop finds one at a time."""
+def _unsafe_globals_in_zip(f) -> List[str]:
+    """Every global a zip checkpoint names that torch does not allow, by default or in the user's
+    allowlist (torch.serialization.get_unsafe_globals_in_checkpoint: one pass, no loading)."""
     try:
-        if hasattr(f, "seek"):
-            f.seek(0)
+        f.seek(0)
         return torch.serialization.get_unsafe_globals_in_checkpoint(f)
-    except Exception:
+    except Exception:  # not a torch.save zip (e.g. TorchScript): torch.load says why
         return []
 
 
-def _user_allowed_names() -> set:
-    """Names the user allowlisted with torch.serialization.add_safe_globals: never replaced."""
-    names = set()
-    for entry in torch.serialization.get_safe_globals():
-        obj, name = entry if isinstance(entry, tuple) else (entry, None)
-        names.add(name or f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', '')}")
-    return names
+def _torch_allows(module: str, qualname: str) -> bool:
+    """Whether torch's weights-only loading builds this global, by default or in the user's
+    allowlist, for legacy files (get_unsafe_globals_in_checkpoint reads zip files only): a
+    legacy file that holds nothing but the global, loaded. Such a load only looks the name up."""
+    if "\n" in module or "\n" in qualname:
+        return False
+    data = _LEGACY_HEADER + b"\x80\x02c" + f"{module}\n{qualname}\n".encode() + b"." + _NO_STORAGES
+    try:
+        torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        return False
+    return True
 
 
-def _global_name(error: Exception):
-    found = _UNSUPPORTED.search(str(error))
-    if not found:
-        return None
-    # torch's message drops the "builtins." of a builtin (e.g. getattr in numpy pickles).
-    return found.group(1) if "." in found.group(1) else f"builtins.{found.group(1)}"
+_LEGACY_HEADER = b"".join(
+    pickle.dumps(x, protocol=2)
+    for x in (
+        torch.serialization.MAGIC_NUMBER,
+        torch.serialization.PROTOCOL_VERSION,
+        {"protocol_version": torch.serialization.PROTOCOL_VERSION, "little_endian": True},
+    )
+)
+_NO_STORAGES = pickle.dumps([], protocol=2)
 
 
 # ---------------------------------------------------------------------------------------------

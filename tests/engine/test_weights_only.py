@@ -161,13 +161,43 @@ def test_shared_references_are_scanned_once(tmp_path):
     assert time.time() - start < 10
 
 
-def test_legacy_files_find_globals_one_at_a_time_up_to_max_globals(tmp_path, monkeypatch):
-    path = save(tmp_path, mmengine_like())
-    monkeypatch.setattr(weights_only, "_names_in_file", lambda f: [])  # as for a pre-zip file
-    assert isinstance(load_weights_only(path)["meta"]["seed"], Unloaded)
-    monkeypatch.setattr(weights_only, "MAX_GLOBALS", 1)
-    with pytest.raises(pickle.UnpicklingError, match="Unsupported global"):
+def save_legacy(tmp_path, checkpoint, name="legacy.pth"):
+    path = str(tmp_path / name)
+    torch.save(checkpoint, path, _use_new_zipfile_serialization=False)
+    return path
+
+
+def test_legacy_files_get_placeholders_for_the_globals_torch_refuses(tmp_path):
+    """A pre-zip file: globals found by the dry run, each looked up through torch alone."""
+    loaded = load_weights_only(save_legacy(tmp_path, mmengine_like()))
+    assert isinstance(loaded["meta"]["seed"], Unloaded)
+    assert torch.equal(loaded["state_dict"]["w"], mmengine_like()["state_dict"]["w"])
+    with torch.serialization.safe_globals([HistoryBufferLike]):
+        loaded = load_weights_only(save_legacy(tmp_path, mmengine_like()))
+    assert isinstance(loaded["message_hub"]["log_scalars"]["loss"], HistoryBufferLike)
+    with pytest.raises(pickle.UnpicklingError, match="its checkpoint holds objects of"):
+        load_weights_only(save_legacy(tmp_path, {"model": {}, "x": HistoryBufferLike()}))
+
+
+def test_a_legacy_file_naming_too_many_globals_is_refused(tmp_path, monkeypatch):
+    path = save_legacy(tmp_path, mmengine_like())
+    monkeypatch.setattr(weights_only, "MAX_LEGACY_GLOBALS", 2)
+    with pytest.raises(pickle.UnpicklingError, match="legacy .* naming \\d+ globals; at most 2"):
         load_weights_only(path)
+
+
+def test_torchs_failure_is_shown_without_its_advice_to_load_unsafely(tmp_path):
+    """torch's error advises weights_only=False (running the file); d2ext shows the unpickler's
+    own error, which torch chains to it."""
+    path = save(tmp_path, {"model": {}, "x": HistoryBufferLike()})
+    with pytest.raises(pickle.UnpicklingError) as torch_error:
+        torch.load(path, weights_only=True)
+    unsafe_advice = "`weights_only` set to `False`"
+    assert unsafe_advice in str(torch_error.value)
+    failure = weights_only._torch_failure(torch_error.value)
+    assert "Unsupported global" in str(failure) and "HistoryBufferLike" in str(failure)
+    assert unsafe_advice not in str(failure) and "weights_only=False" not in str(failure)
+    assert failure.torch_failed
 
 
 def test_the_users_allowlist_is_kept_and_used(tmp_path):
