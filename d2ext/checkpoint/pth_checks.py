@@ -14,8 +14,9 @@
   record). torch.save stores records uncompressed (at most the file's size); a 256 KB file with a
   deflated record would otherwise load a 256 MiB tensor.
 - A legacy (pre-zip) file is five pickles in a row; ``scan_legacy`` runs ``scan_pickle``'s dry
-  run over each (no object a global builds may be a dict key or set item), and the storages its data's persistent ids claim may add up to at most the same
-  budget (numel x element size; 16 bytes an element for a storage type torch does not name).
+  run over each (no object a global builds may be a dict key or set item), and the storages its
+  data's persistent ids claim may add up to at most the same budget (numel x element size; 16
+  bytes an element for a storage type torch does not name).
 """
 
 import struct
