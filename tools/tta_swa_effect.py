@@ -31,6 +31,7 @@ from typing import Dict, List, Optional
 import d2ext  # noqa: F401  (registers d2ext's datasets, like the comparison's runs)
 from d2ext.compare.files import read_json, read_metrics
 from d2ext.compare.training import subprocess_env
+from d2ext.engine.swa import SWA_METRICS_FILENAME
 from d2ext.errors import DataError
 from d2ext.tools.cli import command as cli_command
 
@@ -175,6 +176,10 @@ def swa_ap(run: dict, out: str, cycles: int, cycle_iters: int, cores: int) -> Di
             f"{folder}/metrics.json has no swa/bbox/AP: the SWA evaluation did not run"
         )
     result = {"plain": run["final"]["AP"], "swa": averaged[-1], "last_cycle": _last_ap(folder)}
+    # The average after each cycle (SOLVER.SWA.EVAL_PERIOD 1, the default).
+    by_cycle = os.path.join(folder, SWA_METRICS_FILENAME)
+    if os.path.isfile(by_cycle):
+        result["by_cycle"] = [m["swa/bbox/AP"] for m in read_metrics(by_cycle)]
     with open(done, "w") as f:
         json.dump(result, f)
     return result
@@ -210,6 +215,27 @@ def table(title: str, columns: Dict[str, str], per_config: Dict[str, List[dict]]
         for key in columns:
             other = [r[key] for r in results]
             cells += [spread(other), spread([o - p for o, p in zip(other, plain)])]
+        lines.append(f"| {name} | " + " | ".join(str(c) for c in cells) + " |")
+    return lines + [""]
+
+
+def by_cycle_table(per_config: Dict[str, List[dict]], cycles: int) -> List[str]:
+    """Mean ± std over seeds of the SWA average's AP after each cycle, for the configs whose
+    every seed has it."""
+    rows = {
+        name: results
+        for name, results in per_config.items()
+        if all(len(r.get("by_cycle", [])) == cycles for r in results)
+    }
+    if not rows:
+        return []
+    heads = [f"after {k}" for k in range(1, cycles + 1)]
+    lines = ["### SWA: AP of the average after each cycle", ""]
+    lines += ["| config | seeds | AP | " + " | ".join(heads) + " |"]
+    lines += ["|---|---:|---:|" + "---:|" * cycles]
+    for name, results in rows.items():
+        cells = [len(results), spread([r["plain"] for r in results])]
+        cells += [spread([r["by_cycle"][k] for r in results]) for k in range(cycles)]
         lines.append(f"| {name} | " + " | ".join(str(c) for c in cells) + " |")
     return lines + [""]
 
@@ -257,6 +283,7 @@ def main(argv=None):
         title = f"SWA: {args.cycles} cycles x {args.cycle_iters} iterations after the schedule"
         columns = {"swa": "SWA average", "last_cycle": "same iterations, no average"}
         lines += table(title, columns, per_config)
+        lines += by_cycle_table(per_config, args.cycles)
     text = "\n".join(lines)
     print(text)
     with open(os.path.join(args.out, "tta_swa.md"), "w") as f:

@@ -11,6 +11,7 @@ train.swa = dict(
     lr_schedule="cyclic",
     min_lr_ratio=0.01,
     reset_optimizer=True,
+    eval_period=1,  # the average evaluated after every cycle, as the recipe's SWAHook
 )
 # Also evaluates the model at the end of the main schedule, the one SWA starts from.
 train.eval_period = 90000

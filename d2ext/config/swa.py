@@ -13,7 +13,8 @@ def add_swa_config(cfg):
     learning rate; the model's weights are averaged at the end of each cycle. The average is
     written to OUTPUT_DIR/model_swa.pth after each cycle, kept in the training checkpoints (so
     --resume in the middle of SWA continues the same average) and evaluated on DATASETS.TEST
-    (results in OUTPUT_DIR/inference_swa, metrics "swa/<task>/<metric>") at the end. The
+    every EVAL_PERIOD cycles and at the end (results in OUTPUT_DIR/inference_swa, metrics
+    "swa/<task>/<metric>" at the iteration of each evaluation). The
     checkpoints (model_final.pth included) hold the trained, not the averaged, weights.
 
     SWA starts from the model at the end of the main schedule (the recipe's swa_load_from
@@ -41,3 +42,7 @@ def add_swa_config(cfg):
     # Clear the optimizer's state (SGD momentum) when SWA starts: the recipe trains the SWA
     # epochs with a newly built optimizer. False: the momentum carries over.
     cfg.SOLVER.SWA.RESET_OPTIMIZER = True
+    # Evaluate the average every EVAL_PERIOD cycles, as it stands then (the recipe's SWAHook
+    # evaluates it after every SWA epoch: 1); the final average is always evaluated. 0: only
+    # the final average. Lazy configs may leave train.swa.eval_period out (then 1).
+    cfg.SOLVER.SWA.EVAL_PERIOD = 1

@@ -23,12 +23,14 @@ The recipe, in iterations:
   BN in the backbone, GroupNorm in FPN and heads) the buffers never change, so averaging them or
   not is the same. A model with trainable BatchNorm gets averaged running statistics, an
   approximation (logged).
-- The average is written to ``output_dir/model_swa.pth`` after each cycle, evaluated at the end
-  of training, and kept in the trainer's checkpoints (the hook's ``state_dict``: the running
+- The average is written to ``output_dir/model_swa.pth`` after each cycle, evaluated every
+  ``eval_period`` cycles as it stands then (the recipe's SWAHook evaluates it after every SWA
+  epoch) and at the end of training, and kept in the trainer's checkpoints (the hook's ``state_dict``: the running
   average and its count), so that resuming in the middle of SWA continues the same average.
 """
 
 import copy
+import json
 import logging
 import math
 import os
@@ -49,13 +51,15 @@ from d2ext.errors import CheckpointError, ConfigError
 logger = logging.getLogger(__name__)
 
 SWA_FILENAME = "model_swa.pth"
+SWA_METRICS_FILENAME = "swa_metrics.json"
 LR_SCHEDULES = ("cyclic", "constant")
 
 
 def swa_settings(cfg):
     """The SWA settings of a yaml (SOLVER.SWA) or lazy (``train.swa``) config, checked, as
     keyword arguments (num_cycles, cycle_iters, lr_factor, lr_schedule, min_lr_ratio,
-    reset_optimizer); None when SWA is off (or a lazy config has no ``train.swa``)."""
+    reset_optimizer, eval_period); None when SWA is off (or a lazy config has no ``train.swa``).
+    A lazy config may leave eval_period out (then 1, the recipe's)."""
     if isinstance(cfg, CfgNode):
         node, prefix = cfg.SOLVER.get("SWA"), "SOLVER.SWA."
         if node is None or not node.ENABLED:
@@ -65,7 +69,7 @@ def swa_settings(cfg):
         node, prefix = cfg.train.get("swa"), "train.swa."
         if node is None or not node.get("enabled", False):
             return None
-        get = lambda key: node[key]  # noqa: E731
+        get = lambda key: node.get(key, 1) if key == "eval_period" else node[key]  # noqa: E731
     try:
         settings = {
             k: get(k)
@@ -76,6 +80,7 @@ def swa_settings(cfg):
                 "lr_schedule",
                 "min_lr_ratio",
                 "reset_optimizer",
+                "eval_period",
             )
         }
     except KeyError as e:
@@ -84,6 +89,10 @@ def swa_settings(cfg):
     for name in ("num_cycles", "cycle_iters"):
         if not isinstance(settings[name], int) or settings[name] < 1:
             raise ConfigError(f"{key(name)}={settings[name]!r}: must be a positive integer")
+    if not isinstance(settings["eval_period"], int) or settings["eval_period"] < 0:
+        raise ConfigError(
+            f"{key('eval_period')}={settings['eval_period']!r}: must be an integer >= 0"
+        )
     if not settings["lr_factor"] > 0:
         raise ConfigError(f"{key('lr_factor')}={settings['lr_factor']!r}: must be > 0")
     if not 0 <= settings["min_lr_ratio"] <= 1:
@@ -167,14 +176,19 @@ def insert_swa_hook(hook_list, swa_hook):
 class SWAHook(HookBase):
     """
     Averages the weights at the end of each SWA cycle (see the module's docstring), writes the
-    average to ``output_dir/model_swa.pth`` and evaluates it at the end of training with
-    ``eval_function(model)`` (a dict of results, put in the event storage as "swa/<key>").
+    average to ``output_dir/model_swa.pth`` and evaluates it every ``eval_period`` cycles and at
+    the end of training with ``eval_function(model)`` (a dict of results, put in the event
+    storage as "swa/<key>" at that iteration and as a line of ``output_dir/swa_metrics.json``;
+    ``results`` holds the last, ``history`` every evaluation of this process as (number of
+    weights averaged, results)).
 
     Args:
         start_iter: the first iteration of the SWA phase (the main schedule's length).
         cycle_iters, num_cycles: the cycles; an average is taken after iteration
             ``start_iter + k * cycle_iters - 1`` for k = 1 ... num_cycles.
         reset_optimizer: clear the optimizer's state before iteration ``start_iter``.
+        eval_period: evaluate the average after every ``eval_period``-th cycle (0: at the end
+            of training only).
     The learning rate is the LR scheduler's (:class:`SWAParamScheduler`).
     """
 
@@ -187,6 +201,7 @@ class SWAHook(HookBase):
         output_dir=None,
         eval_function=None,
         reset_optimizer=True,
+        eval_period=0,
         filename=SWA_FILENAME,
     ):
         self.start_iter = start_iter
@@ -196,10 +211,12 @@ class SWAHook(HookBase):
         self.output_dir = output_dir
         self.eval_function = eval_function
         self.reset_optimizer = reset_optimizer
+        self.eval_period = eval_period
         self.filename = filename
         self.num_averaged = 0
         self.average = {}  # state_dict key -> running mean (floating-point entries)
         self.results = None
+        self.history = []  # (num_averaged, results) of each evaluation
 
     @classmethod
     def from_settings(cls, settings, main_iters, **kwargs):
@@ -209,6 +226,7 @@ class SWAHook(HookBase):
             settings["cycle_iters"],
             settings["num_cycles"],
             reset_optimizer=settings["reset_optimizer"],
+            eval_period=settings.get("eval_period", 0),
             **kwargs,
         )
 
@@ -257,6 +275,8 @@ class SWAHook(HookBase):
                 f"({self.num_averaged} of {self.num_cycles})"
             )
             self.save()
+            if self.eval_period and self.num_averaged % self.eval_period == 0:
+                self.evaluate()
 
     @torch.no_grad()
     def update(self, model):
@@ -302,20 +322,38 @@ class SWAHook(HookBase):
             )
         logger.info(f"SWA: the average of {self.num_averaged} saved to {self.path}")
 
-    def after_train(self):
-        # As EvalHook: not after a failed training.
-        finished = self.trainer.iter + 1 >= self.trainer.max_iter
-        eval_function, self.eval_function = self.eval_function, None  # often holds the trainer
-        if not finished or not self.num_averaged or eval_function is None:
+    def evaluate(self):
+        """Evaluates the average as it stands with eval_function; its results go to the event
+        storage at the current iteration, ``results`` and ``history``."""
+        if self.eval_function is None:
             return
         logger.info(f"SWA: evaluating the average of {self.num_averaged} cycle-end weights")
         model = self.averaged_model()
-        self.results = eval_function(model)
+        self.results = self.eval_function(model)
         del model
+        self.history.append((self.num_averaged, self.results))
         if self.results:
             flat = {f"swa/{k}": float(v) for k, v in flatten_results_dict(self.results).items()}
             self.trainer.storage.put_scalars(**flat, smoothing_hint=False)
+            self._log_results(flat)
         comm.synchronize()
+
+    def _log_results(self, flat):
+        """One line of output_dir/swa_metrics.json per evaluation: metrics.json keeps only what
+        its writer finds at its period, which a cycle's end need not meet."""
+        if not self.output_dir or not comm.is_main_process():
+            return
+        line = {"iteration": self.trainer.iter, "num_averaged": self.num_averaged, **flat}
+        with PathManager.open(os.path.join(self.output_dir, SWA_METRICS_FILENAME), "a") as f:
+            f.write(json.dumps(line) + "\n")
+
+    def after_train(self):
+        # As EvalHook: not after a failed training.
+        finished = self.trainer.iter + 1 >= self.trainer.max_iter
+        evaluated = bool(self.history) and self.history[-1][0] == self.num_averaged
+        if finished and self.num_averaged and not evaluated:
+            self.evaluate()
+        self.eval_function = None  # often holds the trainer
 
     def state_dict(self):
         if not self.num_averaged:

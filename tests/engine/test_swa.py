@@ -86,7 +86,7 @@ class Recorder(HookBase):
             )
 
 
-def build(out_dir, seed=0):
+def build(out_dir, seed=0, eval_period=0):
     """A toy trainer with the SWA hook, a checkpoint after every iteration (d2ext's
     Checkpointer, the trainer's state included, as tools/train_net.py)."""
     torch.manual_seed(seed)
@@ -106,7 +106,7 @@ def build(out_dir, seed=0):
     trainer = SimpleTrainer(model, itertools.repeat(batch), optimizer)
     checkpointer = Checkpointer(model, str(out_dir), trainer=trainer)
     swa = SWAHook.from_settings(
-        SETTINGS,
+        {**SETTINGS, "eval_period": eval_period},
         MAIN_ITERS,
         output_dir=str(out_dir),
         eval_function=lambda m: {"toy": {"head_weight_sum": float(m.head.weight.detach().sum())}},
@@ -152,6 +152,41 @@ def test_average_is_the_mean_of_the_cycle_end_weights(uninterrupted):
     expected = float(averaged["head.weight"].sum())
     assert swa.results == {"toy": {"head_weight_sum": expected}}
     assert trainer.storage.latest()["swa/toy/head_weight_sum"][0] == expected
+
+
+def head_sum(state):
+    return float(state["head.weight"].sum())
+
+
+@pytest.mark.parametrize("eval_period,evaluated_after", [(0, [3]), (1, [1, 2, 3]), (2, [2, 3])])
+def test_the_average_is_evaluated_every_eval_period_cycles_and_at_the_end(
+    tmp_path, eval_period, evaluated_after
+):
+    trainer, _, swa, recorder = build(tmp_path, eval_period=eval_period)
+    logged = []
+    writer = HookBase()
+    writer.after_step = lambda: logged.extend(
+        (trainer.iter, v[0])
+        for k, v in trainer.storage.latest().items()
+        if k == "swa/toy/head_weight_sum" and v[1] == trainer.iter
+    )
+    trainer.register_hooks([writer])
+    trainer.train(0, TOTAL)
+    assert [n for n, _ in swa.history] == evaluated_after
+    for n, results in swa.history:  # the average as it stood after n cycles
+        mean = torch.stack([state["head.weight"] for state in recorder.cycle_ends[:n]]).mean(0)
+        assert results["toy"]["head_weight_sum"] == pytest.approx(float(mean.sum()), abs=1e-5)
+    # Each in the storage at the iteration that ended its cycle.
+    cycle_end = lambda n: MAIN_ITERS + n * SETTINGS["cycle_iters"] - 1  # noqa: E731
+    assert logged == [
+        (cycle_end(n), r["toy"]["head_weight_sum"])
+        for n, r in swa.history
+        if eval_period and n % eval_period == 0
+    ]
+    lines = [json.loads(line) for line in open(tmp_path / "swa_metrics.json")]
+    assert [(m["num_averaged"], m["swa/toy/head_weight_sum"]) for m in lines] == [
+        (n, r["toy"]["head_weight_sum"]) for n, r in swa.history
+    ]
 
 
 def test_learning_rate_main_schedule_then_cyclic(uninterrupted):
@@ -233,6 +268,7 @@ def test_settings_and_configs():
         lr_schedule="cyclic",
         min_lr_ratio=0.01,
         reset_optimizer=True,
+        eval_period=1,
     )
     assert swa_settings(cfg) == swa_settings(lazy) == expected
     assert cfg.SOLVER.MAX_ITER == lazy.train.max_iter == 90000
@@ -240,6 +276,9 @@ def test_settings_and_configs():
     cfg.SOLVER.SWA.LR_SCHEDULE = "linear"
     with pytest.raises(ConfigError, match="SOLVER.SWA.LR_SCHEDULE='linear'"):
         swa_settings(cfg)
+    lazy.train.swa.eval_period = -1
+    with pytest.raises(ConfigError, match="train.swa.eval_period=-1: must be an integer >= 0"):
+        swa_settings(lazy)
     lazy.train.swa.cycle_iters = 0
     with pytest.raises(ConfigError, match="train.swa.cycle_iters=0"):
         swa_settings(lazy)
@@ -282,13 +321,19 @@ def test_train_net_writes_and_evaluates_the_swa_model(tmp_path):
     )
     assert "SWA: 2 cycles of 1 iterations from iteration 2" in log
     assert "SWA: the weights after iteration 3 averaged in (2 of 2)" in log
+    assert "SWA: evaluating the average of 1 cycle-end weights" in log  # SOLVER.SWA.EVAL_PERIOD 1
     assert "SWA: evaluating the average of 2 cycle-end weights" in log
     assert os.path.isfile(tmp_path / SWA_FILENAME)
     assert os.path.isfile(tmp_path / "inference_swa" / "coco_instances_results.json")
     metrics = [json.loads(line) for line in open(tmp_path / "metrics.json")]
     assert max(m["iteration"] for m in metrics if "total_loss" in m) == 3  # 2 main + 2 SWA
-    evaluated = [m for m in metrics if "swa/bbox/AP" in m]
-    assert len(evaluated) == 1 and "bbox/AP" in evaluated[0]  # the average and the last model
+    assert [m["iteration"] for m in metrics if "swa/bbox/AP" in m] == [3]
+    assert "bbox/AP" in metrics[-1]  # the last model's
+    # The average after each cycle, at the iteration that ended it.
+    swa_metrics = [json.loads(line) for line in open(tmp_path / "swa_metrics.json")]
+    assert [(m["iteration"], m["num_averaged"]) for m in swa_metrics] == [(2, 1), (3, 2)]
+    last = next(m for m in metrics if "swa/bbox/AP" in m)["swa/bbox/AP"]
+    assert repr(swa_metrics[-1]["swa/bbox/AP"]) == repr(last)  # nan after 4 iterations
     # The checkpoint holds the average, for --resume.
     final = torch.load(tmp_path / "model_final.pth", weights_only=True)
     assert final["trainer"]["hooks"]["SWAHook"]["num_averaged"] == 2

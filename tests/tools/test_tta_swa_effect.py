@@ -73,7 +73,10 @@ def test_tta_and_swa_of_a_finished_run(tmp_path):
     assert set(tta) == {"plain", "tta"}
     swa_dir = os.path.join(out, "swa", "atss_R_18_FPN_tiny", "seed42")
     swa = json.load(open(os.path.join(swa_dir, "ap.json")))
-    assert swa["plain"] == 1.5 and set(swa) == {"plain", "swa", "last_cycle"}  # the run's own AP
+    assert swa["plain"] == 1.5  # the run's own AP
+    assert set(swa) == {"plain", "swa", "last_cycle", "by_cycle"} and len(swa["by_cycle"]) == 2
+    assert repr(swa["by_cycle"][-1]) == repr(swa["swa"])  # the final average (nan: 4 iterations)
     assert os.path.isfile(os.path.join(swa_dir, "model_swa.pth"))
     report = open(os.path.join(out, "tta_swa.md")).read()
     assert "| atss_R_18_FPN_tiny | 1 |" in report and "SWA: 2 cycles x 1 iterations" in report
+    assert "| config | seeds | AP | after 1 | after 2 |" in report
