@@ -159,11 +159,23 @@ def test_vfnet_dcn_on_last_conv_towers():
         )  # the norm stays
 
 
-@pytest.fixture(scope="module")
-def deformable_vfnet():
+# DCN v1 in the backbone (the GFL "dconv" rows), plain head towers.
+TINY_DCN_V1 = [
+    *TINY_DEFORMABLE,
+    "MODEL.RESNETS.DEFORM_MODULATED",
+    "False",
+    "MODEL.VFNET.DCN_ON_LAST_CONV",
+    "False",
+]
+
+
+@pytest.fixture(scope="module", params=["dcn_v2", "dcn_v1"])
+def deformable_vfnet(request):
     from torch import nn
 
-    model = build_tiny_model(TINY_VFNET, *TINY_DEFORMABLE)
+    model = build_tiny_model(
+        TINY_VFNET, *(TINY_DEFORMABLE if request.param == "dcn_v2" else TINY_DCN_V1)
+    )
     _randomise_offsets(model)
     with torch.no_grad():  # scores spread around the threshold (export_checks.detecting_model)
         g = torch.Generator().manual_seed(0)
@@ -239,6 +251,36 @@ def test_deformable_model_runs_under_cpu_autocast(deformable_vfnet):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         boxes, scores, _ = _detections(deformable_vfnet, image)
     assert len(scores) > 0 and torch.isfinite(boxes).all()
+
+
+def test_deformable_model_trains_a_step_under_cpu_autocast():
+    """A training step under bfloat16 autocast (as AMP training on the CPU): finite losses, and
+    gradients reach the backbone's and the head's offset convs."""
+    from detectron2.structures import Boxes, Instances
+
+    model = build_tiny_model(TINY_VFNET, *TINY_DEFORMABLE)
+    _randomise_offsets(model)
+    model.train()
+    image = _image((96, 128))
+    gt = Instances((96, 128))
+    gt.gt_boxes = Boxes(torch.tensor([[10.0, 12.0, 60.0, 70.0], [40.0, 30.0, 120.0, 90.0]]))
+    gt.gt_classes = torch.tensor([0, 2])
+    from detectron2.utils.events import EventStorage
+
+    with EventStorage(0), torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = model([{"image": image, "instances": gt}])
+    total = sum(losses.values())
+    assert all(torch.isfinite(v) for v in losses.values()), losses
+    total.backward()
+    offsets = {
+        n: m for n, m in model.named_modules() if n.endswith(("conv2_offset", "conv_offset"))
+    }
+    assert any(n.startswith("backbone") for n in offsets) and any(
+        n.startswith("head") for n in offsets
+    )
+    for name, module in offsets.items():
+        assert module.weight.grad is not None and torch.isfinite(module.weight.grad).all(), name
+        assert module.weight.grad.abs().sum() > 0, name
 
 
 @pytest.mark.parametrize("device", [CUDA])  # the CPU is the reference
