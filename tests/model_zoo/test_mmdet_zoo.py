@@ -33,6 +33,7 @@ MODEL_ZOO.md).
 """
 
 import logging
+import os
 import re
 
 import pytest
@@ -89,8 +90,6 @@ IMAGE_SIZE = (90, 117)
 
 
 def _d2ext_cfg(name, device="cpu"):
-    import os
-
     from d2ext.config import get_cfg
 
     cfg = get_cfg()
@@ -144,8 +143,6 @@ def test_checkpoint_of_every_row_converts_key_for_key(name):
 
 
 def _metafile_weights():
-    import os
-
     import mmdet
 
     weights = {}
@@ -212,7 +209,7 @@ def family(request, tmp_path_factory):
     path = str(tmp_path_factory.mktemp("mmdet") / f"{name}.pth")
     save_mmdet_checkpoint(mm_model, path)
     model = d2ext_model(f"MMDet/{name}.yaml", path)
-    return request.param, mm_model, model
+    return request.param, mm_model, model, path
 
 
 def _image():
@@ -229,7 +226,7 @@ def _assert_levels(mm_levels, levels, what):
 
 @torch.no_grad()
 def test_features_and_head_outputs_per_backbone_family(family):
-    name, mm_model, model = family
+    name, mm_model, model, _ = family
     imgs = _image()
     mm_x = mm_inputs(mm_model, imgs)["inputs"]
     x = model.preprocess_image(d2_inputs(imgs)).tensor
@@ -254,6 +251,25 @@ def test_features_and_head_outputs_per_backbone_family(family):
     assert len(outputs) == len(mm_outputs)
     for i, (mm_levels, levels) in enumerate(zip(mm_outputs, outputs)):
         _assert_levels(mm_levels, levels, f"{name} output {i}")
+
+
+def test_convert_tool_per_backbone_family(family, tmp_path):
+    """d2ext-convert-mmdet-checkpoint on the family's mmdetection file: the Detectron2-format file
+    it writes loads, with Detectron2's own checkpointer, into the weights MODEL.WEIGHTS gives."""
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.modeling import build_model
+
+    from d2ext.tools.convert_mmdet_checkpoint import main
+
+    name, _, model, path = family
+    out = str(tmp_path / "converted.pth")
+    main([path, out, "--config-file", os.path.join(CONFIGS, "MMDet", FAMILIES[name] + ".yaml")])
+    converted = build_model(_d2ext_cfg(FAMILIES[name]))
+    DetectionCheckpointer(converted).load(out)
+    expected = model.state_dict()
+    assert converted.state_dict().keys() == expected.keys()
+    for key, value in converted.state_dict().items():
+        assert torch.equal(value, expected[key]), key
 
 
 def test_imagenet_resnext_file_initialises_the_x101_configs(tmp_path):
@@ -295,7 +311,7 @@ FAMILY_LOSSES = {
 
 
 def test_detections_and_losses_per_backbone_family(family):
-    name, mm_model, model = family
+    name, mm_model, model, _ = family
     with torch.no_grad():
         assert_same_detections(mm_model, model, 1e-5, name)
     if name in FAMILY_LOSSES:
