@@ -292,6 +292,33 @@ def test_convert_tool(atss_pair, tmp_path):
         assert torch.equal(value, expected[key]), key
 
 
+def test_a_published_style_file_loads(atss_pair, tmp_path):
+    """The published v2.0 files are torch's legacy (pre-zip) format (mmdetection's
+    publish_model.py) with mmdetection 2's metadata: such a file loads through MODEL.WEIGHTS
+    into the same weights as the zip file."""
+    name, mm_model, model, _ = atss_pair
+    meta = {
+        "mmdet_version": "2.0.0",
+        "mmcv_version": "0.5.1",
+        "config": "model = dict(type='ATSS')",
+        "CLASSES": ("person", "bicycle"),
+        "epoch": 12,
+        "iter": 87960,
+        "time": "Sun Feb  9 12:00:00 2020",
+        "hook_msgs": {"last_ckpt": "work_dirs/epoch_12.pth"},
+    }
+    path = str(tmp_path / "published.pth")
+    state = mm_model.state_dict()  # an OrderedDict with its _metadata, as mmcv saved it
+    torch.save({"meta": meta, "state_dict": state}, path, _use_new_zipfile_serialization=False)
+    with open(path, "rb") as f:
+        assert f.read(2) != b"PK"  # not a zip
+    loaded = d2ext_model(MODELS[name][1], path)
+    expected = model.state_dict()
+    assert loaded.state_dict().keys() == expected.keys()
+    for key, value in loaded.state_dict().items():
+        assert torch.equal(value, expected[key]), key
+
+
 def test_torchvision_resnet_loads():
     """torchvision's ImageNet ResNet-50 layout loads into the MMDet configs' ResNet (training
     init): res2..res5 equal torchvision's layer1..layer4 with BN in eval mode."""
