@@ -6,7 +6,8 @@
   comment), its central directory lies where they say, no two records share a name (torch looks
   names up case-insensitively), every record is stored or deflated, not encrypted, and a stored
   record has one size. Then Python's zipfile, which these checks read, and torch's reader see the
-  same records. ``checked_zip_data_pkl`` returns the data.pkl torch will unpickle (for
+  same records. A TorchScript archive (a ``constants.pkl`` record: torch.load would pass it to
+  torch.jit.load) is refused. ``checked_zip_data_pkl`` returns the data.pkl torch will unpickle (for
   ``scan_pickle``'s dry run, d2ext/checkpoint/pickle_scan.py).
 - Its records may expand to at most ``MAX_EXPANSION`` (4) times the file's size plus
   ``EXPANSION_SLACK`` (1 MiB) in all, by their recorded sizes and, for deflated ones, by what
@@ -57,7 +58,13 @@ def checked_zip_data_pkl(fp, size: int, name: str) -> bytes:
         _check_records(infos, entries)
         _check_expansion(zf, infos, size, name)
         # torch reads "<folder of the first record>/data.pkl".
-        return zf.read(infos[0].filename.split("/", 1)[0] + "/data.pkl")
+        folder = infos[0].filename.split("/", 1)[0]
+        if f"{folder}/constants.pkl" in {i.filename for i in infos}:
+            # torch.load hands these to torch.jit.load: compiled code, not weights.
+            raise WeightsFileError(
+                "a TorchScript archive (torch.jit.save), not a checkpoint of weights"
+            )
+        return zf.read(folder + "/data.pkl")
 
 
 def scan_legacy(fp, size: int, name: str) -> Set[Tuple[str, str]]:

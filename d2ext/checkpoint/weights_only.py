@@ -134,12 +134,13 @@ def _check_placeholders_only_in_metadata(loaded, extra: Dict[str, type], name: s
 def _torch_failure(error: Exception) -> WeightsFileError:
     """torch's error as a WeightsFileError (marked `torch_failed`). torch.load re-raises its
     weights-only unpickler's error with advice to load with weights_only=False (which runs the
-    file): the unpickler's own error, which it chains as the context, is the one shown."""
+    file): the unpickler's own error, which it chains as the context, is the one shown, and of any
+    error only its first sentence (torch's other errors end with that advice too)."""
     if isinstance(error, pickle.UnpicklingError) and isinstance(
         error.__context__, pickle.UnpicklingError
     ):
         error = error.__context__
-    text = " ".join(str(error).split())
+    text = " ".join(str(error).split()).split(". ")[0]
     failure = WeightsFileError(
         f"{type(error).__name__}: {text if len(text) <= 500 else text[:500] + '...'}"
     )

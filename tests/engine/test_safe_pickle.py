@@ -175,6 +175,26 @@ def test_sets_and_shared_containers_are_refused_quickly():
     assert time.time() - start < 5
 
 
+def test_python2_names_are_mapped_below_protocol_3_only():
+    """As pickle.load: __builtin__.bytes is builtins.bytes in a protocol-2 (or 0) file, an unknown
+    module in a protocol-3 one; a second PROTO (which would change that midway) is refused."""
+    assert load_bytes(b"\x80\x02c__builtin__\nbytes\n)R.") == b""
+    assert load_bytes(b"c__builtin__\nbytes\n)R.") == b""  # no PROTO: protocol 0
+    with pytest.raises(pickle.UnpicklingError, match="it names __builtin__.bytes"):
+        load_bytes(b"\x80\x03c__builtin__\nbytes\n)R.")
+    with pytest.raises(pickle.UnpicklingError, match="a PROTO opcode after the first"):
+        load_bytes(b"\x80\x02\x80\x03c__builtin__\nbytes\n)R.")
+
+
+def test_numbers_strings_and_dtypes_may_be_shared():
+    """Only containers are refused when the memo hands them out again."""
+    shared = np.dtype("f4")
+    data = {"a": np.zeros(2, shared), "b": np.ones(3, shared), "s": ["x" * 9] * 2}
+    loaded = load_bytes(pickle.dumps(data, protocol=2))
+    assert loaded["s"] == data["s"] and loaded["b"].dtype == shared
+    np.testing.assert_array_equal(loaded["b"], data["b"])
+
+
 def test_one_buffer_used_many_times_is_paid_for():
     big = "x" * 100_000  # one memoised str, encoded to bytes by 50 calls: 5 MB from a ~100 kB file
     # A protocol-2 file whose 50 entries are _codecs.encode(<the same memoised str>, "latin1").

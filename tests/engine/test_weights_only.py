@@ -186,6 +186,41 @@ def test_a_legacy_file_naming_too_many_globals_is_refused(tmp_path, monkeypatch)
         load_weights_only(path)
 
 
+def test_torch_is_asked_which_globals_it_builds():
+    """The legacy files' question, answered by loading a file that names only the global."""
+    allows = weights_only._torch_allows
+    assert allows("torch._utils", "_rebuild_tensor_v2") and allows("collections", "OrderedDict")
+    assert not allows("numpy.core.multiarray", "scalar") and not allows("posix", "system")
+    assert not allows("collections", "OrderedDict\nos")  # names from STACK_GLOBAL
+    assert not allows(__name__, "HistoryBufferLike")
+    with torch.serialization.safe_globals([HistoryBufferLike]):
+        assert allows(__name__, "HistoryBufferLike")
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_a_blocked_module_is_refused_without_the_unsafe_advice(tmp_path, legacy):
+    """torch refuses globals of some modules (os / posix, ...) even when allowlisted."""
+    main = b"\x80\x02}X\x01\x00\x00\x00xcposix\nsystem\ns."  # {"x": posix.system}
+    if legacy:
+        path = _legacy_file(tmp_path / "blocked.pth", main)
+    else:
+        path = rezip(save(tmp_path, {"x": 1}), tmp_path / "blocked.pth", {"data.pkl": main})
+    with pytest.raises(WeightsFileError) as info:
+        load_weights_only(path)
+    message = str(info.value)
+    assert "posix" in message and "blocked" in message, message
+    assert "weights_only" not in message.replace("weights-only", ""), message
+
+
+def test_a_torchscript_archive_is_refused_before_torch_reads_it(tmp_path):
+    """torch.load would hand it to torch.jit.load (and its error advises weights_only=False)."""
+    path = str(tmp_path / "scripted.pt")
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), path)
+    with pytest.raises(WeightsFileError, match="a TorchScript archive") as info:
+        load_weights_only(path)
+    assert weights_only.refused_by_d2ext(info.value)
+
+
 def test_torchs_failure_is_shown_without_its_advice_to_load_unsafely(tmp_path):
     """torch's error advises weights_only=False (running the file); d2ext shows the unpickler's
     own error, which torch chains to it."""
