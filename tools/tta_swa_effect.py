@@ -219,6 +219,17 @@ def table(title: str, columns: Dict[str, str], per_config: Dict[str, List[dict]]
     return lines + [""]
 
 
+def average_effect_table(per_config: Dict[str, List[dict]]) -> List[str]:
+    """Mean ± std over seeds of the SWA average's AP minus that of the same iterations without
+    the average: the average's own share of SWA's change."""
+    lines = ["### SWA: the average's own effect", ""]
+    lines += ["| config | seeds | SWA average − same iterations, no average |", "|---|---:|---:|"]
+    for name, results in per_config.items():
+        effect = spread([r["swa"] - r["last_cycle"] for r in results])
+        lines.append(f"| {name} | {len(results)} | {effect} |")
+    return lines + [""]
+
+
 def by_cycle_table(per_config: Dict[str, List[dict]], cycles: int) -> List[str]:
     """Mean ± std over seeds of the SWA average's AP after each cycle, for the configs whose
     every seed has it."""
@@ -283,6 +294,7 @@ def main(argv=None):
         title = f"SWA: {args.cycles} cycles x {args.cycle_iters} iterations after the schedule"
         columns = {"swa": "SWA average", "last_cycle": "same iterations, no average"}
         lines += table(title, columns, per_config)
+        lines += average_effect_table(per_config)
         lines += by_cycle_table(per_config, args.cycles)
     text = "\n".join(lines)
     print(text)

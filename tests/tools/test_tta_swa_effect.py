@@ -80,3 +80,4 @@ def test_tta_and_swa_of_a_finished_run(tmp_path):
     report = open(os.path.join(out, "tta_swa.md")).read()
     assert "| atss_R_18_FPN_tiny | 1 |" in report and "SWA: 2 cycles x 1 iterations" in report
     assert "| config | seeds | AP | after 1 | after 2 |" in report
+    assert "| config | seeds | SWA average − same iterations, no average |" in report
