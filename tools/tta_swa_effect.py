@@ -147,13 +147,8 @@ def swa_ap(run: dict, out: str, cycles: int, cycle_iters: int, cores: int) -> Di
         raise ValueError(f"{run['name']}: --swa takes yaml configs (lazy ones set train.swa)")
     folder = os.path.join(out, "swa", run["name"], f"seed{run['seed']}")
     done = os.path.join(folder, "ap.json")
-    if os.path.isfile(done) and "last_cycle" in read_json(done):
+    if os.path.isfile(done):
         return read_json(done)
-    if os.path.isfile(done):  # written before "last_cycle" was recorded: read it from the run
-        result = {**read_json(done), "last_cycle": _last_ap(folder)}
-        with open(done, "w") as f:
-            json.dump(result, f)
-        return result
     if os.path.isdir(folder):  # an unfinished try: start it again from the run's final model
         shutil.rmtree(folder)
     os.makedirs(folder)
@@ -166,16 +161,11 @@ def swa_ap(run: dict, out: str, cycles: int, cycle_iters: int, cores: int) -> Di
     args = train_net_args(run["command"], "--resume", swa)
     command = [sys.executable, "-m", "d2ext.compare.training", run["command"][0], *args]
     run_logged(command, os.path.join(folder, "log.txt"), cores)
-    averaged = [
-        m["swa/bbox/AP"]
-        for m in read_metrics(os.path.join(folder, "metrics.json"))
-        if "swa/bbox/AP" in m
-    ]
-    if not averaged:
-        raise RuntimeError(
-            f"{folder}/metrics.json has no swa/bbox/AP: the SWA evaluation did not run"
-        )
-    result = {"plain": run["final"]["AP"], "swa": averaged[-1], "last_cycle": _last_ap(folder)}
+    result = {
+        "plain": run["final"]["AP"],
+        "swa": _last_metric(folder, "swa/bbox/AP"),
+        "last_cycle": _last_metric(folder, "bbox/AP"),
+    }
     # The average after each cycle (SOLVER.SWA.EVAL_PERIOD 1, the default).
     by_cycle = os.path.join(folder, SWA_METRICS_FILENAME)
     if os.path.isfile(by_cycle):
@@ -185,16 +175,13 @@ def swa_ap(run: dict, out: str, cycles: int, cycle_iters: int, cores: int) -> Di
     return result
 
 
-def _last_ap(folder: str) -> float:
-    """The last evaluation of the trained weights in a run's metrics.json (bbox/AP)."""
-    evals = [
-        m["bbox/AP"] for m in read_metrics(os.path.join(folder, "metrics.json")) if "bbox/AP" in m
-    ]
-    if not evals:
-        raise RuntimeError(
-            f"{folder}/metrics.json has no bbox/AP: the final evaluation did not run"
-        )
-    return evals[-1]
+def _last_metric(folder: str, key: str) -> float:
+    """The last value of `key` in a run's metrics.json (swa/bbox/AP: the SWA average's, bbox/AP:
+    the trained weights')."""
+    values = [m[key] for m in read_metrics(os.path.join(folder, "metrics.json")) if key in m]
+    if not values:
+        raise RuntimeError(f"{folder}/metrics.json has no {key}: that evaluation did not run")
+    return values[-1]
 
 
 def spread(values: List[float]) -> str:

@@ -249,8 +249,9 @@ class _Scan:
         named = isinstance(module, str) and isinstance(qualname, str)
         full = None
         if named:
-            self.result.globals.add(mapped_name(module, qualname))
-            full = ".".join(mapped_name(module, qualname))
+            mapped = mapped_name(module, qualname)
+            self.result.globals.add(mapped)
+            full = ".".join(mapped)
         callee = _Node("global", full, plain=True)
         if name == "INST":
             return self.call(callee, _Node("tuple", items=self.pop_mark()))

@@ -1,5 +1,9 @@
 from detectron2.config import CfgNode as CN
 
+# Cycles between evaluations of the average (SOLVER.SWA.EVAL_PERIOD; train.swa.eval_period
+# when a lazy config leaves it out).
+SWA_EVAL_PERIOD = 1
+
 
 def add_swa_config(cfg):
     """
@@ -45,4 +49,4 @@ def add_swa_config(cfg):
     # Evaluate the average every EVAL_PERIOD cycles, as it stands then (the recipe's SWAHook
     # evaluates it after every SWA epoch: 1); the final average is always evaluated. 0: only
     # the final average. Lazy configs may leave train.swa.eval_period out (then 1).
-    cfg.SOLVER.SWA.EVAL_PERIOD = 1
+    cfg.SOLVER.SWA.EVAL_PERIOD = SWA_EVAL_PERIOD

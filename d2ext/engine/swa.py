@@ -25,8 +25,9 @@ The recipe, in iterations:
   approximation (logged).
 - The average is written to ``output_dir/model_swa.pth`` after each cycle, evaluated every
   ``eval_period`` cycles as it stands then (the recipe's SWAHook evaluates it after every SWA
-  epoch) and at the end of training, and kept in the trainer's checkpoints (the hook's ``state_dict``: the running
-  average and its count), so that resuming in the middle of SWA continues the same average.
+  epoch) and at the end of training, and kept in the trainer's checkpoints (the hook's
+  ``state_dict``: the running average and its count), so that resuming in the middle of SWA
+  continues the same average.
 """
 
 import copy
@@ -46,6 +47,7 @@ from fvcore.common.param_scheduler import ParamScheduler
 from fvcore.nn.precise_bn import get_bn_modules
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
+from d2ext.config.swa import SWA_EVAL_PERIOD
 from d2ext.errors import CheckpointError, ConfigError
 
 logger = logging.getLogger(__name__)
@@ -59,7 +61,7 @@ def swa_settings(cfg):
     """The SWA settings of a yaml (SOLVER.SWA) or lazy (``train.swa``) config, checked, as
     keyword arguments (num_cycles, cycle_iters, lr_factor, lr_schedule, min_lr_ratio,
     reset_optimizer, eval_period); None when SWA is off (or a lazy config has no ``train.swa``).
-    A lazy config may leave eval_period out (then 1, the recipe's)."""
+    A lazy config may leave eval_period out (then SWA_EVAL_PERIOD, the recipe's)."""
     if isinstance(cfg, CfgNode):
         node, prefix = cfg.SOLVER.get("SWA"), "SOLVER.SWA."
         if node is None or not node.ENABLED:
@@ -69,7 +71,8 @@ def swa_settings(cfg):
         node, prefix = cfg.train.get("swa"), "train.swa."
         if node is None or not node.get("enabled", False):
             return None
-        get = lambda key: node.get(key, 1) if key == "eval_period" else node[key]  # noqa: E731
+        optional = {"eval_period": SWA_EVAL_PERIOD}
+        get = lambda key: node.get(key, optional[key]) if key in optional else node[key]  # noqa: E731
     try:
         settings = {
             k: get(k)
@@ -226,7 +229,7 @@ class SWAHook(HookBase):
             settings["cycle_iters"],
             settings["num_cycles"],
             reset_optimizer=settings["reset_optimizer"],
-            eval_period=settings.get("eval_period", 0),
+            eval_period=settings["eval_period"],
             **kwargs,
         )
 
